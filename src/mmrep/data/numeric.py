@@ -1,0 +1,235 @@
+"""The numeric latent-variable simulation of "Negate or Embrace" as a LightningDataModule.
+
+Spec: ``numeric-misalignment.md`` §1. Latents ``z = [s, m_x, m_t]``; the image view is ``x = g_x([s, m_x])`` and
+the text view is ``t = g_t([s̃[I_θ], m_t])`` where ``s̃`` is ``s`` with the perturbable coordinates corrupted.
+The training stream is generated on the fly, batch ``k`` from a generator seeded by ``(seed, k, rank)``, so a run
+is reproducible and a resumed run sees the same data; held-out sets are fixed by the seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from scipy.stats import wishart
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
+from mmrep.data.mixing import invertible_mlp
+from mmrep.data.seeding import seed_sequence, torch_generator
+from mmrep.errors import ConfigError
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class LatentModel:
+    """Distribution of ``(s, s̃, m_x, m_t)`` (spec §1.2 and §1.4).
+
+    Independent regime: ``s ~ N(0, margin_std² I)``, ``m_x, m_t ~ N(0, I)``, noise ``ε ~ N(0, noise_std² I)``.
+    Dependent regime: Gaussian with Wishart(df=n, I) covariances. The original drew ``Σ_a`` with the same seed as
+    ``Σ_s`` and ``Σ_mt`` with the same seed as ``Σ_mx`` (spec §6 bug 2); by default we draw all four
+    independently, as the paper describes; ``share_covariances=True`` reproduces the original code.
+    """
+
+    bias: ResolvedBias
+    n_modality: int = 5
+    dependent: bool = False
+    margin_std: float = 1.0
+    seed: int = 0
+    share_covariances: bool = False
+
+    def __post_init__(self) -> None:
+        n_s, n_m = self.bias.n_semantics, self.n_modality
+        self.chol: dict[str, torch.Tensor | None] = {"s": None, "a": None, "m_x": None, "m_t": None}
+        if self.dependent:
+            rng = np.random.default_rng(seed_sequence(self.seed, "covariance"))
+            cov_s = wishart.rvs(df=n_s, scale=np.eye(n_s), random_state=rng)
+            cov_a = cov_s if self.share_covariances else wishart.rvs(df=n_s, scale=np.eye(n_s), random_state=rng)
+            cov_mx = wishart.rvs(df=n_m, scale=np.eye(n_m), random_state=rng)
+            cov_mt = cov_mx if self.share_covariances else wishart.rvs(df=n_m, scale=np.eye(n_m), random_state=rng)
+            for key, cov in {"s": cov_s, "a": cov_a, "m_x": cov_mx, "m_t": cov_mt}.items():
+                self.chol[key] = torch.linalg.cholesky(torch.as_tensor(np.atleast_2d(cov), dtype=torch.float64)).float()
+        mask = torch.zeros(n_s)
+        mask[list(self.bias.perturbed)] = 1.0
+        self.perturb_mask = mask
+
+    def _gaussian(self, n: int, dim: int, key: str, std: float, gen: torch.Generator) -> torch.Tensor:
+        eps = torch.randn(n, dim, generator=gen)
+        chol = self.chol[key]
+        return eps @ chol.T if chol is not None else eps * std
+
+    def sample(self, n: int, gen: torch.Generator) -> Batch:
+        """``n`` i.i.d. latent draws: ``s`` (n, n_s), ``s_tilde`` (n, n_s), ``m_x``/``m_t`` (n, n_modality)."""
+        n_s, n_m = self.bias.n_semantics, self.n_modality
+        s = self._gaussian(n, n_s, "s", self.margin_std, gen)
+        m_x = self._gaussian(n, n_m, "m_x", 1.0, gen)
+        m_t = self._gaussian(n, n_m, "m_t", 1.0, gen)
+        changed = torch.rand(n, n_s, generator=gen) < self.bias.change_prob  # b ~ Bernoulli(p), §1.4
+        noise = self._gaussian(n, n_s, "a", self.bias.noise_std, gen)
+        s_tilde = s + self.perturb_mask * changed * noise
+        return {"s": s, "s_tilde": s_tilde, "m_x": m_x, "m_t": m_t}
+
+
+class _TrainStream(IterableDataset):
+    """``steps_per_epoch`` batches per epoch; batch k is drawn from a generator seeded by (seed, k, rank)."""
+
+    def __init__(self, datamodule: "NumericDataModule") -> None:
+        self.dm = datamodule
+
+    def __len__(self) -> int:
+        return self.dm.steps_per_epoch
+
+    def __iter__(self) -> Iterator[Batch]:
+        trainer = self.dm.trainer
+        start = trainer.global_step if trainer is not None else 0
+        rank = trainer.global_rank if trainer is not None else 0
+        for j in range(self.dm.steps_per_epoch):
+            gen = torch_generator(self.dm.seed, "train", start + j, rank)
+            yield self.dm.generate(self.dm.batch_size, gen, with_latents=False)
+
+
+class _FixedBatches(Dataset):
+    def __init__(self, batches: list[Batch]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.batches[i]
+
+
+class NumericDataModule(pl.LightningDataModule):
+    """Paired views ``x`` (image) and ``t`` (text) of the latent model, mixed by frozen invertible MLPs.
+
+    Batches are dicts: ``"x"`` (B, n_s + n_m), ``"t"`` (B, |I_θ| + n_m), ``"neg"`` (an independent draw of both
+    views, the negatives of the spec's loss, §1.7) and, in held-out sets, ``"latents"``.
+
+    Args:
+        bias: the selection/perturbation bias (``bias=`` group); ``None`` means no bias.
+        n_semantics, n_modality: latent block sizes (spec defaults 10 and 5).
+        dependent: Wishart-covariance (causally dependent) latents instead of independent ones.
+        batch_size: pairs per training step (the spec's 6144 at paper scale); each step also draws as many negatives.
+        steps_per_epoch: length of one training epoch of the infinite stream (checkpoint/validation cadence).
+        n_val: size of the fixed validation set (loss only). n_probe: default size of the probe fit/eval sets.
+    """
+
+    def __init__(
+        self,
+        bias: MisalignmentBias | None = None,
+        n_semantics: int = 10,
+        n_modality: int = 5,
+        dependent: bool = False,
+        margin_std: float = 1.0,
+        share_covariances: bool = False,
+        mixing_layers: int = 3,
+        mixing_slope: float = 0.2,
+        cond_quantile: float = 0.001,
+        n_cond_samples: int = 25_000,
+        batch_size: int = 6144,
+        steps_per_epoch: int = 1000,
+        n_val: int = 4096,
+        negatives: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for key, value in {
+            "n_semantics": n_semantics,
+            "n_modality": n_modality,
+            "mixing_layers": mixing_layers,
+            "batch_size": batch_size,
+            "steps_per_epoch": steps_per_epoch,
+            "n_val": n_val,
+        }.items():
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"dataset.{key}: must be a positive integer, got {value!r}")
+        if margin_std <= 0:
+            raise ConfigError(f"dataset.margin_std: must be > 0, got {margin_std}")
+        self.bias = (bias or MisalignmentBias(name="none")).resolve(n_semantics)
+        self.latent_model = LatentModel(
+            self.bias, n_modality, dependent, margin_std, seed, share_covariances=share_covariances
+        )
+        self.n_semantics, self.n_modality = n_semantics, n_modality
+        self.batch_size, self.steps_per_epoch, self.n_val = batch_size, steps_per_epoch, n_val
+        self.negatives, self.seed = negatives, seed
+        self._mixing_kwargs = dict(
+            n_layers=mixing_layers,
+            negative_slope=mixing_slope,
+            cond_quantile=cond_quantile,
+            n_cond_samples=n_cond_samples,
+        )
+        self._mixing: dict[str, torch.nn.Module] | None = None
+        self._val: list[Batch] | None = None
+
+    # ---- the contract every datamodule offers -------------------------------------------------------------
+    @property
+    def modalities(self) -> dict[str, tuple[int, ...]]:
+        return {"x": (self.n_semantics + self.n_modality,), "t": (len(self.bias.selected) + self.n_modality,)}
+
+    @property
+    def latent_names(self) -> list[str]:
+        return [f"s_{i}" for i in range(self.n_semantics)] + ["m_x", "m_t"]
+
+    @property
+    def default_encoding_size(self) -> int:
+        """``|I_θ \\ I_β|``: the encoder width the spec uses when ``--encoding-size 0`` (§1.3)."""
+        return len(self.bias.invariant)
+
+    # ---- generation ---------------------------------------------------------------------------------------
+    @property
+    def mixing(self) -> dict[str, torch.nn.Module]:
+        """The frozen ``g_x`` and ``g_t`` (built on first use, deterministic in ``seed``)."""
+        if self._mixing is None:
+            self._mixing = {
+                name: invertible_mlp(dim[0], seed=seed_sequence(self.seed, f"mixing_{name}"), **self._mixing_kwargs)
+                for name, dim in self.modalities.items()
+            }
+        return self._mixing
+
+    @torch.no_grad()
+    def views(self, latents: Batch) -> Batch:
+        """Observations ``x = g_x([s, m_x])`` and ``t = g_t([s̃[I_θ], m_t])`` of latent draws."""
+        z_x = torch.cat([latents["s"], latents["m_x"]], dim=1)
+        z_t = torch.cat([latents["s_tilde"][:, list(self.bias.selected)], latents["m_t"]], dim=1)
+        return {"x": self.mixing["x"](z_x), "t": self.mixing["t"](z_t)}
+
+    def generate(self, n: int, gen: torch.Generator, *, with_latents: bool = True) -> Batch:
+        """One batch of ``n`` pairs (plus ``n`` independent negatives when ``negatives``)."""
+        latents = self.latent_model.sample(n, gen)
+        batch = self.views(latents)
+        if self.negatives:
+            batch["neg"] = self.views(self.latent_model.sample(n, gen))
+        if with_latents:
+            batch["latents"] = latents
+        return batch
+
+    def heldout(self, purpose: str, n: int, chunk: int | None = None) -> list[Batch]:
+        """A fixed held-out set (``purpose`` in val/probe_fit/probe_eval) of ``n`` samples in chunks."""
+        chunk = chunk or self.batch_size
+        gen = torch_generator(self.seed, purpose)
+        return [self.generate(min(chunk, n - i), gen) for i in range(0, n, chunk)]
+
+    def probe_targets(self, latents: Batch) -> dict[str, torch.Tensor]:
+        """Targets the identifiability probes predict, each (N, k): ``s_i`` (unperturbed), ``s_inv``,
+        ``tilde_s_i`` (the text's perturbed value of selected semantic i; the original indexed by position,
+        spec §6 bug 6), ``m_x``, ``m_t``."""
+        s, s_tilde = latents["s"], latents["s_tilde"]
+        targets = {f"s_{i}": s[:, i : i + 1] for i in range(self.n_semantics)}
+        targets["s_inv"] = s[:, list(self.bias.invariant)]
+        for i in self.bias.perturbed_selected:
+            targets[f"tilde_s_{i}"] = s_tilde[:, i : i + 1]
+        targets["m_x"], targets["m_t"] = latents["m_x"], latents["m_t"]
+        return targets
+
+    # ---- Lightning hooks ----------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_TrainStream(self), batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        if self._val is None:
+            self._val = [{k: v for k, v in b.items() if k != "latents"} for b in self.heldout("val", self.n_val)]
+        return DataLoader(_FixedBatches(self._val), batch_size=None, num_workers=0)

@@ -1,0 +1,3 @@
+from mmrep.encoders.mlp import MLP, make_activation
+
+__all__ = ["MLP", "make_activation"]

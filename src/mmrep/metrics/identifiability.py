@@ -1,0 +1,106 @@
+"""``metric=identifiability``: which latents a trained model's representations hold (R²/MCC probes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from joblib import Parallel, delayed
+
+from mmrep.errors import ConfigError
+from mmrep.metrics.probes import PROBES, probe_score, standardize
+
+
+@torch.no_grad()
+def encode_batches(model, batches: list[dict]) -> dict[str, np.ndarray]:
+    """Run ``model.encode`` over held-out batches on the model's device; {modality: (N, d) float64 array}."""
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[np.ndarray]] = {}
+    try:
+        for batch in batches:
+            inputs = {k: v.to(model.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            for name, h in model.encode(inputs).items():
+                chunks.setdefault(name, []).append(h.detach().to("cpu", torch.float64).numpy())
+    finally:
+        model.train(was_training)
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def _targets(datamodule, batches: list[dict]) -> dict[str, np.ndarray]:
+    per_batch = [datamodule.probe_targets(b["latents"]) for b in batches]
+    return {k: torch.cat([t[k] for t in per_batch]).double().numpy() for k in per_batch[0]}
+
+
+class Identifiability:
+    """Fit probes from each modality's representation to each ground-truth target.
+
+    Probes are fitted on a fixed "probe_fit" set and scored on a disjoint "probe_eval" set drawn by the datamodule
+    (spec §1.9: val and test, 20,480 samples each at paper scale). Returns one row per
+    (modality, target, probe) with columns ``metric, probe, modality, target, value, split, n_fit, n_eval``.
+
+    Args:
+        probes: subset of ``("linear", "mlp")``.
+        n_fit, n_eval: probe set sizes. mlp_hidden, mlp_max_iter: the sklearn MLP probe.
+        n_jobs: parallel probe fits (joblib). seed: the MLP probes' random_state.
+    """
+
+    def __init__(
+        self,
+        probes=("linear", "mlp"),
+        n_fit: int = 20_480,
+        n_eval: int = 20_480,
+        mlp_hidden: int = 100,
+        mlp_max_iter: int = 10_000,
+        n_jobs: int = 1,
+        seed: int = 0,
+    ) -> None:
+        probes = list(probes)
+        unknown = [p for p in probes if p not in PROBES]
+        if unknown or not probes:
+            raise ConfigError(f"metric.identifiability.probes: expected a non-empty subset of {list(PROBES)}, got {probes}")
+        for key, value in {"n_fit": n_fit, "n_eval": n_eval, "mlp_max_iter": mlp_max_iter}.items():
+            if int(value) < 1:
+                raise ConfigError(f"metric.identifiability.{key}: must be a positive integer, got {value}")
+        self.probes, self.n_fit, self.n_eval = probes, int(n_fit), int(n_eval)
+        self.mlp_hidden, self.mlp_max_iter, self.n_jobs, self.seed = mlp_hidden, mlp_max_iter, n_jobs, seed
+
+    def __call__(self, model, datamodule) -> pd.DataFrame:
+        if not hasattr(datamodule, "probe_targets"):
+            raise ConfigError(
+                f"metric=identifiability: dataset {type(datamodule).__name__} has no ground-truth latents to probe"
+            )
+        fit_batches = datamodule.heldout("probe_fit", self.n_fit)
+        eval_batches = datamodule.heldout("probe_eval", self.n_eval)
+        z_fit, z_eval = encode_batches(model, fit_batches), encode_batches(model, eval_batches)
+        y_fit, y_eval = _targets(datamodule, fit_batches), _targets(datamodule, eval_batches)
+        scaled = {m: standardize(z_fit[m], z_eval[m]) for m in z_fit}
+        jobs = [(m, target, probe) for m in scaled for target in y_fit for probe in self.probes]
+        scores = Parallel(n_jobs=self.n_jobs)(
+            delayed(probe_score)(
+                probe,
+                scaled[m][0],
+                y_fit[target],
+                scaled[m][1],
+                y_eval[target],
+                hidden=self.mlp_hidden,
+                max_iter=self.mlp_max_iter,
+                seed=self.seed,
+            )
+            for m, target, probe in jobs
+        )
+        return pd.DataFrame(
+            [
+                {
+                    "metric": metric,
+                    "probe": probe,
+                    "modality": m,
+                    "target": target,
+                    "value": value,
+                    "split": "probe_eval",
+                    "n_fit": self.n_fit,
+                    "n_eval": self.n_eval,
+                }
+                for (m, target, probe), (metric, value) in zip(jobs, scores)
+            ]
+        )

@@ -1,0 +1,141 @@
+"""``python -m mmrep.train``: compose a run from the five config groups, train it, measure it.
+
+    python -m mmrep.train                                   # the default numeric misalignment run
+    python -m mmrep.train bias=selection objective.lr=3e-3  # compose and override
+    python -m mmrep.train -m experiment=numeric_selection   # a sweep (see README)
+
+The run directory receives ``.hydra/config.yaml`` (the resolved config), ``checkpoints/``, ``csv/metrics.csv``
+(training curves) and ``results.csv`` (one row per measured quantity). The return value is the configured
+``optimized_metric`` (for Optuna sweeps).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pandas as pd
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as _hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mmrep.errors import ConfigError
+from mmrep.utils.results import select_value, tidy, write_csv_atomic
+
+log = logging.getLogger("mmrep.train")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def instantiate(config, *args, **kwargs):
+    """``hydra.utils.instantiate`` that surfaces our ConfigError (Hydra wraps it) with its one-line message."""
+    try:
+        return _hydra_instantiate(config, *args, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _instantiate_all(section: DictConfig | None) -> list:
+    return [instantiate(c) for c in (section or {}).values() if c is not None and "_target_" in c]
+
+
+def build(cfg: DictConfig):
+    """Instantiate bias, datamodule and model from ``cfg`` (no training). Raises ConfigError on bad input."""
+    bias = instantiate(cfg.bias, _convert_="all") if cfg.get("bias") else None
+    datamodule = instantiate(cfg.dataset, bias=bias, _convert_="all")
+    encoding_size = cfg.objective.get("encoding_size") or getattr(datamodule, "default_encoding_size", None)
+    model = instantiate(
+        cfg.objective,
+        encoder=instantiate(cfg.encoder),
+        modalities=datamodule.modalities,
+        encoding_size=encoding_size,
+        _convert_="all",
+    )
+    return datamodule, model
+
+
+def run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
+    """Train and evaluate one composed run; returns the results table and the optimised value."""
+    out_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, model = build(cfg)
+    metrics = _instantiate_all(cfg.get("metric"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return pd.DataFrame(), None
+
+    frames = [m(model, datamodule) for m in metrics]
+    val_loss = trainer.callback_metrics.get("val/loss")
+    if val_loss is not None:
+        frames.append(pd.DataFrame([{"metric": "loss", "target": "contrastive", "split": "val", "value": float(val_loss)}]))
+    results = tidy(frames)
+    write_csv_atomic(results, out_dir / "results.csv")
+    log.info("training took %.1fs; results: %s", train_seconds, out_dir / "results.csv")
+    _print_summary(results)
+    return results, select_value(results, cfg.get("optimized_metric"))
+
+
+def _print_summary(results: pd.DataFrame) -> None:
+    """A compact rich table: targets × (modality, probe)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    scored = results[results["probe"].notna()]
+    if scored.empty:
+        return
+    pivot = scored.pivot_table(index="target", columns=["metric", "modality", "probe"], values="value", sort=False)
+    table = Table(title="held-out probe scores")
+    table.add_column("target")
+    for col in pivot.columns:
+        table.add_column("/".join(map(str, col)), justify="right")
+    for target, row in pivot.iterrows():
+        table.add_row(str(target), *[f"{v:.3f}" for v in row.values])
+    Console(stderr=True).print(table)
+
+
+def _cleanup_failed_start(out_dir: Path) -> None:
+    """Remove a run directory that holds nothing but Hydra's bookkeeping (a run that failed at start-up)."""
+    if not out_dir.is_dir():
+        return
+    produced = [p for p in out_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+    if not produced:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    out_dir = Path(cfg.paths.output_dir)
+    try:
+        _, value = run(cfg)
+        return value
+    except (ConfigError, FloatingPointError) as err:
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if isinstance(err, ConfigError):
+            _cleanup_failed_start(out_dir)
+        print(f"mmrep: error: {err}", file=sys.stderr)
+        if multirun:
+            raise
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Run outputs: the tidy results table and selecting the optimised metric from it."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from mmrep.errors import ConfigError
+
+RESULT_COLUMNS = ["metric", "probe", "modality", "target", "value", "split"]
+
+
+def tidy(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate metric frames; the standard columns come first, in a fixed order."""
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+    for col in RESULT_COLUMNS:
+        if col not in df:
+            df[col] = pd.NA
+    return df[RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]]
+
+
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` via a temporary file and rename, so a crash never leaves half a table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            df.to_csv(fh, index=False, float_format="%.10g")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def select_value(results: pd.DataFrame, selector: Mapping[str, object] | None, key: str = "optimized_metric") -> float | None:
+    """Mean ``value`` of the rows whose columns equal every entry of ``selector`` (None → None)."""
+    if not selector:
+        return None
+    mask = pd.Series(True, index=results.index)
+    for column, wanted in selector.items():
+        if column not in results:
+            raise ConfigError(f"{key}.{column}: results.csv has no column {column!r}; columns are {list(results.columns)}")
+        mask &= results[column].astype(str) == str(wanted)
+    if not mask.any():
+        raise ConfigError(f"{key}: no results row matches {dict(selector)}")
+    value = float(results.loc[mask, "value"].mean())
+    return value if math.isfinite(value) else float("nan")
