@@ -25,6 +25,7 @@ TINY = [
 
 def run_cli(args, cwd=None, env_extra=None, timeout=600, module="mmrep.train"):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_extra or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # None in env_extra unsets a variable
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd or ROOT,

@@ -81,7 +81,7 @@ def test_composes_in_batch_cosine_and_wandb_offline(cli, tiny, tmp_path):
     res = cli(
         [*tiny, f"hydra.run.dir={out}", "objective.negatives=in_batch", "objective.similarity=cosine",
          "objective.temperature=0.1", "bias=perturbation", "logger=wandb"],
-        env_extra={"WANDB_MODE": "", "WANDB_API_KEY": "", "HOME": str(tmp_path), "WANDB_DIR": str(out)},
+        env_extra={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "WANDB_DIR": str(out)},
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert list(out.rglob("offline-run-*"))
