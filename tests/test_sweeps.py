@@ -1,0 +1,84 @@
+"""Multirun sweeps (experiment overlays, Optuna) and the analysis command that turns them into tables."""
+
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from mmrep.analysis.numeric import identification_table, main as table_main, pivot
+
+
+def test_selection_sweep_to_table_and_heatmap(cli, tiny, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = cli(["-m", "experiment=numeric_selection", "bias.theta=967,55", "seed=0", f"hydra.sweep.dir={sweep}", *tiny])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert table_main([str(sweep), "--probe", "linear"]) == 0
+    table = pd.read_csv(sweep / "identification.csv")
+    assert list(dict.fromkeys(table.setting)) == ["θ={0..7}", "θ={0..2}"]
+    assert (table.value >= 0).all() and (table["count"] == 1).all()
+    assert (sweep / "identification_x_linear.png").stat().st_size > 10_000
+    md = (sweep / "identification_x_linear.md").read_text()
+    assert "s_9" in md and "m_x" in md
+
+
+def _fake_runs(root, settings, seeds):
+    import yaml
+
+    for k, (theta, beta, values) in enumerate(settings):
+        for seed in seeds:
+            run = root / f"{k}_{seed}"
+            (run / ".hydra").mkdir(parents=True)
+            cfg = {"bias": {"theta": theta, "beta": beta}, "dataset": {"dependent": False, "n_semantics": 10}, "seed": seed}
+            (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+            rows = [
+                {"metric": "r2", "probe": "mlp", "modality": "x", "target": t, "value": v + 0.01 * seed, "split": "probe_eval"}
+                for t, v in values.items()
+            ]
+            pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+
+
+def test_table_averages_seeds_clips_and_rounds_half_up(tmp_path):
+    from mmrep.analysis.runs import load_runs
+    from mmrep.analysis.numeric import CONFIG_KEYS
+
+    _fake_runs(
+        tmp_path,
+        [(1022, -1, {"s_0": 0.945, "m_x": -0.2}), (967, [0, 1], {"s_0": 0.245, "m_x": 0.04})],
+        seeds=[0, 1],
+    )
+    table = identification_table(load_runs(tmp_path, CONFIG_KEYS))
+    first = table[(table.setting == "θ={0..9} β=∅") & (table.target == "s_0")].iloc[0]
+    assert first["mean"] == pytest.approx(0.95) and first["count"] == 2  # seeds add 0 and 0.01
+    wide = pivot(table)
+    assert wide.loc["s_0", "θ={0..9} β=∅"] == 1.0  # 0.95 rounds half up
+    assert wide.loc["s_0", "θ={0..7} β={0,1}"] == 0.3  # 0.25 → 0.3 (half up, not to even)
+    assert wide.loc["m_x", "θ={0..9} β=∅"] == 0.0  # negative mean clipped to 0
+
+
+def test_table_errors_on_empty_dir(tmp_path, capsys):
+    assert table_main([str(tmp_path)]) == 1
+    assert "no run directories" in capsys.readouterr().err
+
+
+def test_optuna_sweep_records_trials_and_resumes(cli, tiny, tmp_path):
+    db = tmp_path / "study.db"
+    args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=2", *tiny]
+    res = cli(args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert cli(args).returncode == 0  # same command again: the study resumes
+    with sqlite3.connect(db) as con:
+        states = [r[0] for r in con.execute("select state from trials")]
+        values = [r[0] for r in con.execute("select value from trial_values")]
+    assert len(states) == 4 and all(s == "COMPLETE" for s in states)
+    assert all(-1 <= v <= 1 for v in values)
+
+
+@pytest.mark.ddp
+def test_ddp_cpu_two_processes(cli, tiny, tmp_path):
+    out = tmp_path / "run"
+    res = cli([*tiny, "trainer=ddp_cpu", f"hydra.run.dir={out}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = pd.read_csv(out / "results.csv")
+    assert len(df[df.metric == "r2"]) == 60
