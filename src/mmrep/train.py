@@ -15,6 +15,7 @@ import logging
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -30,6 +31,9 @@ from mmrep.errors import ConfigError
 from mmrep.utils.results import select_value, tidy, write_csv_atomic
 
 log = logging.getLogger("mmrep.train")
+# Lightning chatter that says nothing about a run: our stream defines __len__ on purpose (epoch length).
+warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 

@@ -197,9 +197,16 @@ class NumericDataModule(pl.LightningDataModule):
         z_t = torch.cat([latents["s_tilde"][:, list(self.bias.selected)], latents["m_t"]], dim=1)
         return {"x": self.mixing["x"](z_x), "t": self.mixing["t"](z_t)}
 
-    def generate(self, n: int, gen: torch.Generator, *, with_latents: bool = True) -> Batch:
-        """One batch of ``n`` pairs (plus ``n`` independent negatives when ``negatives``)."""
+    def generate(self, n: int, gen: torch.Generator, *, with_latents: bool = True, shift=None) -> Batch:
+        """One batch of ``n`` pairs (plus ``n`` independent negatives when ``negatives``).
+
+        ``shift``: optional callable applied to ``s`` before mixing (an OOD marginal); the text's perturbation
+        noise ``s̃ - s`` is kept."""
         latents = self.latent_model.sample(n, gen)
+        if shift is not None:
+            noise = latents["s_tilde"] - latents["s"]
+            latents["s"] = shift(latents["s"], gen)
+            latents["s_tilde"] = latents["s"] + noise
         batch = self.views(latents)
         if self.negatives:
             batch["neg"] = self.views(self.latent_model.sample(n, gen))
@@ -207,11 +214,11 @@ class NumericDataModule(pl.LightningDataModule):
             batch["latents"] = latents
         return batch
 
-    def heldout(self, purpose: str, n: int, chunk: int | None = None) -> list[Batch]:
-        """A fixed held-out set (``purpose`` in val/probe_fit/probe_eval) of ``n`` samples in chunks."""
+    def heldout(self, purpose: str, n: int, chunk: int | None = None, shift=None) -> list[Batch]:
+        """A fixed held-out set (``purpose`` in val/probe_fit/probe_eval/shifted) of ``n`` samples in chunks."""
         chunk = chunk or self.batch_size
         gen = torch_generator(self.seed, purpose)
-        return [self.generate(min(chunk, n - i), gen) for i in range(0, n, chunk)]
+        return [self.generate(min(chunk, n - i), gen, shift=shift) for i in range(0, n, chunk)]
 
     def probe_targets(self, latents: Batch) -> dict[str, torch.Tensor]:
         """Targets the identifiability probes predict, each (N, k): ``s_i`` (unperturbed), ``s_inv``,
