@@ -29,7 +29,7 @@ CONFIG_KEYS = {
 }
 
 
-def _set_label(indices: tuple[int, ...], n: int) -> str:
+def _set_label(indices: tuple[int, ...]) -> str:
     """0-based index set as text: ``{0..7}`` for prefixes and ranges, ``∅`` for empty, else ``{0,3,5}``."""
     if not indices:
         return "∅"
@@ -45,7 +45,7 @@ def setting_labels(runs: pd.DataFrame) -> pd.Series:
         theta = list(key.theta) if isinstance(key.theta, tuple) else key.theta
         beta = list(key.beta) if isinstance(key.beta, tuple) else key.beta
         b = MisalignmentBias(theta=theta, beta=beta).resolve(int(key.n_semantics))
-        resolved[tuple(key)] = (f"θ={_set_label(b.selected, b.n_semantics)}", f"β={_set_label(b.perturbed, b.n_semantics)}")
+        resolved[tuple(key)] = (f"θ={_set_label(b.selected)}", f"β={_set_label(b.perturbed)}")
     parts = runs.apply(lambda r: resolved[(r.theta, r.beta, r.n_semantics)], axis=1, result_type="expand")
     parts.columns = ["theta_label", "beta_label"]
     parts["regime"] = runs["dependent"].map({True: "dependent", False: "independent"})
