@@ -95,25 +95,49 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     write_csv_atomic(results, out_dir / "results.csv")
     log.info("training took %.1fs; results: %s", train_seconds, out_dir / "results.csv")
     _print_summary(results)
-    return results, select_value(results, cfg.get("optimized_metric"))
+    try:
+        return results, select_value(results, cfg.get("optimized_metric"))
+    except ConfigError as err:
+        if _optuna_sweep():
+            raise
+        # a plain run or grid sweep does not need the value: say so instead of failing a finished run
+        log.warning("%s (set optimized_metric to a results.csv row to return a value)", err)
+        return results, None
+
+
+def _optuna_sweep() -> bool:
+    if not HydraConfig.initialized():
+        return False
+    return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
 
 
 def _print_summary(results: pd.DataFrame) -> None:
-    """A compact rich table: targets × (modality, probe)."""
+    """Compact rich tables: probe scores (targets × modality/probe) and alignment (metric × max/last)."""
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(stderr=True)
     scored = results[results["probe"].notna()]
-    if scored.empty:
-        return
-    pivot = scored.pivot_table(index="target", columns=["metric", "modality", "probe"], values="value", sort=False)
-    table = Table(title="held-out probe scores")
-    table.add_column("target")
-    for col in pivot.columns:
-        table.add_column("/".join(map(str, col)), justify="right")
-    for target, row in pivot.iterrows():
-        table.add_row(str(target), *[f"{v:.3f}" for v in row.values])
-    Console(stderr=True).print(table)
+    if not scored.empty:
+        pivot = scored.pivot_table(index="target", columns=["metric", "modality", "probe"], values="value", sort=False)
+        table = Table(title="held-out probe scores")
+        table.add_column("target")
+        for col in pivot.columns:
+            table.add_column("/".join(map(str, col)), justify="right")
+        for target, row in pivot.iterrows():
+            table.add_row(str(target), *[f"{v:.3f}" for v in row.values])
+        console.print(table)
+    if "aggregate" in results:
+        aligned = results[results["aggregate"].isin(["max", "last"])]
+        if not aligned.empty:
+            table = Table(title=f"alignment {aligned['modality'].iloc[0]} (max over layer pairs, last layers)")
+            for col in ("metric", "max", "at layers", "last"):
+                table.add_column(col, justify="left" if col == "metric" else "right")
+            for metric, rows in aligned.groupby("metric", sort=False):
+                best = rows[rows["aggregate"] == "max"].iloc[0]
+                last = rows[rows["aggregate"] == "last"].iloc[0]
+                table.add_row(metric, f"{best['value']:.4f}", f"{best['layer_a']}/{best['layer_b']}", f"{last['value']:.4f}")
+            console.print(table)
 
 
 def _cleanup_failed_start(out_dir: Path) -> None:

@@ -215,7 +215,7 @@ class NumericDataModule(pl.LightningDataModule):
         return batch
 
     def heldout(self, purpose: str, n: int, chunk: int | None = None, shift=None) -> list[Batch]:
-        """A fixed held-out set (``purpose`` in val/probe_fit/probe_eval/shifted) of ``n`` samples in chunks."""
+        """A fixed held-out set (``purpose`` in val/probe_fit/probe_eval/shifted/align) of ``n`` samples in chunks."""
         chunk = chunk or self.batch_size
         gen = torch_generator(self.seed, purpose)
         return [self.generate(min(chunk, n - i), gen, shift=shift) for i in range(0, n, chunk)]

@@ -15,6 +15,7 @@ _PURPOSES = {
     "probe_fit": 6,
     "probe_eval": 7,
     "shifted": 8,
+    "align": 9,
 }
 
 
