@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-fast bench clean
+.PHONY: install train test test-fast bench bench-alignment clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test-fast: $(STAMP)  ## everything but the slow reproductions
 
 bench: $(STAMP)  ## loss benchmark: new vs original formulation at the paper's batch size
 	$(BIN)/python benchmarks/bench_infonce.py
+
+bench-alignment: $(STAMP)  ## alignment suite vs a dense original-style implementation (N=10k, ~10 min on 2 cores)
+	$(BIN)/python benchmarks/bench_alignment.py
+	$(BIN)/python benchmarks/bench_alignment.py --memory-n 100000
 
 clean:
 	rm -rf $(VENV) outputs/train outputs/numeric_* .pytest_cache

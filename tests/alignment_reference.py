@@ -8,6 +8,7 @@ tests on small N (a few hundred samples).
 from __future__ import annotations
 
 import numpy as np
+from sklearn.cross_decomposition import CCA
 
 
 def as_array(H) -> np.ndarray:
@@ -216,8 +217,6 @@ def svcca_pre(A, B, dim=10, max_iter=100_000, tol=1e-15, jitter=0.0, seed=0):
     """Original pipeline with an exact SVD: top-``dim`` left singular vectors of the standardised matrices,
     sklearn ``CCA(n_components=dim)`` fit + transform, Pearson r of each canonical pair (optionally with the
     original's 1e-10·N(0,1) jitter via ``jitter``), mean."""
-    from sklearn.cross_decomposition import CCA
-
     U1 = np.linalg.svd(standardize_columns(A), full_matrices=False)[0][:, :dim]
     U2 = np.linalg.svd(standardize_columns(B), full_matrices=False)[0][:, :dim]
     cca = CCA(n_components=dim, max_iter=max_iter, tol=tol)

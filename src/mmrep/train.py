@@ -59,12 +59,16 @@ def build(cfg: DictConfig):
     bias = instantiate(cfg.bias, _convert_="all") if cfg.get("bias") else None
     datamodule = instantiate(cfg.dataset, bias=bias, _convert_="all")
     encoding_size = cfg.objective.get("encoding_size") or getattr(datamodule, "default_encoding_size", None)
+    extra = {}
+    if "num_classes" in cfg.objective and cfg.objective.num_classes is None:
+        extra["num_classes"] = getattr(datamodule, "num_classes", None)  # classification objectives
     model = instantiate(
         cfg.objective,
         encoder=instantiate(cfg.encoder),
         modalities=datamodule.modalities,
         encoding_size=encoding_size,
         _convert_="all",
+        **extra,
     )
     return datamodule, model
 

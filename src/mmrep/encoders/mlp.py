@@ -43,6 +43,9 @@ class MLP(nn.Module):
             spec's ``[10n, 50n, 50n, 50n, 50n, 10n]`` is ``hidden=[10, 50, 50, 50, 50, 10], relative=True``).
         activation, negative_slope: hidden non-linearity (spec: LeakyReLU(0.01)).
         output_activation: also apply the activation after the last layer (the RUS encoders end with one).
+        depth, width: when ``depth`` is set it replaces ``hidden``: ``depth`` linear layers, all ``width`` wide
+            (default: ``out_dim``) — the RUS ``CustomMLP(12, 12, D_enc)`` is ``depth=D_enc`` with
+            ``output_activation=True`` (spec rus-alignment §2.1).
 
     Shapes: ``(B, *in_shape) -> (B, out_dim)``.
     """
@@ -56,12 +59,19 @@ class MLP(nn.Module):
         activation: str = "leaky_relu",
         negative_slope: float = 0.01,
         output_activation: bool = False,
+        depth: int | None = None,
+        width: int | None = None,
     ) -> None:
         super().__init__()
         in_dim = int(math.prod(in_shape)) if not isinstance(in_shape, int) else in_shape
         if out_dim < 1:
             raise ConfigError(f"objective.encoding_size: must be >= 1, got {out_dim}")
-        widths = [int(round(h * in_dim)) if relative else int(h) for h in hidden]
+        if depth is not None:
+            if int(depth) < 1:
+                raise ConfigError(f"encoder.depth: must be >= 1 linear layer, got {depth}")
+            widths = [int(width or out_dim)] * (int(depth) - 1)
+        else:
+            widths = [int(round(h * in_dim)) if relative else int(h) for h in hidden]
         if any(w < 1 for w in widths):
             raise ConfigError(f"encoder.hidden: every width must be >= 1, got {widths}")
         self.in_dim, self.out_dim = in_dim, out_dim

@@ -60,7 +60,7 @@ def match_neighbors(a: Neighbors, b: Neighbors) -> tuple[torch.Tensor, torch.Ten
 def mutual_knn_score(a: Neighbors, b: Neighbors) -> float:
     """``(1/N) Σ_i |kNN_A(i) ∩ kNN_B(i)| / k``."""
     hit, _ = match_neighbors(a, b)
-    return hit.float().mean().item()
+    return hit.double().mean().item()
 
 
 def cycle_knn_score(a: Neighbors, b: Neighbors, block_size: int | None = None) -> float:

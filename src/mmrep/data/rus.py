@@ -1,0 +1,375 @@
+"""Synthetic redundancy/uniqueness (RUS) data (spec rus-alignment.md §1).
+
+Two 12-bit modalities share 8 bits ``x_c``; each has 4 unique bits (``x_u1``, ``x_u2``). The 4-class label reads
+8 bits: ``r`` shared ones and ``U = 8 − r`` unique ones, through a fixed random linear map, a softmax at
+temperature 0.05 and a prior-balancing step. Modality 1 is then passed through a fixed random ``tanh`` network of
+depth ``D_φ`` (the heterogeneity). Everything is vectorised and reproduces the original generator's numbers
+(its numpy legacy RNG streams and torch initialisation); the per-sample original is in
+``benchmarks/bench_rus_generator.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from mmrep.errors import ConfigError
+
+SHARED_BITS, UNIQUE_BITS, LABEL_BITS = 8, 4, 8  # spec §1.1 (shared_feature_dim, unique_feature_dim), §1.3 max_red
+FORMAT_VERSION = 1  # bump when the cached arrays' meaning changes
+
+
+def bit_table(n_bits: int) -> np.ndarray:
+    """All ``2**n_bits`` binary vectors in ``itertools.product([0, 1], repeat=n)`` order (bit 0 = MSB), uint8."""
+    ids = np.arange(2**n_bits)[:, None]
+    return ((ids >> np.arange(n_bits - 1, -1, -1)) & 1).astype(np.uint8)
+
+
+def label_rules(redundancy: int, features_seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of the label's bits inside ``x_c``, ``x_u1``, ``x_u2`` (spec §1.3).
+
+    ``u1 = (8 − r) // 2``, ``u2 = 8 − r − u1``; three ``choice(replace=False)`` draws after reseeding numpy."""
+    u1 = (LABEL_BITS - redundancy) // 2
+    u2 = LABEL_BITS - redundancy - u1
+    rng = np.random.RandomState(features_seed)
+    red = rng.choice(SHARED_BITS, redundancy, replace=False)
+    rule1 = rng.choice(UNIQUE_BITS, u1, replace=False)
+    rule2 = rng.choice(UNIQUE_BITS, u2, replace=False)
+    return red, rule1, rule2
+
+
+def label_weights(rng: np.random.RandomState, num_classes: int = 4) -> np.ndarray:
+    """``W ~ U(0,1)^{8×C}`` with unit-L2 rows (spec §1.4 step 1)."""
+    W = rng.uniform(size=(LABEL_BITS, num_classes))
+    return W / np.linalg.norm(W, axis=1, keepdims=True)
+
+
+def balance(q: np.ndarray, target: np.ndarray, max_rounds: int = 100, atol: float = 0.01) -> np.ndarray:
+    """The original's ``adjust_q``: rescale q(y|x) per class towards the prior ``target`` (uniform inputs)."""
+    for _ in range(max_rounds):
+        marginal = q.mean(axis=0)
+        if np.allclose(marginal, target, atol=atol):
+            break
+        q = q * (target / marginal)
+        q = q / q.sum(axis=1, keepdims=True)
+    return q
+
+
+def conditional_table(
+    redundancy: int, temperature: float = 0.05, num_classes: int = 4, features_seed: int = 1, weights_seed: int = 2
+) -> tuple[np.ndarray, np.random.RandomState]:
+    """``p(y | x_c, x_u1, x_u2)`` as a (256, 16, 16, C) table, and the weights RNG right after drawing W (the
+    original samples the inputs from that state, spec §1.5)."""
+    red, rule1, rule2 = label_rules(redundancy, features_seed)
+    rng = np.random.RandomState(weights_seed)
+    W = label_weights(rng, num_classes)
+    xc, xu = bit_table(SHARED_BITS), bit_table(UNIQUE_BITS)
+    v = np.concatenate(
+        [
+            np.broadcast_to(xc[:, None, None, red], (256, 16, 16, len(red))),
+            np.broadcast_to(xu[None, :, None, rule1], (256, 16, 16, len(rule1))),
+            np.broadcast_to(xu[None, None, :, rule2], (256, 16, 16, len(rule2))),
+        ],
+        axis=-1,
+    ).astype(np.float64)  # (256, 16, 16, 8): row k of W meets position k of v
+    logits = v @ W / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    q = np.exp(logits)
+    q = (q / q.sum(axis=-1, keepdims=True)).reshape(-1, num_classes)
+    q = balance(q, np.full(num_classes, 1.0 / num_classes))
+    return q.reshape(256, 16, 16, num_classes), rng
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def mutual_information(table: np.ndarray) -> dict[str, float]:
+    """Exact information quantities (nats) of the label table with uniform inputs (spec §1.4 step 5):
+    ``I(X1,X2;Y)``, ``I(X1;Y)``, ``I(X2;Y)`` and the co-information ``I(X1;X2;Y) = I(X1;Y) + I(X2;Y) − I(X1,X2;Y)``
+    (the quantity the original's ``mi_x1_x2_y`` computes and wrongly names its files by, §9 item 1)."""
+    joint = table / table[..., 0].size  # p(xc, xu1, xu2, y)
+    h_y = _entropy(joint.sum(axis=(0, 1, 2)))
+
+    def info(p_xy: np.ndarray) -> float:  # I(X;Y) = H(Y) − H(Y|X) with p_xy (…, C)
+        p_x = p_xy.sum(axis=-1)
+        return h_y - (_entropy(p_xy) - _entropy(p_x))
+
+    i_all = info(joint)
+    i_x1 = info(joint.sum(axis=2))  # X1 = (xc, xu1)
+    i_x2 = info(joint.sum(axis=1))  # X2 = (xc, xu2)
+    return {"I(X1,X2;Y)": i_all, "I(X1;Y)": i_x1, "I(X2;Y)": i_x2, "I(X1;X2;Y)": i_x1 + i_x2 - i_all}
+
+
+def sample_inputs_and_labels(
+    table: np.ndarray, rng: np.random.RandomState, num_data: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw ``x_c``, ``x_u1``, ``x_u2`` ids then one label per sample (spec §1.5), vectorised.
+
+    The original calls ``rng.choice(C, p=p_i)`` per sample; each call consumes one uniform and picks the first
+    class whose normalised cumulative probability exceeds it, so one ``random_sample(N)`` and a row-wise count
+    give the identical labels."""
+    xc = rng.choice(256, num_data)
+    xu1 = rng.choice(16, num_data)
+    xu2 = rng.choice(16, num_data)
+    cdf = table[xc, xu1, xu2].cumsum(axis=1)
+    cdf /= cdf[:, -1:]
+    u = rng.random_sample(num_data)
+    y = (cdf <= u[:, None]).sum(axis=1)
+    return xc, xu1, xu2, y.astype(np.int64)
+
+
+def heterogeneity_transforms(max_depth: int, transforms_seed: int = 0, width: int = 12) -> list[nn.Module]:
+    """The fixed random networks for depths 0..max_depth (spec §1.5): depth D is
+    ``Linear → [Tanh → Linear] × D``, built in depth order after one ``torch.manual_seed`` (default init)."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(transforms_seed)
+        nets = []
+        for depth in range(max_depth + 1):
+            layers: list[nn.Module] = [nn.Linear(width, width)]
+            for _ in range(depth):
+                layers += [nn.Tanh(), nn.Linear(width, width)]
+            nets.append(nn.Sequential(*layers))
+    finally:
+        torch.random.set_rng_state(state)
+    return nets
+
+
+def split_indices(y: np.ndarray, fractions: tuple[float, float, float], seed: int) -> dict[str, np.ndarray]:
+    """Stratified train/valid/test indices: a ``1 − train`` holdout, then divided valid:test (spec §1.5: 70/15/15
+    gives 45,875/9,830/9,831). Seeded, where the original used the unseeded global RNG (§9 item 2)."""
+    train, valid, test = fractions
+    index = np.arange(len(y))
+    tr, rest = train_test_split(index, test_size=1 - train, stratify=y, random_state=seed)
+    va, te = train_test_split(rest, test_size=test / (valid + test), stratify=y[rest], random_state=seed + 1)
+    return {"train": np.sort(tr), "valid": np.sort(va), "test": np.sort(te)}
+
+
+def generate_rus(
+    redundancy: int,
+    depth: int,
+    num_data: int = 65_536,
+    num_classes: int = 4,
+    temperature: float = 0.05,
+    features_seed: int = 1,
+    weights_seed: int = 2,
+    transforms_seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """One (r, D_φ) dataset: ``x0`` (N, 12) = [x_c, x_u1] bits, ``x1`` (N, 12) = transform_D([x_c, x_u2]),
+    ``label`` (N,), the bit ids and the exact information quantities."""
+    table, rng = conditional_table(redundancy, temperature, num_classes, features_seed, weights_seed)
+    xc, xu1, xu2, y = sample_inputs_and_labels(table, rng, num_data)
+    bits_c, bits_u = bit_table(SHARED_BITS), bit_table(UNIQUE_BITS)
+    x0 = np.concatenate([bits_c[xc], bits_u[xu1]], axis=1).astype(np.float32)
+    raw1 = np.concatenate([bits_c[xc], bits_u[xu2]], axis=1).astype(np.float32)
+    with torch.no_grad():
+        x1 = heterogeneity_transforms(depth, transforms_seed)[depth](torch.from_numpy(raw1)).numpy()
+    mi = mutual_information(table)
+    return {
+        "x0": x0,
+        "x1": x1.astype(np.float32),
+        "label": y,
+        "xc": xc.astype(np.int64),
+        "xu1": xu1.astype(np.int64),
+        "xu2": xu2.astype(np.int64),
+        **{f"mi/{k}": np.float64(v) for k, v in mi.items()},
+    }
+
+
+# ---- on-disk cache --------------------------------------------------------------------------------------
+def cache_path(data_dir: Path, params: dict) -> Path:
+    """``<data_dir>/rus_r{r}_d{D}_<hash of every generation parameter>.npz``."""
+    key = json.dumps({**params, "format": FORMAT_VERSION}, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return Path(data_dir) / f"rus_r{params['redundancy']}_d{params['depth']}_{digest}.npz"
+
+
+def load_or_generate(data_dir: Path, params: dict, use_cache: bool = True) -> dict[str, np.ndarray]:
+    """Read the cached arrays for ``params`` or generate and cache them (written atomically; plain arrays,
+    no pickles). A corrupt or incomplete cache file is regenerated."""
+    path = cache_path(data_dir, params)
+    if use_cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                arrays = {k: stored[k] for k in stored.files}
+            if {"x0", "x1", "label"} <= arrays.keys():
+                return arrays
+        except (OSError, ValueError):
+            pass
+    arrays = generate_rus(**params)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return arrays
+
+
+class _Split(torch.utils.data.Dataset):
+    """In-memory paired split; ``__getitems__`` returns a whole batch dict at once (no per-sample collate)."""
+
+    def __init__(self, x0: torch.Tensor, x1: torch.Tensor, y: torch.Tensor) -> None:
+        self.x0, self.x1, self.y = x0, x1, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x0": self.x0[i], "x1": self.x1[i], "y": self.y[i]}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return {"x0": self.x0[idx], "x1": self.x1[idx], "y": self.y[idx]}
+
+
+def _as_batch(batch):
+    return batch
+
+
+class RUSDataModule(pl.LightningDataModule):
+    """The RUS synthetic dataset for one redundancy ``r`` and heterogeneity depth ``D_φ`` (spec §1).
+
+    Batches are dicts ``{"x0": (B, 12), "x1": (B, 12), "y": (B,)}``: modality 0 = [x_c, x_u1] bits, modality 1 =
+    transform_{D_φ}([x_c, x_u2]); both z-scored with train statistics (spec §1.5 loader).
+
+    Args:
+        redundancy: r in 0..8 shared label bits (uniqueness U = 8 − r). depth: D_φ >= 0 tanh layers.
+        num_data, num_classes, temperature, features_seed, weights_seed, transforms_seed: the generator
+            (spec §1.1: 65,536, 4, 0.05, 1, 2, 0).
+        splits: train/valid/test fractions (spec: 0.7/0.15/0.15). split_seed: their stratified shuffle.
+        batch_size: spec 512. data_dir: cache folder. cache: read/write the npz cache.
+    """
+
+    def __init__(
+        self,
+        redundancy: int = 8,
+        depth: int = 1,
+        num_data: int = 65_536,
+        num_classes: int = 4,
+        temperature: float = 0.05,
+        features_seed: int = 1,
+        weights_seed: int = 2,
+        transforms_seed: int = 0,
+        splits=(0.7, 0.15, 0.15),
+        split_seed: int = 0,
+        batch_size: int = 512,
+        standardize: bool = True,
+        data_dir: str = "data/rus",
+        cache: bool = True,
+        bias=None,
+    ) -> None:
+        super().__init__()
+        if isinstance(redundancy, bool) or not isinstance(redundancy, (int, np.integer)) or not 0 <= redundancy <= LABEL_BITS:
+            raise ConfigError(f"dataset.redundancy: must be an integer in 0..8 (U = 8 − r), got {redundancy!r}")
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+            raise ConfigError(f"dataset.depth: the heterogeneity depth D_φ must be an integer >= 0, got {depth!r}")
+        for key, value in {"num_data": num_data, "num_classes": num_classes, "batch_size": batch_size}.items():
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"dataset.{key}: must be a positive integer, got {value!r}")
+        if num_classes < 2:
+            raise ConfigError(f"dataset.num_classes: needs at least 2 classes, got {num_classes}")
+        if temperature <= 0:
+            raise ConfigError(f"dataset.temperature: must be > 0, got {temperature}")
+        splits = tuple(float(s) for s in splits)
+        if len(splits) != 3 or any(s <= 0 for s in splits) or abs(sum(splits) - 1) > 1e-6:
+            raise ConfigError(f"dataset.splits: need three positive train/valid/test fractions summing to 1, got {list(splits)}")
+        smallest = min(int(num_data * s) for s in splits)
+        if smallest < 2 * num_classes:
+            raise ConfigError(
+                f"dataset.splits: {list(splits)} of num_data={num_data} leaves a split with ~{smallest} samples; "
+                f"stratified splits need at least {2 * num_classes} (2 per class)"
+            )
+        if bias is not None and getattr(bias, "name", "none") != "none":
+            raise ConfigError("bias: dataset=rus has no latent selection/perturbation; use bias=none")
+        self.params = dict(
+            redundancy=int(redundancy), depth=int(depth), num_data=int(num_data), num_classes=int(num_classes),
+            temperature=float(temperature), features_seed=int(features_seed), weights_seed=int(weights_seed),
+            transforms_seed=int(transforms_seed),
+        )
+        self.splits, self.split_seed, self.batch_size = splits, int(split_seed), int(batch_size)
+        self.standardize, self.data_dir, self.cache = standardize, Path(data_dir), cache
+        self._data: dict[str, _Split] | None = None
+        self.info: dict[str, float] = {}
+
+    # ---- contract ------------------------------------------------------------------------------------------
+    @property
+    def modalities(self) -> dict[str, tuple[int, ...]]:
+        return {"x0": (SHARED_BITS + UNIQUE_BITS,), "x1": (SHARED_BITS + UNIQUE_BITS,)}
+
+    @property
+    def num_classes(self) -> int:
+        return self.params["num_classes"]
+
+    @property
+    def default_encoding_size(self) -> int:
+        return SHARED_BITS + UNIQUE_BITS  # spec §2.1: the encoder's hidden/output width is 12
+
+    def prepare_data(self) -> None:
+        load_or_generate(self.data_dir, self.params, self.cache)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._data is not None:
+            return
+        arrays = load_or_generate(self.data_dir, self.params, self.cache)
+        self.info = {k.split("/", 1)[1]: float(v) for k, v in arrays.items() if k.startswith("mi/")}
+        y = arrays["label"]
+        index = split_indices(y, self.splits, self.split_seed)
+        x0, x1 = arrays["x0"], arrays["x1"]
+        if self.standardize:  # per-feature z-score with train statistics (spec §1.5)
+            x0, x1 = (_zscore(x, index["train"]) for x in (x0, x1))
+        self._data = {
+            name: _Split(torch.from_numpy(x0[i]), torch.from_numpy(x1[i]), torch.from_numpy(y[i]))
+            for name, i in index.items()
+        }
+
+    def split(self, name: str) -> _Split:
+        self.setup()
+        return self._data[name]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.split(name), batch_size=self.batch_size, shuffle=shuffle, collate_fn=_as_batch)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """Fixed batches of a split: ``align`` = the first ``n`` test samples (spec §4.1: the first test batch);
+        ``train``/``valid``/``test`` = that split (first ``n`` when given)."""
+        name = "test" if purpose == "align" else purpose
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"heldout: unknown purpose {purpose!r}")
+        data = self.split(name)
+        n = len(data) if n is None else n
+        if n > len(data):
+            raise ConfigError(f"metric: asks for {n} held-out samples but the {name} split has {len(data)}")
+        chunk = chunk or self.batch_size
+        return [data.__getitems__(list(range(i, min(n, i + chunk)))) for i in range(0, n, chunk)]
+
+
+def _zscore(x: np.ndarray, train: np.ndarray) -> np.ndarray:
+    mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+    return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
