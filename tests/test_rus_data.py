@@ -161,3 +161,16 @@ def test_datamodule_batches_zscore_cache_and_heldout(tmp_path):
 def test_bad_input_names_the_key(kwargs, key, tmp_path):
     with pytest.raises(ConfigError, match=f"^{key}"):
         rus.RUSDataModule(data_dir=str(tmp_path), **kwargs)
+
+
+def test_grid_equals_single_generation():
+    grid = dict(rus.generate_grid(redundancies=[1, 5], depths=[0, 3], num_data=3000))
+    for (r, depth), arrays in grid.items():
+        single = rus.generate_rus(r, depth, num_data=3000)
+        for key in ("x0", "x1", "label"):
+            np.testing.assert_array_equal(arrays[key], single[key])
+    # modality 1 is the transform of [x_c, x_u2], evaluated per sample
+    net = rus.heterogeneity_transforms(3)[3]
+    a = grid[(1, 3)]
+    raw = np.concatenate([rus.bit_table(8)[a["xc"]], rus.bit_table(4)[a["xu2"]]], axis=1).astype(np.float32)
+    np.testing.assert_allclose(a["x1"], net(torch.from_numpy(raw)).detach().numpy(), atol=1e-6)

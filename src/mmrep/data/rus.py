@@ -65,29 +65,39 @@ def balance(q: np.ndarray, target: np.ndarray, max_rounds: int = 100, atol: floa
     return q
 
 
+def pattern_conditional(W: np.ndarray, temperature: float = 0.05) -> np.ndarray:
+    """Balanced ``p(y | v)`` for each of the 256 label-bit patterns ``v`` (rows in ``bit_table(8)`` order).
+
+    The label reads 8 bits that are i.i.d. uniform for every r (spec §1.4), so every pattern has the same
+    multiplicity among the 65,536 input combinations: softmax and balancing over the 256 patterns give exactly
+    the per-combination table of the original, 256× cheaper."""
+    logits = bit_table(LABEL_BITS).astype(np.float64) @ W / temperature  # row k of W meets position k of v
+    logits -= logits.max(axis=1, keepdims=True)
+    q = np.exp(logits)
+    q /= q.sum(axis=1, keepdims=True)
+    return balance(q, np.full(W.shape[1], 1.0 / W.shape[1]))
+
+
+def label_patterns(redundancy: int, features_seed: int = 1) -> np.ndarray:
+    """(256, 16, 16) index of the label-bit pattern ``v = [x_c[red], x_u1[rule1], x_u2[rule2]]`` (spec §1.4 step 2)
+    of every (x_c, x_u1, x_u2) combination."""
+    red, rule1, rule2 = label_rules(redundancy, features_seed)
+    xc, xu = bit_table(SHARED_BITS).astype(np.int64), bit_table(UNIQUE_BITS).astype(np.int64)
+    weight = 1 << np.arange(LABEL_BITS - 1, -1, -1)  # v[0] is the most significant bit
+    w_red, w1, w2 = np.split(weight, [len(red), len(red) + len(rule1)])
+    return (
+        (xc[:, red] @ w_red)[:, None, None] + (xu[:, rule1] @ w1)[None, :, None] + (xu[:, rule2] @ w2)[None, None, :]
+    )
+
+
 def conditional_table(
     redundancy: int, temperature: float = 0.05, num_classes: int = 4, features_seed: int = 1, weights_seed: int = 2
 ) -> tuple[np.ndarray, np.random.RandomState]:
     """``p(y | x_c, x_u1, x_u2)`` as a (256, 16, 16, C) table, and the weights RNG right after drawing W (the
     original samples the inputs from that state, spec §1.5)."""
-    red, rule1, rule2 = label_rules(redundancy, features_seed)
     rng = np.random.RandomState(weights_seed)
     W = label_weights(rng, num_classes)
-    xc, xu = bit_table(SHARED_BITS), bit_table(UNIQUE_BITS)
-    v = np.concatenate(
-        [
-            np.broadcast_to(xc[:, None, None, red], (256, 16, 16, len(red))),
-            np.broadcast_to(xu[None, :, None, rule1], (256, 16, 16, len(rule1))),
-            np.broadcast_to(xu[None, None, :, rule2], (256, 16, 16, len(rule2))),
-        ],
-        axis=-1,
-    ).astype(np.float64)  # (256, 16, 16, 8): row k of W meets position k of v
-    logits = v @ W / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    q = np.exp(logits)
-    q = (q / q.sum(axis=-1, keepdims=True)).reshape(-1, num_classes)
-    q = balance(q, np.full(num_classes, 1.0 / num_classes))
-    return q.reshape(256, 16, 16, num_classes), rng
+    return pattern_conditional(W, temperature)[label_patterns(redundancy, features_seed)], rng
 
 
 def _entropy(p: np.ndarray) -> float:
@@ -157,6 +167,16 @@ def split_indices(y: np.ndarray, fractions: tuple[float, float, float], seed: in
     return {"train": np.sort(tr), "valid": np.sort(va), "test": np.sort(te)}
 
 
+def transform_modality1(net: nn.Module, xc: np.ndarray, xu2: np.ndarray) -> np.ndarray:
+    """``net([x_c, x_u2])`` per sample, evaluated once on each of the 4,096 distinct inputs and gathered."""
+    distinct = np.concatenate(
+        [np.repeat(bit_table(SHARED_BITS), 16, axis=0), np.tile(bit_table(UNIQUE_BITS), (256, 1))], axis=1
+    ).astype(np.float32)  # row xc·16 + xu2
+    with torch.no_grad():
+        outputs = net(torch.from_numpy(distinct)).numpy()
+    return outputs[xc * 16 + xu2]
+
+
 def generate_rus(
     redundancy: int,
     depth: int,
@@ -173,9 +193,7 @@ def generate_rus(
     xc, xu1, xu2, y = sample_inputs_and_labels(table, rng, num_data)
     bits_c, bits_u = bit_table(SHARED_BITS), bit_table(UNIQUE_BITS)
     x0 = np.concatenate([bits_c[xc], bits_u[xu1]], axis=1).astype(np.float32)
-    raw1 = np.concatenate([bits_c[xc], bits_u[xu2]], axis=1).astype(np.float32)
-    with torch.no_grad():
-        x1 = heterogeneity_transforms(depth, transforms_seed)[depth](torch.from_numpy(raw1)).numpy()
+    x1 = transform_modality1(heterogeneity_transforms(depth, transforms_seed)[depth], xc, xu2)
     mi = mutual_information(table)
     return {
         "x0": x0,
@@ -186,6 +204,27 @@ def generate_rus(
         "xu2": xu2.astype(np.int64),
         **{f"mi/{k}": np.float64(v) for k, v in mi.items()},
     }
+
+
+def generate_grid(
+    redundancies=range(9), depths=range(11), num_data: int = 65_536, num_classes: int = 4, temperature: float = 0.05,
+    features_seed: int = 1, weights_seed: int = 2, transforms_seed: int = 0,
+):
+    """Yield ``((r, D), arrays)`` for every pair, sharing the work the pairs have in common: one label table and
+    sample per r (the inputs are the same for every r, spec §1.5) and one transformed modality 1 per depth."""
+    depths = list(depths)
+    nets = heterogeneity_transforms(max(depths), transforms_seed)
+    transformed: dict[int, np.ndarray] = {}
+    for r in redundancies:
+        table, rng = conditional_table(r, temperature, num_classes, features_seed, weights_seed)
+        xc, xu1, xu2, y = sample_inputs_and_labels(table, rng, num_data)
+        bits_c, bits_u = bit_table(SHARED_BITS), bit_table(UNIQUE_BITS)
+        x0 = np.concatenate([bits_c[xc], bits_u[xu1]], axis=1).astype(np.float32)
+        mi = {f"mi/{k}": np.float64(v) for k, v in mutual_information(table).items()}
+        for depth in depths:
+            if depth not in transformed:
+                transformed[depth] = transform_modality1(nets[depth], xc, xu2)
+            yield (r, depth), {"x0": x0, "x1": transformed[depth], "label": y, "xc": xc, "xu1": xu1, "xu2": xu2, **mi}
 
 
 # ---- on-disk cache --------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ class MMCL(pl.LightningModule):
         pair: the two modality names to contrast; the first two modalities when ``None``.
         similarity, temperature: of the InfoNCE (spec §1.7: ``sq_euclidean``, τ = 1).
         negatives: ``fresh`` = an independent same-modality batch (``batch["neg"]``, the numeric spec);
-            ``in_batch`` = the other items of the paired batch (CLIP-style).
+            ``in_batch`` = the other items of the paired batch (CLIP-style); ``auto`` = fresh when the
+            dataset yields them, else in-batch (e.g. RUS data).
         lr, weight_decay, betas: Adam (spec §1.8: lr 1e-4, no weight decay).
         scheduler: ``None`` (constant lr, the spec) or ``cosine`` (linear warm-up for ``warmup_steps``, then cosine
             decay to 0 at ``trainer.max_steps``); the short CPU default uses ``cosine``.
@@ -52,8 +53,8 @@ class MMCL(pl.LightningModule):
             raise ConfigError(f"objective.pair: needs two of the dataset's modalities {list(modalities)}, got {list(pair)}")
         if similarity not in SIMILARITIES:
             raise ConfigError(f"objective.similarity: unknown {similarity!r}; choose from {list(SIMILARITIES)}")
-        if negatives not in ("fresh", "in_batch"):
-            raise ConfigError(f"objective.negatives: must be 'fresh' or 'in_batch', got {negatives!r}")
+        if negatives not in ("fresh", "in_batch", "auto"):
+            raise ConfigError(f"objective.negatives: must be 'fresh', 'in_batch' or 'auto', got {negatives!r}")
         if temperature <= 0:
             raise ConfigError(f"objective.temperature: must be > 0, got {temperature}")
         if scheduler not in (None, "none", "cosine"):
@@ -72,7 +73,7 @@ class MMCL(pl.LightningModule):
         a, b = self.pair
         h = self.encode(batch)
         kwargs = dict(similarity=self.hparams.similarity, temperature=self.hparams.temperature)
-        if self.hparams.negatives == "fresh":
+        if self.hparams.negatives == "fresh" or (self.hparams.negatives == "auto" and "neg" in batch):
             if "neg" not in batch:
                 raise ConfigError(
                     "objective.negatives: 'fresh' needs a dataset that yields independent negative draws "

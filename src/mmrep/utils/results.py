@@ -38,10 +38,11 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 def select_value(results: pd.DataFrame, selector: Mapping[str, object] | None, key: str = "optimized_metric") -> float | None:
-    """Mean ``value`` of the rows whose columns equal every entry of ``selector`` (None → None)."""
+    """Mean ``value`` of the rows whose columns equal every non-null entry of ``selector`` (None → None)."""
     if not selector:
         return None
     mask = pd.Series(True, index=results.index)
+    selector = {k: v for k, v in selector.items() if v is not None}  # null keys: not constrained
     for column, wanted in selector.items():
         if column not in results:
             raise ConfigError(f"{key}.{column}: results.csv has no column {column!r}; columns are {list(results.columns)}")

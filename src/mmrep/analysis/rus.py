@@ -1,0 +1,180 @@
+"""Turn an RUS alignment sweep into the paper's tables and figures (spec rus-alignment §5.1).
+
+    python -m mmrep.analysis.rus outputs/rus_alignment/multiruns/<date> [--out DIR] [--bootstrap 1000]
+
+For each run (r, D_φ, modality-1 depth d, seed) it takes ``a`` = the alignment between the modality-0 and
+modality-1 encoders (max over layer pairs) and ``p`` = the modality-1 test accuracy, with U = 8 − r. Writes:
+
+* ``rus_runs.csv`` — tidy: one row per run × alignment metric (U, D_phi, d, seed, alignment, accuracy);
+* ``alignment_vs_U.csv`` — per metric and D_φ: the maximum alignment at each U, and the correlation of those
+  maxima with U (Pearson and Spearman, bootstrap 95% CIs resampling the runs within each U);
+* ``alignment_performance.csv`` — per metric, U and D_φ: corr(p, a) pooled over seeds and depths (paper Fig. 7
+  left), Pearson and Spearman with bootstrap CIs; plus corr(p, d) and corr(d, a);
+* ``alignment_vs_U_<metric>.png`` and ``alignment_performance_<metric>.png``.
+
+The original computed Pearson only (and never filled the U = 8 maximum, §9 item 3); both are done here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mmrep.analysis.runs import load_runs
+
+CONFIG_KEYS = {"r": "dataset.redundancy", "D_phi": "dataset.depth", "d": "objective.depths.x1", "seed": "seed"}
+
+
+def tidy_runs(raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, alignment metric): U, D_phi, d, seed, metric, alignment, accuracy."""
+    aligned = raw[raw.get("aggregate", pd.Series(dtype=str)) == "max"]
+    accuracy = raw[(raw["metric"] == "accuracy") & (raw["split"] == "test") & (raw["modality"] == "x1")]
+    if aligned.empty or accuracy.empty:
+        raise ValueError("no alignment (aggregate=max) or modality-1 test accuracy rows: was metric=accuracy_alignment used?")
+    acc = accuracy.set_index("run")["value"].rename("accuracy")
+    df = aligned[["run", "metric", "value", *CONFIG_KEYS]].rename(columns={"value": "alignment"}).join(acc, on="run")
+    df["U"] = 8 - df["r"].astype(int)
+    return df[["run", "U", "D_phi", "d", "seed", "metric", "alignment", "accuracy"]].sort_values(["metric", "U", "D_phi", "d", "seed"])
+
+
+def correlation(x, y, bootstrap: int = 1000, seed: int = 0, groups=None) -> dict[str, float]:
+    """Pearson and Spearman correlation with percentile bootstrap 95% CIs (NaN where undefined).
+
+    ``groups``: resample within each group (used for the per-U maxima); otherwise resample the points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    out = {"n": len(x)}
+    for name, fn in (("pearson", lambda a, b: stats.pearsonr(a, b)[0]), ("spearman", lambda a, b: stats.spearmanr(a, b)[0])):
+        out[name] = _safe(fn, x, y)
+        if bootstrap and len(x) > 2:
+            rng = np.random.default_rng(seed)
+            draws = [_safe(fn, *_resample(x, y, rng, groups)) for _ in range(bootstrap)]
+            draws = np.asarray([d for d in draws if np.isfinite(d)])
+            lo, hi = np.percentile(draws, [2.5, 97.5]) if len(draws) else (np.nan, np.nan)
+        else:
+            lo = hi = np.nan
+        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+    return out
+
+
+def _safe(fn, x, y) -> float:
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(fn(x, y))
+
+
+def _resample(x, y, rng, groups):
+    if groups is None:
+        idx = rng.integers(0, len(x), len(x))
+        return x[idx], y[idx]
+    return groups(rng)
+
+
+def alignment_vs_u(df: pd.DataFrame, bootstrap: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (metric, D_phi): max alignment per U (the paper's red points) and its correlation with U."""
+    maxima = df.groupby(["metric", "D_phi", "U"], as_index=False)["alignment"].max()
+    rows = []
+    for (metric, d_phi), part in df.groupby(["metric", "D_phi"]):
+        by_u = {u: g["alignment"].to_numpy() for u, g in part.groupby("U")}
+        us = np.array(sorted(by_u))
+        best = np.array([by_u[u].max() for u in us])
+
+        def regroup(rng):  # resample the runs within each U, then take the maxima again
+            return us.astype(float), np.array([rng.choice(by_u[u], len(by_u[u])).max() for u in us])
+
+        rows.append({"metric": metric, "D_phi": d_phi, **correlation(us, best, bootstrap, groups=regroup)})
+    return maxima, pd.DataFrame(rows)
+
+
+def alignment_performance(df: pd.DataFrame, bootstrap: int) -> pd.DataFrame:
+    """Per (metric, U, D_phi): corr(accuracy, alignment), corr(accuracy, d), corr(d, alignment), pooled over seeds."""
+    rows = []
+    for (metric, u, d_phi), part in df.groupby(["metric", "U", "D_phi"]):
+        for quantity, x, y in (
+            ("alignment_performance", part["accuracy"], part["alignment"]),
+            ("performance_depth", part["accuracy"], part["d"]),
+            ("alignment_depth", part["d"], part["alignment"]),
+        ):
+            rows.append({"metric": metric, "U": u, "D_phi": d_phi, "quantity": quantity, **correlation(x, y, bootstrap)})
+    return pd.DataFrame(rows)
+
+
+def plot(df: pd.DataFrame, maxima: pd.DataFrame, perf: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for metric, part in df.groupby("metric"):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for d_phi, sub in part.groupby("D_phi"):
+            ax.scatter(sub["U"], sub["alignment"], s=10, alpha=0.4, label=f"runs, D_φ={d_phi}")
+            best = maxima[(maxima.metric == metric) & (maxima.D_phi == d_phi)]
+            ax.plot(best["U"], best["alignment"], "o-", color="tab:red", ms=4, label=f"max, D_φ={d_phi}")
+        ax.set(xlabel="uniqueness U = 8 − r", ylabel=f"{metric} (max over layers)", title="alignment vs uniqueness")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"alignment_vs_U_{metric}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+        sub = perf[(perf.metric == metric) & (perf.quantity == "alignment_performance")]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, marker in (("pearson", "o"), ("spearman", "s")):
+            means = sub.groupby("U")[[name, f"{name}_lo", f"{name}_hi"]].mean()
+            ax.errorbar(means.index, means[name], yerr=[means[name] - means[f"{name}_lo"], means[f"{name}_hi"] - means[name]],
+                        marker=marker, capsize=3, label=name)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(xlabel="uniqueness U", ylabel="corr(performance, alignment)", title=f"{metric}: alignment–performance")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"alignment_performance_{metric}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def analyze(root: Path, out: Path | None = None, bootstrap: int = 1000) -> dict[str, pd.DataFrame]:
+    out = Path(out or root)
+    out.mkdir(parents=True, exist_ok=True)
+    df = tidy_runs(load_runs(root, CONFIG_KEYS))
+    maxima, vs_u = alignment_vs_u(df, bootstrap)
+    perf = alignment_performance(df, bootstrap)
+    df.to_csv(out / "rus_runs.csv", index=False)
+    vs_u.merge(maxima.pivot_table(index=["metric", "D_phi"], columns="U", values="alignment").add_prefix("max_U").reset_index(),
+               on=["metric", "D_phi"]).to_csv(out / "alignment_vs_U.csv", index=False)
+    perf.to_csv(out / "alignment_performance.csv", index=False)
+    plot(df, maxima, perf, out)
+    return {"runs": df, "maxima": maxima, "alignment_vs_U": vs_u, "alignment_performance": perf}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.rus", description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path, help="a multirun directory (or any folder holding RUS runs)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the root)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
+    args = parser.parse_args(argv)
+    try:
+        result = analyze(args.root, args.out, args.bootstrap)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"mmrep.analysis.rus: error: {err}", file=sys.stderr)
+        return 2
+    vs_u = result["alignment_vs_U"]
+    print("alignment (max over runs) vs U, per metric and D_phi:")
+    print(vs_u[["metric", "D_phi", "n", "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi"]].round(3).to_string(index=False))
+    perf = result["alignment_performance"]
+    ap = perf[perf.quantity == "alignment_performance"].groupby(["metric", "U"])[["pearson", "spearman"]].median()
+    print("\ncorr(performance, alignment) per U (median over D_phi):")
+    print(ap.round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
