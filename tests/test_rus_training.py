@@ -1,0 +1,178 @@
+"""objective=unimodal, metric=accuracy, dataset=rus × {unimodal, mmcl} end to end, rus_optuna, the RUS analysis."""
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmrep.analysis import rus as analysis
+from mmrep.data.rus import RUSDataModule
+from mmrep.encoders.mlp import MLP
+from mmrep.errors import ConfigError
+from mmrep.metrics.accuracy import Accuracy
+from mmrep.objectives.unimodal import UnimodalSupervised
+
+RUS_TINY = ["dataset=rus", "dataset.num_data=4000", "dataset.batch_size=128", "callbacks.rich_progress_bar=null",
+            "metric.alignment.k=10", "metric.alignment.n=200"]
+
+
+def _factory(**fixed):
+    return lambda shape, size, **kw: MLP(shape, size, **{**dict(width=12, negative_slope=0.1, output_activation=True,
+                                                                hidden=[], relative=False), **fixed, **kw})
+
+
+def test_rus_encoder_is_the_spec_custom_mlp():
+    enc = _factory()((12,), 12, depth=3)
+    linears = [m for m in enc.net if isinstance(m, torch.nn.Linear)]
+    acts = [m for m in enc.net if isinstance(m, torch.nn.LeakyReLU)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(12, 12)] * 3  # D_enc linear layers
+    assert len(acts) == 3 and all(a.negative_slope == 0.1 for a in acts)  # LeakyReLU(0.1) after each, last too
+    assert isinstance(list(enc.net)[-1], torch.nn.LeakyReLU)
+
+
+def test_unimodal_builds_per_modality_encoders_heads_and_optimizer_groups():
+    model = UnimodalSupervised(_factory(), {"x0": (12,), "x1": (12,)}, 12, 4, depths={"x1": 4},
+                               lr={"x0": 5e-3, "x1": 1e-2}, weight_decay={"x0": 0.1, "x1": 0.0})
+    assert len(model.encoders["x0"].activation_layers()) == 1 and len(model.encoders["x1"].activation_layers()) == 4
+    assert model.heads["x1"].out_features == 4
+    groups = model.configure_optimizers().param_groups
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(5e-3, 0.1), (1e-2, 0.0)]
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        (dict(num_classes=None), "objective.num_classes"),
+        (dict(train_modalities=["x2"]), "objective.train_modalities"),
+        (dict(depths={"x1": 0}), "objective.depths.x1"),
+        (dict(lr={"x0": 1e-3}), "objective.lr"),
+        (dict(weight_decay=-1.0), "objective.weight_decay"),
+    ],
+)
+def test_unimodal_config_errors(kwargs, key):
+    base = dict(encoder=_factory(), modalities={"x0": (12,), "x1": (12,)}, encoding_size=12, num_classes=4)
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        UnimodalSupervised(**{**base, **kwargs})
+
+
+def test_per_modality_gradient_clipping_and_best_checkpoint_restore():
+    model = UnimodalSupervised(_factory(), {"x0": (12,), "x1": (12,)}, 12, 4, grad_clip=1.0)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p) * 100
+    model.configure_gradient_clipping(None)
+    for m in ("x0", "x1"):
+        params = [*model.encoders[m].parameters(), *model.heads[m].parameters()]
+        assert torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])) == pytest.approx(1.0, rel=1e-4)
+    # a stored best state is restored at the end of training
+    best = {k: v.clone() for k, v in model.heads["x1"].state_dict().items()}
+    model._best_state["x1"] = {"encoder": model.encoders["x1"].state_dict(), "head": best}
+    model._best_state["x1"]["encoder"] = {k: v.clone() for k, v in model._best_state["x1"]["encoder"].items()}
+    with torch.no_grad():
+        model.heads["x1"].weight.add_(1.0)
+    model.restore_best()
+    torch.testing.assert_close(model.heads["x1"].weight, best["weight"])
+
+
+def test_accuracy_metric_counts_correct_predictions(tmp_path):
+    dm = RUSDataModule(redundancy=8, depth=0, num_data=2000, data_dir=str(tmp_path))
+    model = UnimodalSupervised(_factory(), dm.modalities, 12, 4)
+    df = Accuracy(splits=["valid", "test"])(model, dm)
+    assert set(df.split) == {"valid", "test"} and set(df.modality) == {"x0", "x1"}
+    with torch.no_grad():
+        for split in ("valid", "test"):
+            data = dm.split(split)
+            expected = (model.logits({"x0": data.x0})["x0"].argmax(1) == data.y).float().mean().item()
+            got = df[(df.split == split) & (df.modality == "x0")].value.item()
+            assert got == pytest.approx(expected)
+
+
+def test_rus_unimodal_run_learns_and_writes_accuracy_and_alignment(cli, tmp_path):
+    out = tmp_path / "run"
+    res = cli([*RUS_TINY, "dataset.redundancy=8", "objective=unimodal", "encoder=rus_mlp", "objective.depths={x0: 1, x1: 2}",
+               "metric=accuracy_alignment", "trainer.max_epochs=4", "trainer.max_steps=-1", "trainer.gradient_clip_val=null",
+               f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = pd.read_csv(out / "results.csv")
+    acc = df[(df.metric == "accuracy") & (df.split == "test")].set_index("modality").value
+    assert acc["x0"] > 0.4 and acc["x1"] > 0.4  # 4 balanced classes: chance is 0.25
+    best = df[df["aggregate"] == "max"].set_index("metric")
+    assert set(best.index) == {"unbiased_cka", "mutual_knn"}
+    assert set(best.layer_a) <= {"act1"} and set(best.layer_b) <= {"act1", "act2"}
+    assert list((tmp_path / "data" / "rus").glob("rus_r8_d1_*.npz"))  # the cache sits under data_dir
+    assert list((out / "checkpoints").glob("*.ckpt"))
+
+
+def test_rus_with_contrastive_objective(cli, tmp_path):
+    out = tmp_path / "run"
+    res = cli([*RUS_TINY, "objective=mmcl", "trainer.max_steps=30", "objective.warmup_steps=5",
+               f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = pd.read_csv(out / "results.csv")
+    assert {"mutual_knn", "unbiased_cka", "svcca"} <= set(df.metric)  # dataset=rus defaults to metric=alignment
+    assert (df[df.metric == "loss"].split == "val").all()
+
+
+def test_rus_bad_redundancy_is_one_line(cli, tmp_path):
+    res = cli(["dataset=rus", "dataset.redundancy=9", f"hydra.run.dir={tmp_path / 'bad'}"])
+    assert res.returncode == 1 and "mmrep: error: dataset.redundancy" in res.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_rus_optuna_study_resumes(cli, tmp_path):
+    db = tmp_path / "study.db"
+    args = ["-m", "hparams_search=rus_optuna", "dataset.redundancy=4", "trainer.max_epochs=1", "dataset.num_data=3000",
+            "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"paths.data_dir={tmp_path / 'data'}", "callbacks.rich_progress_bar=null"]
+    assert cli(args).returncode == 0
+    res = cli(args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with sqlite3.connect(db) as con:
+        names = [r[0] for r in con.execute("select study_name from studies")]
+        values = [r[0] for r in con.execute("select value from trial_values")]
+        params = {r[0] for r in con.execute("select param_name from trial_params")}
+    assert names == ["rus_r4_x1"] and len(values) == 4 and all(0 <= v <= 1 for v in values)
+    assert params == {"objective.lr", "objective.weight_decay"}
+
+
+# ---- analysis on synthetic run tables --------------------------------------------------------------------
+def _fake_runs(tmp_path, slope):
+    """Runs whose alignment falls with U and whose accuracy tracks alignment only at low U."""
+    from omegaconf import OmegaConf
+
+    rng = np.random.default_rng(0)
+    for r in (0, 4, 8):
+        for d in (1, 2, 3, 4, 5):
+            run = tmp_path / f"r{r}_d{d}"
+            (run / ".hydra").mkdir(parents=True)
+            OmegaConf.save({"dataset": {"redundancy": r, "depth": 1}, "objective": {"depths": {"x1": d}}, "seed": 0},
+                           run / ".hydra" / "config.yaml")
+            u = 8 - r
+            align = 0.9 - slope * u + 0.02 * d
+            acc = 0.5 + (0.3 * align if u == 0 else rng.uniform(0, 0.2))
+            pd.DataFrame([
+                {"metric": "unbiased_cka", "aggregate": "max", "value": align, "modality": "x0|x1", "split": "align"},
+                {"metric": "accuracy", "modality": "x1", "split": "test", "value": acc},
+            ]).to_csv(run / "results.csv", index=False)
+
+
+def test_analysis_correlations_and_figures(tmp_path):
+    _fake_runs(tmp_path, slope=0.08)
+    result = analysis.analyze(tmp_path, bootstrap=200)
+    vs_u = result["alignment_vs_U"].iloc[0]
+    assert vs_u.spearman == pytest.approx(-1.0) and vs_u.pearson < -0.99 and vs_u.spearman_hi <= -0.99
+    maxima = result["maxima"].set_index("U").alignment
+    assert maxima[0] == pytest.approx(0.9 + 0.1) and maxima[8] == pytest.approx(0.9 - 0.64 + 0.1)  # U=8 is filled
+    perf = result["alignment_performance"]
+    ap = perf[perf.quantity == "alignment_performance"].set_index("U")
+    assert ap.loc[0, "pearson"] == pytest.approx(1.0) and ap.loc[0, "pearson_lo"] <= 1.0
+    assert abs(ap.loc[8, "spearman"]) < 0.95
+    for name in ("rus_runs.csv", "alignment_vs_U.csv", "alignment_performance.csv",
+                 "alignment_vs_U_unbiased_cka.png", "alignment_performance_unbiased_cka.png"):
+        assert (tmp_path / name).is_file()
+
+
+def test_analysis_errors_without_runs(tmp_path):
+    assert analysis.main([str(tmp_path)]) == 2
