@@ -174,3 +174,14 @@ def test_grid_equals_single_generation():
     a = grid[(1, 3)]
     raw = np.concatenate([rus.bit_table(8)[a["xc"]], rus.bit_table(4)[a["xu2"]]], axis=1).astype(np.float32)
     np.testing.assert_allclose(a["x1"], net(torch.from_numpy(raw)).detach().numpy(), atol=1e-6)
+
+
+def test_cli_prepares_the_cache_the_datamodule_reads(tmp_path, capsys):
+    assert rus.main(["--redundancy", "3", "--depths", "2", "--num-data", "2000", "--data-dir", str(tmp_path)]) == 0
+    assert "1.1588" in capsys.readouterr().out
+    (path,) = tmp_path.glob("rus_r3_d2_*.npz")
+    stamp = path.stat().st_mtime_ns
+    dm = rus.RUSDataModule(redundancy=3, depth=2, num_data=2000, data_dir=str(tmp_path))
+    dm.setup()
+    assert path.stat().st_mtime_ns == stamp  # read, not regenerated
+    np.testing.assert_array_equal(np.load(path)["label"], rus.generate_rus(3, 2, num_data=2000)["label"])

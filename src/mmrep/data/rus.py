@@ -10,8 +10,10 @@ depth ``D_φ`` (the heterogeneity). Everything is vectorised and reproduces the 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mmrep.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SHARED_BITS, UNIQUE_BITS, LABEL_BITS = 8, 4, 8  # spec §1.1 (shared_feature_dim, unique_feature_dim), §1.3 max_red
 FORMAT_VERSION = 1  # bump when the cached arrays' meaning changes
@@ -188,22 +192,11 @@ def generate_rus(
     transforms_seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """One (r, D_φ) dataset: ``x0`` (N, 12) = [x_c, x_u1] bits, ``x1`` (N, 12) = transform_D([x_c, x_u2]),
-    ``label`` (N,), the bit ids and the exact information quantities."""
-    table, rng = conditional_table(redundancy, temperature, num_classes, features_seed, weights_seed)
-    xc, xu1, xu2, y = sample_inputs_and_labels(table, rng, num_data)
-    bits_c, bits_u = bit_table(SHARED_BITS), bit_table(UNIQUE_BITS)
-    x0 = np.concatenate([bits_c[xc], bits_u[xu1]], axis=1).astype(np.float32)
-    x1 = transform_modality1(heterogeneity_transforms(depth, transforms_seed)[depth], xc, xu2)
-    mi = mutual_information(table)
-    return {
-        "x0": x0,
-        "x1": x1.astype(np.float32),
-        "label": y,
-        "xc": xc.astype(np.int64),
-        "xu1": xu1.astype(np.int64),
-        "xu2": xu2.astype(np.int64),
-        **{f"mi/{k}": np.float64(v) for k, v in mi.items()},
-    }
+    ``label`` (N,), the bit ids ``xc, xu1, xu2`` and the exact information quantities ``mi/...``."""
+    (_, arrays), = generate_grid(
+        [redundancy], [depth], num_data, num_classes, temperature, features_seed, weights_seed, transforms_seed
+    )
+    return arrays
 
 
 def generate_grid(
@@ -249,17 +242,22 @@ def load_or_generate(data_dir: Path, params: dict, use_cache: bool = True) -> di
             pass
     arrays = generate_rus(**params)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_cache(path, arrays)
     return arrays
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` (npz) through a temporary file, so no half-written cache is ever read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class _Split(torch.utils.data.Dataset):
@@ -369,6 +367,8 @@ class RUSDataModule(pl.LightningDataModule):
             return
         arrays = load_or_generate(self.data_dir, self.params, self.cache)
         self.info = {k.split("/", 1)[1]: float(v) for k, v in arrays.items() if k.startswith("mi/")}
+        log.info("RUS r=%d (U=%d), D_phi=%d: %s nats", self.params["redundancy"], LABEL_BITS - self.params["redundancy"],
+                 self.params["depth"], ", ".join(f"{k}={v:.4f}" for k, v in self.info.items()))
         y = arrays["label"]
         index = split_indices(y, self.splits, self.split_seed)
         x0, x1 = arrays["x0"], arrays["x1"]
@@ -412,3 +412,39 @@ class RUSDataModule(pl.LightningDataModule):
 def _zscore(x: np.ndarray, train: np.ndarray) -> np.ndarray:
     mean, std = x[train].mean(axis=0), x[train].std(axis=0)
     return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def main(argv=None) -> int:
+    """``python -m mmrep.data.rus``: generate and cache the RUS datasets, print their information quantities."""
+    parser = argparse.ArgumentParser(prog="python -m mmrep.data.rus", description=main.__doc__)
+    parser.add_argument("--redundancy", type=int, nargs="+", default=list(range(9)), help="r values (default 0..8)")
+    parser.add_argument("--depths", type=int, nargs="+", default=list(range(11)), help="D_phi values (default 0..10)")
+    parser.add_argument("--num-data", type=int, default=65_536)
+    parser.add_argument("--data-dir", type=Path, default=Path("data/rus"))
+    args = parser.parse_args(argv)
+    bad = [r for r in args.redundancy if not 0 <= r <= LABEL_BITS] + [d for d in args.depths if d < 0]
+    if bad:
+        parser.error(f"--redundancy must be in 0..8 and --depths >= 0, got {bad}")
+    from rich.console import Console
+    from rich.progress import track
+    from rich.table import Table
+
+    table = Table(title="RUS label information (nats)")
+    for col in ("r", "U", "I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)"):
+        table.add_column(col, justify="right")
+    pairs = [(r, d) for r in args.redundancy for d in args.depths]
+    grid = generate_grid(args.redundancy, args.depths, num_data=args.num_data)
+    for (r, depth), arrays in track(grid, total=len(pairs), description="generating"):
+        params = dict(redundancy=r, depth=depth, num_data=args.num_data, num_classes=4, temperature=0.05,
+                      features_seed=1, weights_seed=2, transforms_seed=0)
+        write_cache(cache_path(args.data_dir, params), arrays)
+        if depth == args.depths[0]:
+            table.add_row(str(r), str(LABEL_BITS - r), *[f"{float(arrays[f'mi/{k}']):.4f}" for k in
+                                                         ("I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)")])
+    Console().print(table)
+    print(f"{len(pairs)} datasets cached under {args.data_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
