@@ -185,3 +185,11 @@ def test_cli_prepares_the_cache_the_datamodule_reads(tmp_path, capsys):
     dm.setup()
     assert path.stat().st_mtime_ns == stamp  # read, not regenerated
     np.testing.assert_array_equal(np.load(path)["label"], rus.generate_rus(3, 2, num_data=2000)["label"])
+
+
+def test_heldout_larger_than_the_split_uses_the_whole_split(tmp_path):
+    dm = rus.RUSDataModule(redundancy=1, depth=1, num_data=2000, data_dir=str(tmp_path))
+    batches = dm.heldout("align", 512)  # the test split has 301 samples: the original's "first batch" = all
+    assert sum(len(b["y"]) for b in batches) == len(dm.split("test")) == 301
+    with pytest.raises(ValueError, match="unknown purpose"):
+        dm.heldout("probe_fit", 10)

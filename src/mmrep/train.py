@@ -116,7 +116,8 @@ def _optuna_sweep() -> bool:
 
 
 def _print_summary(results: pd.DataFrame) -> None:
-    """Compact rich tables: probe scores (targets × modality/probe) and alignment (metric × max/last)."""
+    """Compact rich tables: probe scores (targets × modality/probe), accuracy (modality × split) and alignment
+    (metric × max/last)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -130,6 +131,16 @@ def _print_summary(results: pd.DataFrame) -> None:
             table.add_column("/".join(map(str, col)), justify="right")
         for target, row in pivot.iterrows():
             table.add_row(str(target), *[f"{v:.3f}" for v in row.values])
+        console.print(table)
+    accuracy = results[results["metric"] == "accuracy"]
+    if not accuracy.empty:
+        pivot = accuracy.pivot_table(index="modality", columns="split", values="value", sort=False)
+        table = Table(title="accuracy (best-validation weights)")
+        table.add_column("modality")
+        for split in pivot.columns:
+            table.add_column(str(split), justify="right")
+        for modality, row in pivot.iterrows():
+            table.add_row(str(modality), *[f"{v:.3f}" for v in row.values])
         console.print(table)
     if "aggregate" in results:
         aligned = results[results["aggregate"].isin(["max", "last"])]

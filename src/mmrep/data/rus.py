@@ -397,14 +397,15 @@ class RUSDataModule(pl.LightningDataModule):
 
     def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None) -> list[dict[str, torch.Tensor]]:
         """Fixed batches of a split: ``align`` = the first ``n`` test samples (spec §4.1: the first test batch);
-        ``train``/``valid``/``test`` = that split (first ``n`` when given)."""
+        ``train``/``valid``/``test`` = that split (first ``n`` when given). A split smaller than ``n`` is used whole."""
         name = "test" if purpose == "align" else purpose
         if name not in ("train", "valid", "test"):
             raise ValueError(f"heldout: unknown purpose {purpose!r}")
         data = self.split(name)
         n = len(data) if n is None else n
-        if n > len(data):
-            raise ConfigError(f"metric: asks for {n} held-out samples but the {name} split has {len(data)}")
+        if n > len(data):  # like the original's "first batch" of a split smaller than the batch: all of it
+            log.warning("asked for %d %s samples for %s; the split has %d, using all of them", n, name, purpose, len(data))
+            n = len(data)
         chunk = chunk or self.batch_size
         return [data.__getitems__(list(range(i, min(n, i + chunk)))) for i in range(0, n, chunk)]
 
