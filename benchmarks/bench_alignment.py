@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -230,7 +228,7 @@ def main() -> None:
     base, base_each = baseline_suite(X.cpu(), Y.cpu(), args.k)
     base_total = sum(base_each.values())
 
-    print(f"\n| metric | baseline (s) | mmrep alone (s) | speed-up | baseline value | mmrep value |")
+    print("\n| metric | baseline (s) | mmrep alone (s) | speed-up | baseline value | mmrep value |")
     print("|---|---:|---:|---:|---:|---:|")
     for m in METRICS:
         print(f"| {m} | {base_each[m]:.2f} | {ours_each[m]:.3f} | {base_each[m] / ours_each[m]:.0f}× | {base[m]:.6f} | {ours[m]:.6f} |")

@@ -9,7 +9,7 @@ from torch import nn
 from mmrep.encoders.features import layer_features
 from mmrep.encoders.mlp import MLP
 from mmrep.errors import ConfigError
-from mmrep.metrics.alignment import alignment_scores, layerwise_alignment
+from mmrep.metrics.alignment import alignment_scores
 from mmrep.metrics.alignment_metric import Alignment
 
 ALIGN_TINY = ["metric=alignment", "metric.alignment.k=10", "metric.alignment.n=200"]

@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from mmrep.errors import ConfigError
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import pandas as pd
-import torch
 from torch import nn
 
 from mmrep.encoders.features import layer_features
