@@ -176,3 +176,21 @@ def test_analysis_correlations_and_figures(tmp_path):
 
 def test_analysis_errors_without_runs(tmp_path):
     assert analysis.main([str(tmp_path)]) == 2
+
+
+def test_best_states_travel_with_the_checkpoint():
+    make = lambda: UnimodalSupervised(_factory(), {"x0": (12,), "x1": (12,)}, 12, 4)
+    trained = make()
+    trained._best_state = {m: {"encoder": {k: v.clone() for k, v in trained.encoders[m].state_dict().items()},
+                               "head": {k: v.clone() for k, v in trained.heads[m].state_dict().items()}}
+                           for m in ("x0", "x1")}
+    trained.best_accuracy, trained.best_epoch = {"x0": 0.5, "x1": 0.6}, {"x0": 3, "x1": 7}
+    checkpoint = {}
+    trained.on_save_checkpoint(checkpoint)
+    fresh = make()
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.restore_best()
+    assert fresh.best_epoch == {"x0": 3, "x1": 7}
+    for m in ("x0", "x1"):
+        torch.testing.assert_close(fresh.heads[m].weight, trained.heads[m].weight)
+        torch.testing.assert_close(fresh.encoders[m].net.fc1.weight, trained.encoders[m].net.fc1.weight)
