@@ -64,9 +64,7 @@ PairFunction = Callable[[PreparedFeatures, PreparedFeatures, AlignmentOptions], 
 @dataclass(frozen=True)
 class MetricInfo:
     compute: PairFunction
-    normalized: bool = True  # rows L2-normalised first (spec §4.2 step 2); False for the *_unnorm variants
     uses_k: bool = False
-    symmetric: bool = True
     summary: str = field(default="", compare=False)
 
 
@@ -74,8 +72,12 @@ def _on_neighbors(score: Callable[[neighbors.Neighbors, neighbors.Neighbors], fl
     return lambda a, b, o: score(a.neighbors, b.neighbors)
 
 
-def _on_views(fn, normalized: bool = True, **fixed) -> PairFunction:
-    return lambda a, b, o: fn(a.view(normalized), b.view(normalized), **{k: v(o) for k, v in fixed.items()})
+def _on_views(fn, normalized: bool = True, options: dict[str, str] | None = None, **fixed) -> PairFunction:
+    """``fn(A, B, **fixed, **{arg: getattr(opts, field)})`` on the normalised (or raw, spec §4.2 step 2) views."""
+    options = options or {}
+    return lambda a, b, o: fn(
+        a.view(normalized), b.view(normalized), **fixed, **{arg: getattr(o, name) for arg, name in options.items()}
+    )
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -83,7 +85,6 @@ METRICS: dict[str, MetricInfo] = {
     "cycle_knn": MetricInfo(
         lambda a, b, o: neighbors.cycle_knn_score(a.neighbors, b.neighbors, o.block_size),
         uses_k=True,
-        symmetric=False,
         summary="i among A-neighbours of its B-neighbours",
     ),
     "lcs_knn": MetricInfo(_on_neighbors(neighbors.lcs_knn_score), uses_k=True, summary="mean LCS of ordered k-NN (0..k)"),
@@ -92,29 +93,25 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "cka": MetricInfo(_on_views(kernels.linear_cka), summary="linear CKA (biased HSIC)"),
     "rbf_cka": MetricInfo(
-        _on_views(kernels.rbf_cka, sigma=lambda o: o.rbf_sigma, block_size=lambda o: o.block_size),
+        _on_views(kernels.rbf_cka, options={"sigma": "rbf_sigma", "block_size": "block_size"}),
         summary="CKA with Gaussian kernels",
     ),
     "unbiased_cka": MetricInfo(_on_views(kernels.unbiased_cka), summary="linear CKA (unbiased HSIC)"),
-    "cknna": MetricInfo(
-        _on_neighbors(kernels.cknna_from_neighbors), uses_k=True, symmetric=False, summary="CKA on mutual k-NN"
-    ),
+    "cknna": MetricInfo(_on_neighbors(kernels.cknna_from_neighbors), uses_k=True, summary="CKA on mutual k-NN"),
     "svcca": MetricInfo(
-        _on_views(cca.svcca, dim=lambda o: o.svcca_dim, randomized=lambda o: o.svcca_randomized),
+        _on_views(cca.svcca, options={"dim": "svcca_dim", "randomized": "svcca_randomized"}),
         summary="mean canonical corr. of top SVD dims",
     ),
-    "cmd": MetricInfo(_on_views(kernels.cmd, contract=lambda o: o.cmd_contract), summary="tr(CaCb)/(|Ca||Cb|)"),
+    "cmd": MetricInfo(_on_views(kernels.cmd, options={"contract": "cmd_contract"}), summary="tr(CaCb)/(|Ca||Cb|)"),
     "centered_cmd": MetricInfo(
-        _on_views(kernels.cmd, contract=lambda o: o.cmd_contract, center=lambda o: True), summary="cmd, centred"
+        _on_views(kernels.cmd, options={"contract": "cmd_contract"}, center=True), summary="cmd, centred"
     ),
     "cmd_unnorm": MetricInfo(
-        _on_views(kernels.cmd, normalized=False, contract=lambda o: o.cmd_contract),
-        normalized=False,
+        _on_views(kernels.cmd, normalized=False, options={"contract": "cmd_contract"}),
         summary="cmd, rows not normalised",
     ),
     "centered_cmd_unnorm": MetricInfo(
-        _on_views(kernels.cmd, normalized=False, contract=lambda o: o.cmd_contract, center=lambda o: True),
-        normalized=False,
+        _on_views(kernels.cmd, normalized=False, options={"contract": "cmd_contract"}, center=True),
         summary="centred cmd, rows not normalised",
     ),
 }
