@@ -194,3 +194,17 @@ def test_best_states_travel_with_the_checkpoint():
     for m in ("x0", "x1"):
         torch.testing.assert_close(fresh.heads[m].weight, trained.heads[m].weight)
         torch.testing.assert_close(fresh.encoders[m].net.fc1.weight, trained.encoders[m].net.fc1.weight)
+
+
+def test_alignment_callback_on_a_split_smaller_than_n(cli, tmp_path):
+    out = tmp_path / "run"
+    res = cli([*RUS_TINY, "dataset.num_data=2000", "objective=unimodal", "encoder=rus_mlp", "metric=alignment",
+               "metric.alignment.metrics=[unbiased_cka]", "metric.alignment.n=512", "callbacks=alignment",
+               "callbacks.alignment.k=10", "callbacks.alignment.n=512", "trainer.max_epochs=1", "trainer.max_steps=-1",
+               f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    history = pd.read_csv(out / "alignment_history.csv")
+    assert set(history.n) == {301}  # the whole 301-sample test split, no padding rows
+    best = pd.read_csv(out / "results.csv").query("aggregate == 'max'").set_index("metric").value
+    tracked = history[history["aggregate"] == "max"].set_index("metric").value
+    assert tracked["unbiased_cka"] == pytest.approx(best["unbiased_cka"], rel=1e-6)

@@ -12,7 +12,7 @@ import torch
 
 from mmrep.encoders.features import layer_features
 from mmrep.errors import ConfigError
-from mmrep.metrics.alignment_metric import Alignment, encoder_pair
+from mmrep.metrics.alignment_metric import Alignment, encoder_pair, heldout_inputs
 from mmrep.utils.results import write_csv_atomic
 
 
@@ -49,16 +49,14 @@ class AlignmentCallback(pl.Callback):
         self._shards: dict[str, torch.Tensor] = {}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "heldout"):
-            raise ConfigError("callbacks.alignment: the dataset provides no held-out set (heldout())")
-        self._pair, _, _ = encoder_pair(pl_module, self.alignment.modalities, self.alignment.key)
-        batches = datamodule.heldout("align", self.alignment.n)
-        per_rank = math.ceil(self.alignment.n / trainer.world_size)
+        key = self.alignment.key
+        self._pair, _, _ = encoder_pair(pl_module, self.alignment.modalities, key)
+        inputs = heldout_inputs(trainer.datamodule, self._pair, self.alignment.n, key)
+        self._n = len(inputs[self._pair[0]])  # the held-out split may hold fewer than n samples
+        per_rank = math.ceil(self._n / trainer.world_size)
         start = trainer.global_rank * per_rank
-        for m in self._pair:
-            inputs = torch.cat([b[m] for b in batches])
-            shard = inputs[start : start + per_rank]
+        for m, samples in inputs.items():
+            shard = samples[start : start + per_rank]
             pad = per_rank - shard.shape[0]  # the last rank may hold fewer; padded rows are dropped after gather
             self._shards[m] = torch.cat([shard, shard.new_zeros((pad, *shard.shape[1:]))]) if pad else shard
 
@@ -67,7 +65,7 @@ class AlignmentCallback(pl.Callback):
         if trainer.world_size == 1:
             return names, local
         # all_gather: (world, per_rank, d) in rank order → the original sample order
-        full = [pl_module.all_gather(h).reshape(-1, h.shape[1])[: self.alignment.n] for h in local]
+        full = [pl_module.all_gather(h).reshape(-1, h.shape[1])[: self._n] for h in local]
         return names, full
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

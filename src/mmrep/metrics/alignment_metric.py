@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import pandas as pd
+import torch
 from torch import nn
 
 from mmrep.encoders.features import layer_features
 from mmrep.errors import ConfigError
 from mmrep.metrics.alignment import AlignmentInputError, LayerAlignment, layerwise_alignment, resolve_metrics
+from mmrep.metrics.alignment.preprocess import check_k, check_q
 
 
 def encoder_pair(model, modalities: Sequence[str] | None, key: str) -> tuple[tuple[str, str], nn.Module, nn.Module]:
@@ -25,6 +27,15 @@ def encoder_pair(model, modalities: Sequence[str] | None, key: str) -> tuple[tup
     if len(pair) != 2 or any(m not in encoders for m in pair):
         raise ConfigError(f"{key}.modalities: needs two of the model's encoders {list(encoders)}, got {list(pair)}")
     return pair, encoders[pair[0]], encoders[pair[1]]
+
+
+def heldout_inputs(datamodule, pair: Sequence[str], n: int, key: str) -> dict[str, torch.Tensor]:
+    """The fixed alignment samples, ``datamodule.heldout("align", n)``, as one (N, ...) tensor per modality of
+    ``pair`` (N may be below ``n`` when the dataset's held-out split is smaller)."""
+    if datamodule is None or not hasattr(datamodule, "heldout"):
+        raise ConfigError(f"{key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
+    batches = datamodule.heldout("align", n)
+    return {m: torch.cat([b[m] for b in batches]) for m in pair}
 
 
 def alignment_rows(
@@ -73,26 +84,22 @@ class Alignment:
         config_key: str = "metric.alignment",
     ) -> None:
         self.key = config_key  # error messages name this config node
-        try:
-            self.metrics = resolve_metrics(metrics)
-        except AlignmentInputError as err:
-            raise ConfigError(f"{self.key}.{err}") from None
         if int(n) < 4:
             raise ConfigError(f"{self.key}.n: needs at least 4 held-out samples, got {n}")
-        if not 1 <= int(k) < int(n):
-            raise ConfigError(f"{self.key}.k: must be in [1, n-1] = [1, {int(n) - 1}] (n = {self.key}.n), got {k}")
-        if not 0 < float(q) <= 1:
-            raise ConfigError(f"{self.key}.q: the outlier quantile must be in (0, 1], got {q}")
+        try:  # the library's own checks; their messages start with the argument name
+            self.metrics = resolve_metrics(metrics)
+            check_k(k, int(n))
+            check_q(q)
+        except AlignmentInputError as err:
+            raise ConfigError(f"{self.key}.{err}") from None
         self.n, self.modalities, self.include_output, self.per_layer = int(n), modalities, include_output, per_layer
         self.options = dict(k=int(k), q=float(q), exact_quantile=exact_quantile, rbf_sigma=rbf_sigma, svcca_dim=svcca_dim)
 
     def layer_features(self, model, datamodule) -> tuple[tuple[str, str], tuple[list[str], list], tuple[list[str], list]]:
         pair, enc_a, enc_b = encoder_pair(model, self.modalities, self.key)
-        if not hasattr(datamodule, "heldout"):
-            raise ConfigError(f"{self.key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
-        batches = datamodule.heldout("align", self.n)
-        a = layer_features(enc_a, [b[pair[0]] for b in batches], self.include_output)
-        b = layer_features(enc_b, [b[pair[1]] for b in batches], self.include_output)
+        inputs = heldout_inputs(datamodule, pair, self.n, self.key)
+        a = layer_features(enc_a, [inputs[pair[0]]], self.include_output)
+        b = layer_features(enc_b, [inputs[pair[1]]], self.include_output)
         return pair, a, b
 
     def compute(self, pair, features_a, features_b) -> pd.DataFrame:
@@ -101,8 +108,9 @@ class Alignment:
             results = layerwise_alignment(layers_a, layers_b, self.metrics, **self.options)
         except AlignmentInputError as err:
             raise ConfigError(f"{self.key}: {err}") from None
-        columns = dict(modality=f"{pair[0]}|{pair[1]}", split="align", n=layers_a[0].shape[0], **self.options)
-        columns.pop("exact_quantile"), columns.pop("rbf_sigma"), columns.pop("svcca_dim")
+        columns = dict(
+            modality=f"{pair[0]}|{pair[1]}", split="align", n=layers_a[0].shape[0], k=self.options["k"], q=self.options["q"]
+        )
         return pd.DataFrame(alignment_rows(results, names_a, names_b, per_layer=self.per_layer, **columns))
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
