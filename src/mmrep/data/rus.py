@@ -14,8 +14,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mmrep.errors import ConfigError
+from mmrep.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -247,17 +246,9 @@ def load_or_generate(data_dir: Path, params: dict, use_cache: bool = True) -> di
 
 
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` (npz) through a temporary file, so no half-written cache is ever read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``path`` (npz) atomically, so no half-written cache is ever read."""
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 class _Split(torch.utils.data.Dataset):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
 
 from mmrep.errors import ConfigError
+from mmrep.utils.files import atomic_write
 
 RESULT_COLUMNS = ["metric", "probe", "modality", "target", "value", "split"]
 
@@ -26,15 +25,8 @@ def tidy(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` via a temporary file and rename, so a crash never leaves half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            df.to_csv(fh, index=False, float_format="%.10g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        df.to_csv(fh, index=False, float_format="%.10g")
 
 
 def select_value(results: pd.DataFrame, selector: Mapping[str, object] | None, key: str = "optimized_metric") -> float | None:
