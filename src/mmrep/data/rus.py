@@ -180,21 +180,11 @@ def transform_modality1(net: nn.Module, xc: np.ndarray, xu2: np.ndarray) -> np.n
     return outputs[xc * 16 + xu2]
 
 
-def generate_rus(
-    redundancy: int,
-    depth: int,
-    num_data: int = 65_536,
-    num_classes: int = 4,
-    temperature: float = 0.05,
-    features_seed: int = 1,
-    weights_seed: int = 2,
-    transforms_seed: int = 0,
-) -> dict[str, np.ndarray]:
+def generate_rus(redundancy: int, depth: int, **generator) -> dict[str, np.ndarray]:
     """One (r, D_φ) dataset: ``x0`` (N, 12) = [x_c, x_u1] bits, ``x1`` (N, 12) = transform_D([x_c, x_u2]),
-    ``label`` (N,), the bit ids ``xc, xu1, xu2`` and the exact information quantities ``mi/...``."""
-    (_, arrays), = generate_grid(
-        [redundancy], [depth], num_data, num_classes, temperature, features_seed, weights_seed, transforms_seed
-    )
+    ``label`` (N,), the bit ids ``xc, xu1, xu2`` and the exact information quantities ``mi/...``.
+    ``generator``: the other arguments of :func:`generate_grid` (num_data, temperature, seeds, ...)."""
+    (_, arrays), = generate_grid([redundancy], [depth], **generator)
     return arrays
 
 
@@ -351,7 +341,9 @@ class RUSDataModule(pl.LightningDataModule):
         return SHARED_BITS + UNIQUE_BITS  # spec §2.1: the encoder's hidden/output width is 12
 
     def prepare_data(self) -> None:
-        load_or_generate(self.data_dir, self.params, self.cache)
+        # generate and cache once (rank 0); setup() reads it. Without a cache setup() generates in memory.
+        if self.cache and not cache_path(self.data_dir, self.params).is_file():
+            load_or_generate(self.data_dir, self.params, self.cache)
 
     def setup(self, stage: str | None = None) -> None:
         if self._data is not None:
@@ -425,11 +417,12 @@ def main(argv=None) -> int:
     for col in ("r", "U", "I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)"):
         table.add_column(col, justify="right")
     pairs = [(r, d) for r in args.redundancy for d in args.depths]
-    grid = generate_grid(args.redundancy, args.depths, num_data=args.num_data)
+    # the datamodule's parameters (the spec defaults) are the cache key runs will look up
+    generator = RUSDataModule(num_data=args.num_data).params
+    del generator["redundancy"], generator["depth"]
+    grid = generate_grid(args.redundancy, args.depths, **generator)
     for (r, depth), arrays in track(grid, total=len(pairs), description="generating"):
-        params = dict(redundancy=r, depth=depth, num_data=args.num_data, num_classes=4, temperature=0.05,
-                      features_seed=1, weights_seed=2, transforms_seed=0)
-        write_cache(cache_path(args.data_dir, params), arrays)
+        write_cache(cache_path(args.data_dir, {"redundancy": r, "depth": depth, **generator}), arrays)
         if depth == args.depths[0]:
             table.add_row(str(r), str(LABEL_BITS - r), *[f"{float(arrays[f'mi/{k}']):.4f}" for k in
                                                          ("I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)")])
