@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
 from mmrep.data.mixing import invertible_mlp
 from mmrep.data.seeding import seed_sequence, torch_generator
-from mmrep.errors import ConfigError
+from mmrep.errors import ConfigError, check_positive_ints
 
 Batch = dict[str, torch.Tensor]
 
@@ -137,16 +137,15 @@ class NumericDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for key, value in {
-            "n_semantics": n_semantics,
-            "n_modality": n_modality,
-            "mixing_layers": mixing_layers,
-            "batch_size": batch_size,
-            "steps_per_epoch": steps_per_epoch,
-            "n_val": n_val,
-        }.items():
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"dataset.{key}: must be a positive integer, got {value!r}")
+        check_positive_ints(
+            "dataset",
+            n_semantics=n_semantics,
+            n_modality=n_modality,
+            mixing_layers=mixing_layers,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            n_val=n_val,
+        )
         if margin_std <= 0:
             raise ConfigError(f"dataset.margin_std: must be > 0, got {margin_std}")
         self.bias = (bias or MisalignmentBias(name="none")).resolve(n_semantics)

@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mmrep.errors import ConfigError
+from mmrep.errors import ConfigError, check_positive_ints
 from mmrep.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -299,9 +299,7 @@ class RUSDataModule(pl.LightningDataModule):
             raise ConfigError(f"dataset.redundancy: must be an integer in 0..8 (U = 8 − r), got {redundancy!r}")
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
             raise ConfigError(f"dataset.depth: the heterogeneity depth D_φ must be an integer >= 0, got {depth!r}")
-        for key, value in {"num_data": num_data, "num_classes": num_classes, "batch_size": batch_size}.items():
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"dataset.{key}: must be a positive integer, got {value!r}")
+        check_positive_ints("dataset", num_data=num_data, num_classes=num_classes, batch_size=batch_size)
         if num_classes < 2:
             raise ConfigError(f"dataset.num_classes: needs at least 2 classes, got {num_classes}")
         if temperature <= 0:
