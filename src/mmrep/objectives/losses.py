@@ -82,3 +82,9 @@ def symmetric_info_nce(
 ) -> torch.Tensor:
     """½ [L(a→b, negatives of a) + L(b→a, negatives of b)] (spec §1.7: negatives share the anchor's modality)."""
     return 0.5 * (info_nce(h_a, h_b, neg_a, **kwargs) + info_nce(h_b, h_a, neg_b, **kwargs))
+
+
+def ensure_finite(loss: torch.Tensor, step: int, hint: str) -> None:
+    """Stop training on a NaN/inf loss with ``non-finite training loss (…) at step N; <hint>``."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; {hint}")

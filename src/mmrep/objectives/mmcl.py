@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mmrep.errors import ConfigError
-from mmrep.objectives.losses import SIMILARITIES, symmetric_info_nce
+from mmrep.objectives.losses import SIMILARITIES, ensure_finite, symmetric_info_nce
 
 EncoderFactory = Callable[..., nn.Module]
 
@@ -85,11 +85,7 @@ class MMCL(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
-                "lower objective.lr or raise objective.temperature"
-            )
+        ensure_finite(loss, self.global_step, "lower objective.lr or raise objective.temperature")
         self.log("train/loss", loss, prog_bar=True, batch_size=batch[self.pair[0]].shape[0])
         return loss
 

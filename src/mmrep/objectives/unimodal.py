@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mmrep.errors import ConfigError
+from mmrep.objectives.losses import ensure_finite
 
 EncoderFactory = Callable[..., nn.Module]
 
@@ -103,10 +104,7 @@ class UnimodalSupervised(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses, logits = self._losses(batch)
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite training loss ({total.item()}) at step {self.global_step}; lower objective.lr"
-            )
+        ensure_finite(total, self.global_step, "lower objective.lr")
         size = batch["y"].shape[0]
         for m, loss in losses.items():
             self.log(f"train/loss_{m}", loss, batch_size=size)
@@ -160,13 +158,13 @@ class UnimodalSupervised(pl.LightningModule):
         if best:
             self.best_accuracy, self.best_epoch, self._best_state = best["accuracy"], best["epoch"], best["state"]
 
+    def modality_parameters(self, modality: str) -> list[nn.Parameter]:
+        """Encoder + head parameters of one modality (its optimiser group and gradient-clip unit)."""
+        return [*self.encoders[modality].parameters(), *self.heads[modality].parameters()]
+
     def configure_optimizers(self):
         groups = [
-            {
-                "params": [*self.encoders[m].parameters(), *self.heads[m].parameters()],
-                "lr": self.lrs[m],
-                "weight_decay": self.weight_decays[m],
-            }
+            {"params": self.modality_parameters(m), "lr": self.lrs[m], "weight_decay": self.weight_decays[m]}
             for m in self.names
         ]
         return torch.optim.AdamW(groups)
@@ -175,7 +173,6 @@ class UnimodalSupervised(pl.LightningModule):
         # per modality (the original trains each modality alone, so one modality's gradients never scale the other's)
         if self.hparams.grad_clip:
             for m in self.names:
-                params = [*self.encoders[m].parameters(), *self.heads[m].parameters()]
-                torch.nn.utils.clip_grad_norm_(params, self.hparams.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self.modality_parameters(m), self.hparams.grad_clip)
         if gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
