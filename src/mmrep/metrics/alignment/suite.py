@@ -186,18 +186,17 @@ def layerwise_alignment(
     first_a, first_b = check_pair(layers_a[0], layers_b[0], ("layers_a[0]", "layers_b[0]"))
     opts = _checked_options(AlignmentOptions(**options), names, first_a.shape[0])
 
-    def prepare(layers: Sequence, side: str, reference: torch.Tensor) -> list[PreparedFeatures]:
-        prepared = []
-        for i, H in enumerate(layers):
+    def prepare(layers: Sequence, side: str, first: torch.Tensor) -> list[PreparedFeatures]:
+        """Layer 0 was validated with its counterpart; the others are checked against it here."""
+        checked = [first]
+        for i, H in enumerate(layers[1:], start=1):
             H = as_features(H, f"layers_{side}[{i}]")
-            if H.shape[0] != reference.shape[0]:
-                raise AlignmentInputError(
-                    f"layers_{side}[{i}]: has {H.shape[0]} samples, layer 0 of A has {reference.shape[0]}"
-                )
-            prepared.append(PreparedFeatures(H.to(device=reference.device, dtype=reference.dtype), opts))
-        return prepared
+            if H.shape[0] != first.shape[0]:
+                raise AlignmentInputError(f"layers_{side}[{i}]: has {H.shape[0]} samples, layer 0 has {first.shape[0]}")
+            checked.append(H.to(device=first.device, dtype=first.dtype))
+        return [PreparedFeatures(H, opts) for H in checked]
 
-    prep_a, prep_b = prepare(layers_a, "a", first_a), prepare(layers_b, "b", first_a)
+    prep_a, prep_b = prepare(layers_a, "a", first_a), prepare(layers_b, "b", first_b)
     results = {}
     for m in names:
         matrix = np.array([[METRICS[m].compute(a, b, opts) for b in prep_b] for a in prep_a], dtype=np.float64)
