@@ -37,7 +37,7 @@ def test_layer_features_finds_activations_of_any_module_and_restores_mode():
     names, feats = layer_features(enc, [torch.randn(10, 4)])
     assert names == ["1", "3"] and [f.shape for f in feats] == [(10, 8), (10, 8)]
     assert enc.training
-    with pytest.raises(ValueError, match="no activation layers"):
+    with pytest.raises(ValueError, match="no layers to read"):
         layer_features(nn.Linear(3, 3), [torch.randn(4, 3)])
 
 
@@ -91,8 +91,8 @@ def test_alignment_metric_config_errors_name_the_key(kwargs, key):
 
 
 def test_alignment_metric_needs_two_encoders():
-    with pytest.raises(ConfigError, match="metric.alignment.modalities"):
-        Alignment(k=5, n=100, modalities=["x", "y"])(_TwoEncoders(), _Data())
+    with pytest.raises(ConfigError, match="metric.alignment.pairs"):
+        Alignment(k=5, n=100, pairs=[["x", "y"]])(_TwoEncoders(), _Data())
 
 
 # ---- end to end ------------------------------------------------------------------------------------------

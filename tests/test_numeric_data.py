@@ -19,8 +19,9 @@ def make(**kw):
 
 def test_modalities_and_encoding_size():
     dm = make()
-    assert dm.modalities == {"x": (15,), "t": (13,)}
-    assert dm.default_encoding_size == 6
+    assert {m: s.shape for m, s in dm.spec.modalities.items()} == {"x": (15,), "t": (13,)}
+    assert dm.spec.encoding_size == 6 and dm.spec.task == "none"
+    assert list(dm.spec.latent_names) == dm.latent_names
     assert dm.latent_names[:2] == ["s_0", "s_1"] and dm.latent_names[-2:] == ["m_x", "m_t"]
 
 

@@ -113,7 +113,7 @@ def test_heterogeneity_transforms():
 def test_split_sizes_and_stratification():
     y = rus.generate_rus(redundancy=4, depth=0)["label"]
     idx = rus.split_indices(y, (0.7, 0.15, 0.15), seed=0)
-    assert {k: len(v) for k, v in idx.items()} == {"train": 45_875, "valid": 9_830, "test": 9_831}  # spec §1.5
+    assert {k: len(v) for k, v in idx.items()} == {"train": 45_875, "val": 9_830, "test": 9_831}  # spec §1.5
     assert len(np.unique(np.concatenate(list(idx.values())))) == 65_536
     for part in idx.values():
         np.testing.assert_allclose(np.bincount(y[part]) / len(part), np.bincount(y) / len(y), atol=2e-4)
@@ -128,14 +128,14 @@ def test_datamodule_batches_zscore_cache_and_heldout(tmp_path):
     assert len(files) == 1 and files[0].name.startswith("rus_r6_d2_") and files[0].suffix == ".npz"
     dm.setup()
     train = dm.split("train")
-    for x in (train.x0, train.x1):
+    for x in (train.data["x0"], train.data["x1"]):
         np.testing.assert_allclose(x.mean(0).numpy(), 0, atol=1e-5)
         np.testing.assert_allclose(x.std(0, unbiased=False).numpy(), 1, atol=1e-4)
     batch = next(iter(dm.train_dataloader()))
     assert batch["x0"].shape == (100, 12) and batch["y"].dtype == torch.int64
     assert dm.info["I(X1,X2;Y)"] == pytest.approx(1.1588, abs=1e-4)
     aligned = dm.heldout("align", 150)
-    torch.testing.assert_close(torch.cat([b["x1"] for b in aligned]), dm.split("test").x1[:150])
+    torch.testing.assert_close(torch.cat([b["x1"] for b in aligned]), dm.split("test").data["x1"][:150])
     # the cache is reused (not rewritten) and a corrupt file is regenerated
     stamp = files[0].stat().st_mtime_ns
     rus.RUSDataModule(redundancy=6, depth=2, num_data=4000, data_dir=str(tmp_path)).setup()
@@ -143,7 +143,7 @@ def test_datamodule_batches_zscore_cache_and_heldout(tmp_path):
     files[0].write_bytes(b"garbage")
     dm2 = rus.RUSDataModule(redundancy=6, depth=2, num_data=4000, data_dir=str(tmp_path))
     dm2.setup()
-    torch.testing.assert_close(dm2.split("train").x1, train.x1)
+    torch.testing.assert_close(dm2.split("train").data["x1"], train.data["x1"])
     assert sorted(os.listdir(tmp_path)) == [files[0].name]  # no temporary files left behind
 
 

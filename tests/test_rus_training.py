@@ -1,6 +1,7 @@
 """objective=unimodal, metric=accuracy, dataset=rus × {unimodal, mmcl} end to end, rus_optuna, the RUS analysis."""
 
 import sqlite3
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -8,23 +9,31 @@ import pytest
 import torch
 
 from mmrep.analysis import rus as analysis
+from mmrep.data.contract import DataSpec, ModalitySpec
 from mmrep.data.rus import RUSDataModule
 from mmrep.encoders.mlp import MLP
 from mmrep.errors import ConfigError
-from mmrep.metrics.accuracy import Accuracy
+from mmrep.metrics.task import TaskMetrics
 from mmrep.objectives.unimodal import UnimodalSupervised
 
 RUS_TINY = ["dataset=rus", "dataset.num_data=4000", "dataset.batch_size=128", "callbacks.rich_progress_bar=null",
             "metric.alignment.k=10", "metric.alignment.n=200"]
+SPEC = DataSpec({"x0": ModalitySpec((12,)), "x1": ModalitySpec((12,))}, task="classification", num_classes=4,
+                encoding_size=12)
 
 
 def _factory(**fixed):
-    return lambda shape, size, **kw: MLP(shape, size, **{**dict(width=12, negative_slope=0.1, output_activation=True,
-                                                                hidden=[], relative=False), **fixed, **kw})
+    """The rus_mlp encoder config as a factory (the ``encoders.<modality>`` contract)."""
+    return partial(MLP, **{**dict(depth=1, width=12, negative_slope=0.1, output_activation=True, hidden=[],
+                                  relative=False), **fixed})
+
+
+def _encoders(**per_modality):
+    return {m: _factory(**per_modality.get(m, {})) for m in ("x0", "x1")}
 
 
 def test_rus_encoder_is_the_spec_custom_mlp():
-    enc = _factory()((12,), 12, depth=3)
+    enc = _factory(depth=3)(ModalitySpec((12,)), 12)
     linears = [m for m in enc.net if isinstance(m, torch.nn.Linear)]
     acts = [m for m in enc.net if isinstance(m, torch.nn.LeakyReLU)]
     assert [(l.in_features, l.out_features) for l in linears] == [(12, 12)] * 3  # D_enc linear layers
@@ -33,33 +42,40 @@ def test_rus_encoder_is_the_spec_custom_mlp():
 
 
 def test_unimodal_builds_per_modality_encoders_heads_and_optimizer_groups():
-    model = UnimodalSupervised(_factory(), {"x0": (12,), "x1": (12,)}, 12, 4, depths={"x1": 4},
-                               lr={"x0": 5e-3, "x1": 1e-2}, weight_decay={"x0": 0.1, "x1": 0.0})
+    model = UnimodalSupervised(SPEC, _encoders(x1=dict(depth=4)), optimizer=partial(torch.optim.AdamW, lr=1e-3),
+                               param_groups={"x0": {"lr": 5e-3, "weight_decay": 0.1}, "x1": {"weight_decay": 0.0}})
     assert len(model.encoders["x0"].activation_layers()) == 1 and len(model.encoders["x1"].activation_layers()) == 4
-    assert model.heads["x1"].out_features == 4
+    assert model.heads["x1"].out_features == 4 and model.loss_name == "cross_entropy"
     groups = model.configure_optimizers().param_groups
-    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(5e-3, 0.1), (1e-2, 0.0)]
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(5e-3, 0.1), (1e-3, 0.0)]
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
+    # frozen parameters stay out of the optimiser
+    model.encoders["x0"].requires_grad_(False)
+    groups = model.configure_optimizers().param_groups
+    assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
 
 
 @pytest.mark.parametrize(
     "kwargs, key",
     [
-        (dict(num_classes=None), "objective.num_classes"),
+        (dict(data=DataSpec({"x0": ModalitySpec((12,))}, encoding_size=12)), "objective=unimodal"),
         (dict(train_modalities=["x2"]), "objective.train_modalities"),
-        (dict(depths={"x1": 0}), "objective.depths.x1"),
-        (dict(lr={"x0": 1e-3}), "objective.lr"),
-        (dict(weight_decay=-1.0), "objective.weight_decay"),
+        (dict(encoders=_encoders(x1=dict(depth=0))), "encoders.x1.depth"),
+        (dict(encoders={"x0": _factory()}), "encoders.x1"),
+        (dict(encoders={**_encoders(), "x9": _factory()}), "encoders.x9"),
+        (dict(param_groups={"x0": {"lr": -1.0}}), "objective.param_groups.x0.lr"),
+        (dict(param_groups={"x0": {"lrate": 1.0}}), "objective.param_groups.x0.lrate"),
+        (dict(param_groups={"x3": {"lr": 1.0}}), "objective.param_groups.x3"),
     ],
 )
 def test_unimodal_config_errors(kwargs, key):
-    base = dict(encoder=_factory(), modalities={"x0": (12,), "x1": (12,)}, encoding_size=12, num_classes=4)
+    base = dict(data=SPEC, encoders=_encoders())
     with pytest.raises(ConfigError, match=f"^{key}"):
         UnimodalSupervised(**{**base, **kwargs})
 
 
 def test_per_modality_gradient_clipping_and_best_checkpoint_restore():
-    model = UnimodalSupervised(_factory(), {"x0": (12,), "x1": (12,)}, 12, 4, grad_clip=1.0)
+    model = UnimodalSupervised(SPEC, _encoders(), grad_clip=1.0)
     for p in model.parameters():
         p.grad = torch.ones_like(p) * 100
     model.configure_gradient_clipping(None)
@@ -78,21 +94,24 @@ def test_per_modality_gradient_clipping_and_best_checkpoint_restore():
 
 def test_accuracy_metric_counts_correct_predictions(tmp_path):
     dm = RUSDataModule(redundancy=8, depth=0, num_data=2000, data_dir=str(tmp_path))
-    model = UnimodalSupervised(_factory(), dm.modalities, 12, 4)
-    df = Accuracy(splits=["valid", "test"])(model, dm)
-    assert set(df.split) == {"valid", "test"} and set(df.modality) == {"x0", "x1"}
+    model = UnimodalSupervised(dm.spec, _encoders())
+    df = TaskMetrics(splits=["val", "test"])(model, dm)
+    assert set(df.split) == {"val", "test"} and set(df.modality) == {"x0", "x1"} and set(df.metric) == {"accuracy", "f1"}
     with torch.no_grad():
-        for split in ("valid", "test"):
-            data = dm.split(split)
-            expected = (model.logits({"x0": data.x0})["x0"].argmax(1) == data.y).float().mean().item()
-            got = df[(df.split == split) & (df.modality == "x0")].value.item()
-            assert got == pytest.approx(expected)
+        for split in ("val", "test"):
+            data = dm.split(split).data
+            pred = model.predict({"x0": data["x0"]})["x0"].argmax(1)
+            got = df[(df.split == split) & (df.modality == "x0")].set_index("metric").value
+            assert got["accuracy"] == pytest.approx((pred == data["y"]).float().mean().item())
+            f1 = [2 * ((pred == c) & (data["y"] == c)).sum().item() / max(1, ((pred == c).sum() + (data["y"] == c).sum()).item())
+                  for c in range(4)]  # macro F1 by hand: 2TP / (2TP + FP + FN) per class
+            assert got["f1"] == pytest.approx(np.mean(f1), abs=1e-6)
 
 
 def test_rus_unimodal_run_learns_and_writes_accuracy_and_alignment(cli, tmp_path):
     out = tmp_path / "run"
-    res = cli([*RUS_TINY, "dataset.redundancy=8", "objective=unimodal", "encoder=rus_mlp", "objective.depths={x0: 1, x1: 2}",
-               "metric=accuracy_alignment", "trainer.max_epochs=4", "trainer.max_steps=-1", "trainer.gradient_clip_val=null",
+    res = cli([*RUS_TINY, "dataset.redundancy=8", "objective=unimodal", "encoders.x1.depth=2",
+               "metric=accuracy_alignment", "trainer.max_epochs=4",
                f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"])
     assert res.returncode == 0, res.stderr[-3000:]
     df = pd.read_csv(out / "results.csv")
@@ -107,7 +126,7 @@ def test_rus_unimodal_run_learns_and_writes_accuracy_and_alignment(cli, tmp_path
 
 def test_rus_with_contrastive_objective(cli, tmp_path):
     out = tmp_path / "run"
-    res = cli([*RUS_TINY, "objective=mmcl", "trainer.max_steps=30", "objective.warmup_steps=5",
+    res = cli([*RUS_TINY, "objective=mmcl", "trainer.max_steps=30", "objective.scheduler.warmup_steps=5",
                f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"])
     assert res.returncode == 0, res.stderr[-3000:]
     df = pd.read_csv(out / "results.csv")
@@ -134,7 +153,7 @@ def test_rus_optuna_study_resumes(cli, tmp_path):
         values = [r[0] for r in con.execute("select value from trial_values")]
         params = {r[0] for r in con.execute("select param_name from trial_params")}
     assert names == ["rus_r4_x1"] and len(values) == 4 and all(0 <= v <= 1 for v in values)
-    assert params == {"objective.lr", "objective.weight_decay"}
+    assert params == {"objective.optimizer.lr", "objective.optimizer.weight_decay"}
 
 
 # ---- analysis on synthetic run tables --------------------------------------------------------------------
@@ -147,7 +166,7 @@ def _fake_runs(tmp_path, slope):
         for d in (1, 2, 3, 4, 5):
             run = tmp_path / f"r{r}_d{d}"
             (run / ".hydra").mkdir(parents=True)
-            OmegaConf.save({"dataset": {"redundancy": r, "depth": 1}, "objective": {"depths": {"x1": d}}, "seed": 0},
+            OmegaConf.save({"dataset": {"redundancy": r, "depth": 1}, "encoders": {"x1": {"depth": d}}, "seed": 0},
                            run / ".hydra" / "config.yaml")
             u = 8 - r
             align = 0.9 - slope * u + 0.02 * d
@@ -179,12 +198,12 @@ def test_analysis_errors_without_runs(tmp_path):
 
 
 def test_best_states_travel_with_the_checkpoint():
-    make = lambda: UnimodalSupervised(_factory(), {"x0": (12,), "x1": (12,)}, 12, 4)
+    make = lambda: UnimodalSupervised(SPEC, _encoders())
     trained = make()
     trained._best_state = {m: {"encoder": {k: v.clone() for k, v in trained.encoders[m].state_dict().items()},
                                "head": {k: v.clone() for k, v in trained.heads[m].state_dict().items()}}
                            for m in ("x0", "x1")}
-    trained.best_accuracy, trained.best_epoch = {"x0": 0.5, "x1": 0.6}, {"x0": 3, "x1": 7}
+    trained.best_score, trained.best_epoch = {"x0": 0.5, "x1": 0.6}, {"x0": 3, "x1": 7}
     checkpoint = {}
     trained.on_save_checkpoint(checkpoint)
     fresh = make()
@@ -198,9 +217,9 @@ def test_best_states_travel_with_the_checkpoint():
 
 def test_alignment_callback_on_a_split_smaller_than_n(cli, tmp_path):
     out = tmp_path / "run"
-    res = cli([*RUS_TINY, "dataset.num_data=2000", "objective=unimodal", "encoder=rus_mlp", "metric=alignment",
+    res = cli([*RUS_TINY, "dataset.num_data=2000", "objective=unimodal", "metric=alignment",
                "metric.alignment.metrics=[unbiased_cka]", "metric.alignment.n=512", "callbacks=alignment",
-               "callbacks.alignment.k=10", "callbacks.alignment.n=512", "trainer.max_epochs=1", "trainer.max_steps=-1",
+               "callbacks.alignment.k=10", "callbacks.alignment.n=512", "trainer.max_epochs=1",
                f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"])
     assert res.returncode == 0, res.stderr[-3000:]
     history = pd.read_csv(out / "alignment_history.csv")

@@ -69,7 +69,7 @@ def test_bad_input_one_line_error_and_nothing_written(cli, tiny, tmp_path, overr
 
 def test_nonfinite_loss_stops_with_step(cli, tiny, tmp_path):
     out = tmp_path / "run"
-    res = cli([*tiny, f"hydra.run.dir={out}", "objective.lr=1e30", "objective.scheduler=null", "trainer.gradient_clip_val=null"])
+    res = cli([*tiny, f"hydra.run.dir={out}", "objective.optimizer.lr=1e30", "objective.scheduler=null", "trainer.gradient_clip_val=null"])
     assert res.returncode != 0
     line = [l for l in res.stderr.splitlines() if "non-finite training loss" in l]
     assert line and "at step" in line[0], res.stderr[-2000:]

@@ -27,7 +27,7 @@ from scipy import stats
 
 from mmrep.analysis.runs import load_runs
 
-CONFIG_KEYS = {"r": "dataset.redundancy", "D_phi": "dataset.depth", "d": "objective.depths.x1", "seed": "seed"}
+CONFIG_KEYS = {"r": "dataset.redundancy", "D_phi": "dataset.depth", "d": "encoders.x1.depth", "seed": "seed"}
 
 
 def tidy_runs(raw: pd.DataFrame) -> pd.DataFrame:

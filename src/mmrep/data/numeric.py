@@ -18,11 +18,10 @@ from scipy.stats import wishart
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
+from mmrep.data.contract import Batch, DataSpec, ModalitySpec
 from mmrep.data.mixing import invertible_mlp
 from mmrep.data.seeding import seed_sequence, torch_generator
 from mmrep.errors import ConfigError, check_positive_ints
-
-Batch = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -72,6 +71,9 @@ class LatentModel:
         noise = self._gaussian(n, n_s, "a", self.bias.noise_std, gen)
         s_tilde = s + self.perturb_mask * changed * noise
         return {"s": s, "s_tilde": s_tilde, "m_x": m_x, "m_t": m_t}
+
+
+HELDOUT_PURPOSES = ("val", "probe_fit", "probe_eval", "shifted", "align")
 
 
 class _TrainStream(IterableDataset):
@@ -163,12 +165,17 @@ class NumericDataModule(pl.LightningDataModule):
         )
         self._mixing: dict[str, torch.nn.Module] | None = None
         self._val: list[Batch] | None = None
+        self.spec = DataSpec(
+            modalities={
+                "x": ModalitySpec((n_semantics + n_modality,)),
+                "t": ModalitySpec((len(self.bias.selected) + n_modality,)),
+            },
+            task="none",
+            encoding_size=self.default_encoding_size,
+            latent_names=tuple(self.latent_names),
+        )
 
     # ---- the contract every datamodule offers -------------------------------------------------------------
-    @property
-    def modalities(self) -> dict[str, tuple[int, ...]]:
-        return {"x": (self.n_semantics + self.n_modality,), "t": (len(self.bias.selected) + self.n_modality,)}
-
     @property
     def latent_names(self) -> list[str]:
         return [f"s_{i}" for i in range(self.n_semantics)] + ["m_x", "m_t"]
@@ -184,8 +191,8 @@ class NumericDataModule(pl.LightningDataModule):
         """The frozen ``g_x`` and ``g_t`` (built on first use, deterministic in ``seed``)."""
         if self._mixing is None:
             self._mixing = {
-                name: invertible_mlp(dim[0], seed=seed_sequence(self.seed, f"mixing_{name}"), **self._mixing_kwargs)
-                for name, dim in self.modalities.items()
+                name: invertible_mlp(m.features, seed=seed_sequence(self.seed, f"mixing_{name}"), **self._mixing_kwargs)
+                for name, m in self.spec.modalities.items()
             }
         return self._mixing
 
@@ -213,8 +220,12 @@ class NumericDataModule(pl.LightningDataModule):
             batch["latents"] = latents
         return batch
 
-    def heldout(self, purpose: str, n: int, chunk: int | None = None, shift=None) -> list[Batch]:
-        """A fixed held-out set (``purpose`` in val/probe_fit/probe_eval/shifted/align) of ``n`` samples in chunks."""
+    def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None, shift=None) -> list[Batch]:
+        """A fixed held-out set (``purpose`` in val/probe_fit/probe_eval/shifted/align) of ``n`` samples (default
+        ``n_val``) in chunks; the same samples every call."""
+        if purpose not in HELDOUT_PURPOSES:
+            raise ValueError(f"heldout: unknown purpose {purpose!r}; dataset=numeric has {list(HELDOUT_PURPOSES)}")
+        n = self.n_val if n is None else int(n)
         chunk = chunk or self.batch_size
         gen = torch_generator(self.seed, purpose)
         return [self.generate(min(chunk, n - i), gen, shift=shift) for i in range(0, n, chunk)]

@@ -17,12 +17,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
-from torch.utils.data import DataLoader
 
+from mmrep.data.base import InMemorySplitDataModule, train_statistics
+from mmrep.data.contract import DataSpec, ModalitySpec
 from mmrep.errors import ConfigError, check_positive_ints
 from mmrep.utils.files import atomic_write
 
@@ -167,7 +167,7 @@ def split_indices(y: np.ndarray, fractions: tuple[float, float, float], seed: in
     index = np.arange(len(y))
     tr, rest = train_test_split(index, test_size=1 - train, stratify=y, random_state=seed)
     va, te = train_test_split(rest, test_size=test / (valid + test), stratify=y[rest], random_state=seed + 1)
-    return {"train": np.sort(tr), "valid": np.sort(va), "test": np.sort(te)}
+    return {"train": np.sort(tr), "val": np.sort(va), "test": np.sort(te)}
 
 
 def transform_modality1(net: nn.Module, xc: np.ndarray, xu2: np.ndarray) -> np.ndarray:
@@ -241,38 +241,18 @@ def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(fh, **arrays)
 
 
-class _Split(torch.utils.data.Dataset):
-    """In-memory paired split; ``__getitems__`` returns a whole batch dict at once (no per-sample collate)."""
-
-    def __init__(self, x0: torch.Tensor, x1: torch.Tensor, y: torch.Tensor) -> None:
-        self.x0, self.x1, self.y = x0, x1, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x0": self.x0[i], "x1": self.x1[i], "y": self.y[i]}
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices)
-        return {"x0": self.x0[idx], "x1": self.x1[idx], "y": self.y[idx]}
-
-
-def _as_batch(batch):
-    return batch
-
-
-class RUSDataModule(pl.LightningDataModule):
+class RUSDataModule(InMemorySplitDataModule):
     """The RUS synthetic dataset for one redundancy ``r`` and heterogeneity depth ``D_φ`` (spec §1).
 
     Batches are dicts ``{"x0": (B, 12), "x1": (B, 12), "y": (B,)}``: modality 0 = [x_c, x_u1] bits, modality 1 =
-    transform_{D_φ}([x_c, x_u2]); both z-scored with train statistics (spec §1.5 loader).
+    transform_{D_φ}([x_c, x_u2]); both z-scored with train statistics (spec §1.5 loader). Splits train/val/test;
+    ``heldout("align", n)`` = the first ``n`` test samples (spec §4.1).
 
     Args:
         redundancy: r in 0..8 shared label bits (uniqueness U = 8 − r). depth: D_φ >= 0 tanh layers.
         num_data, num_classes, temperature, features_seed, weights_seed, transforms_seed: the generator
             (spec §1.1: 65,536, 4, 0.05, 1, 2, 0).
-        splits: train/valid/test fractions (spec: 0.7/0.15/0.15). split_seed: their stratified shuffle.
+        splits: train/val/test fractions (spec: 0.7/0.15/0.15). split_seed: their stratified shuffle.
         batch_size: spec 512. data_dir: cache folder. cache: read/write the npz cache.
     """
 
@@ -294,7 +274,6 @@ class RUSDataModule(pl.LightningDataModule):
         cache: bool = True,
         bias=None,
     ) -> None:
-        super().__init__()
         if isinstance(redundancy, bool) or not isinstance(redundancy, (int, np.integer)) or not 0 <= redundancy <= LABEL_BITS:
             raise ConfigError(f"dataset.redundancy: must be an integer in 0..8 (U = 8 − r), got {redundancy!r}")
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
@@ -306,7 +285,7 @@ class RUSDataModule(pl.LightningDataModule):
             raise ConfigError(f"dataset.temperature: must be > 0, got {temperature}")
         splits = tuple(float(s) for s in splits)
         if len(splits) != 3 or any(s <= 0 for s in splits) or abs(sum(splits) - 1) > 1e-6:
-            raise ConfigError(f"dataset.splits: need three positive train/valid/test fractions summing to 1, got {list(splits)}")
+            raise ConfigError(f"dataset.splits: need three positive train/val/test fractions summing to 1, got {list(splits)}")
         smallest = min(int(num_data * s) for s in splits)
         if smallest < 2 * num_classes:
             raise ConfigError(
@@ -315,37 +294,29 @@ class RUSDataModule(pl.LightningDataModule):
             )
         if bias is not None and getattr(bias, "name", "none") != "none":
             raise ConfigError("bias: dataset=rus has no latent selection/perturbation; use bias=none")
+        super().__init__(batch_size)
         self.params = dict(
             redundancy=int(redundancy), depth=int(depth), num_data=int(num_data), num_classes=int(num_classes),
             temperature=float(temperature), features_seed=int(features_seed), weights_seed=int(weights_seed),
             transforms_seed=int(transforms_seed),
         )
-        self.splits, self.split_seed, self.batch_size = splits, int(split_seed), int(batch_size)
+        self.splits, self.split_seed = splits, int(split_seed)
         self.standardize, self.data_dir, self.cache = standardize, Path(data_dir), cache
-        self._data: dict[str, _Split] | None = None
         self.info: dict[str, float] = {}
-
-    # ---- contract ------------------------------------------------------------------------------------------
-    @property
-    def modalities(self) -> dict[str, tuple[int, ...]]:
-        return {"x0": (SHARED_BITS + UNIQUE_BITS,), "x1": (SHARED_BITS + UNIQUE_BITS,)}
-
-    @property
-    def num_classes(self) -> int:
-        return self.params["num_classes"]
-
-    @property
-    def default_encoding_size(self) -> int:
-        return SHARED_BITS + UNIQUE_BITS  # spec §2.1: the encoder's hidden/output width is 12
+        width = SHARED_BITS + UNIQUE_BITS
+        self.spec = DataSpec(
+            modalities={"x0": ModalitySpec((width,)), "x1": ModalitySpec((width,))},
+            task="classification",
+            num_classes=int(num_classes),
+            encoding_size=width,  # spec §2.1: the encoder's hidden/output width is 12
+        )
 
     def prepare_data(self) -> None:
         # generate and cache once (rank 0); setup() reads it. Without a cache setup() generates in memory.
         if self.cache and not cache_path(self.data_dir, self.params).is_file():
             load_or_generate(self.data_dir, self.params, self.cache)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._data is not None:
-            return
+    def load_splits(self) -> dict[str, dict[str, torch.Tensor]]:
         arrays = load_or_generate(self.data_dir, self.params, self.cache)
         self.info = {k.split("/", 1)[1]: float(v) for k, v in arrays.items() if k.startswith("mi/")}
         log.info("RUS r=%d (U=%d), D_phi=%d: %s nats", self.params["redundancy"], LABEL_BITS - self.params["redundancy"],
@@ -355,45 +326,15 @@ class RUSDataModule(pl.LightningDataModule):
         x0, x1 = arrays["x0"], arrays["x1"]
         if self.standardize:  # per-feature z-score with train statistics (spec §1.5)
             x0, x1 = (_zscore(x, index["train"]) for x in (x0, x1))
-        self._data = {
-            name: _Split(torch.from_numpy(x0[i]), torch.from_numpy(x1[i]), torch.from_numpy(y[i]))
+        return {
+            name: {"x0": torch.from_numpy(x0[i]), "x1": torch.from_numpy(x1[i]), "y": torch.from_numpy(y[i])}
             for name, i in index.items()
         }
 
-    def split(self, name: str) -> _Split:
-        self.setup()
-        return self._data[name]
-
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.split(name), batch_size=self.batch_size, shuffle=shuffle, collate_fn=_as_batch)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None) -> list[dict[str, torch.Tensor]]:
-        """Fixed batches of a split: ``align`` = the first ``n`` test samples (spec §4.1: the first test batch);
-        ``train``/``valid``/``test`` = that split (first ``n`` when given). A split smaller than ``n`` is used whole."""
-        name = "test" if purpose == "align" else purpose
-        if name not in ("train", "valid", "test"):
-            raise ValueError(f"heldout: unknown purpose {purpose!r}")
-        data = self.split(name)
-        n = len(data) if n is None else n
-        if n > len(data):  # like the original's "first batch" of a split smaller than the batch: all of it
-            log.warning("asked for %d %s samples for %s; the split has %d, using all of them", n, name, purpose, len(data))
-            n = len(data)
-        chunk = chunk or self.batch_size
-        return [data.__getitems__(list(range(i, min(n, i + chunk)))) for i in range(0, n, chunk)]
-
 
 def _zscore(x: np.ndarray, train: np.ndarray) -> np.ndarray:
-    mean, std = x[train].mean(axis=0), x[train].std(axis=0)
-    return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    mean, std = train_statistics(x, train)
+    return ((x - mean) / std).astype(np.float32)
 
 
 def main(argv=None) -> int:

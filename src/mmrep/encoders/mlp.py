@@ -1,7 +1,7 @@
 """Fully-connected encoders.
 
-``MLP(in_shape, out_dim, ...)`` is the ``encoder=`` factory contract: the config is ``_partial_: true`` and the
-objective calls it once per modality. Every hidden activation is a named ``act{l}`` module so alignment metrics
+``MLP(modality, out_dim, ...)`` follows the encoder contract: the config (``encoders.<modality>``) is
+``_partial_: true`` and the objective calls it with that modality's :class:`ModalitySpec` and the encoding size. Every hidden activation is a named ``act{l}`` module so alignment metrics
 can hook post-activation features (:meth:`MLP.activation_layers`).
 """
 
@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mmrep.data.contract import ModalitySpec
 from mmrep.errors import ConfigError
 
 _ACTIVATIONS = {
@@ -37,7 +38,7 @@ class MLP(nn.Module):
     """``Linear → act → … → Linear`` on flattened inputs.
 
     Args:
-        in_shape: input shape without the batch dimension (flattened).
+        in_shape: the modality's :class:`ModalitySpec` or its shape without the batch dimension (flattened).
         out_dim: output width (the encoding size).
         hidden: hidden widths; with ``relative=True`` they are multiples of the input dimension (the numeric
             spec's ``[10n, 50n, 50n, 50n, 50n, 10n]`` is ``hidden=[10, 50, 50, 50, 50, 10], relative=True``).
@@ -52,7 +53,7 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        in_shape: Sequence[int] | int,
+        in_shape: ModalitySpec | Sequence[int] | int,
         out_dim: int,
         hidden: Sequence[int] = (10, 50, 50, 50, 50, 10),
         relative: bool = True,
@@ -63,6 +64,11 @@ class MLP(nn.Module):
         width: int | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(in_shape, ModalitySpec):
+            if in_shape.masked:
+                raise ConfigError("encoder: an MLP takes a plain tensor; use a sequence encoder (e.g. transformer) "
+                                  "for a masked modality")
+            in_shape = in_shape.shape
         in_dim = int(math.prod(in_shape)) if not isinstance(in_shape, int) else in_shape
         if out_dim < 1:
             raise ConfigError(f"objective.encoding_size: must be >= 1, got {out_dim}")

@@ -1,7 +1,8 @@
-"""``metric=alignment``: layer-wise representation alignment between a trained model's two encoders.
+"""``metric=alignment``: layer-wise representation alignment between pairs of a model's encoders.
 
-The pure math is :mod:`mmrep.metrics.alignment`; this module picks the encoders and samples, hooks the layers
-and turns the layer × layer matrices into tidy rows (spec rus-alignment §4.1, §4.4).
+The pure math is :mod:`mmrep.metrics.alignment`; this module picks the encoder pairs and samples, reads each
+encoder's layers and turns the layer × layer matrices into tidy rows, one set per pair (spec rus-alignment §4.1,
+§4.4; MultiBench pairs 0-1/0-2/1-2, §5.2).
 """
 
 from __future__ import annotations
@@ -12,30 +13,38 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mmrep.data.contract import concat_batches
 from mmrep.encoders.features import layer_features
 from mmrep.errors import ConfigError
 from mmrep.metrics.alignment import AlignmentInputError, LayerAlignment, layerwise_alignment, resolve_metrics
 from mmrep.metrics.alignment.preprocess import check_k, check_q
 
 
-def encoder_pair(model, modalities: Sequence[str] | None, key: str) -> tuple[tuple[str, str], nn.Module, nn.Module]:
-    """The two encoders to compare: ``modalities`` if given, else the model's contrasted pair, else its first two."""
+def encoder_pairs(model, pairs: Sequence[Sequence[str]] | None, key: str) -> list[tuple[str, str]]:
+    """The encoder pairs to compare: ``pairs`` if given, else every pair of the model's encoders (dataset order)."""
     encoders = getattr(model, "encoders", None)
     if not isinstance(encoders, nn.ModuleDict) or len(encoders) < 2:
         raise ConfigError(f"{key}: objective {type(model).__name__} has no two per-modality encoders to align")
-    pair = tuple(modalities) if modalities else tuple(getattr(model, "pair", None) or list(encoders)[:2])
-    if len(pair) != 2 or any(m not in encoders for m in pair):
-        raise ConfigError(f"{key}.modalities: needs two of the model's encoders {list(encoders)}, got {list(pair)}")
-    return pair, encoders[pair[0]], encoders[pair[1]]
+    names = list(encoders)
+    if pairs is None:
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    out = []
+    for pair in pairs:
+        pair = tuple(pair)
+        if len(pair) != 2 or pair[0] == pair[1] or any(m not in encoders for m in pair):
+            raise ConfigError(f"{key}.pairs: each pair needs two of the model's encoders {names}, got {list(pair)}")
+        out.append(pair)
+    if not out:
+        raise ConfigError(f"{key}.pairs: empty; give pairs like [[{names[0]}, {names[1]}]] or null for all")
+    return out
 
 
-def heldout_inputs(datamodule, pair: Sequence[str], n: int, key: str) -> dict[str, torch.Tensor]:
-    """The fixed alignment samples, ``datamodule.heldout("align", n)``, as one (N, ...) tensor per modality of
-    ``pair`` (N may be below ``n`` when the dataset's held-out split is smaller)."""
+def heldout_inputs(datamodule, modalities: Sequence[str], n: int, key: str) -> dict:
+    """The fixed alignment samples, ``datamodule.heldout("align", n)``, as one input per modality (a tensor or a
+    dict of tensors with N rows; N may be below ``n`` when the dataset's held-out split is smaller)."""
     if datamodule is None or not hasattr(datamodule, "heldout"):
         raise ConfigError(f"{key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
-    batches = datamodule.heldout("align", n)
-    return {m: torch.cat([b[m] for b in batches]) for m in pair}
+    return concat_batches(datamodule.heldout("align", n), modalities)
 
 
 def alignment_rows(
@@ -56,17 +65,18 @@ def alignment_rows(
 
 
 class Alignment:
-    """Alignment between the layers of two encoders on a fixed held-out set (``datamodule.heldout("align", n)``).
+    """Alignment between the layers of pairs of encoders on a fixed held-out set (``datamodule.heldout("align", n)``).
 
     Args:
         metrics: ``"all"`` or names from :data:`mmrep.metrics.alignment.METRICS`.
         k, q, exact_quantile, rbf_sigma, svcca_dim: the suite's options (spec §4.2–4.3: k = 100, q = 1).
         n: held-out samples (spec §4.1: the first test batch, 512).
-        modalities: the two encoders to compare; the model's contrasted pair (or first two) when ``None``.
+        pairs: the encoder pairs to compare, e.g. ``[[text, vision], [text, audio]]``; every pair of the model's
+            encoders when ``None`` (MMCL: its contrasted pair; unimodal: all trained modalities).
         include_output: also use each encoder's final output as a layer (the paper hooks activations only).
         per_layer: also write every layer pair's value, not just ``max`` and ``last``.
 
-    Rows: ``metric, modality ("a|b"), aggregate (max|last|layer), layer_a, layer_b, value, split, n, k, q``.
+    Rows, per pair: ``metric, modality ("a|b"), aggregate (max|last|layer), layer_a, layer_b, value, split, n, k, q``.
     """
 
     def __init__(
@@ -78,7 +88,7 @@ class Alignment:
         exact_quantile: bool = True,
         rbf_sigma: float = 1.0,
         svcca_dim: int = 10,
-        modalities: Sequence[str] | None = None,
+        pairs: Sequence[Sequence[str]] | None = None,
         include_output: bool = False,
         per_layer: bool = True,
         config_key: str = "metric.alignment",
@@ -92,26 +102,44 @@ class Alignment:
             check_q(q)
         except AlignmentInputError as err:
             raise ConfigError(f"{self.key}.{err}") from None
-        self.n, self.modalities, self.include_output, self.per_layer = int(n), modalities, include_output, per_layer
+        self.n, self.pairs, self.include_output, self.per_layer = int(n), pairs, include_output, per_layer
         self.options = dict(k=int(k), q=float(q), exact_quantile=exact_quantile, rbf_sigma=rbf_sigma, svcca_dim=svcca_dim)
 
-    def layer_features(self, model, datamodule) -> tuple[tuple[str, str], tuple[list[str], list], tuple[list[str], list]]:
-        pair, enc_a, enc_b = encoder_pair(model, self.modalities, self.key)
-        inputs = heldout_inputs(datamodule, pair, self.n, self.key)
-        a = layer_features(enc_a, [inputs[pair[0]]], self.include_output)
-        b = layer_features(enc_b, [inputs[pair[1]]], self.include_output)
-        return pair, a, b
+    def features(self, model, inputs: dict) -> dict[str, tuple[list[str], list[torch.Tensor]]]:
+        """Per-layer features of each modality's encoder on its held-out inputs."""
+        return {m: layer_features(model.encoders[m], [x], self.include_output) for m, x in inputs.items()}
 
-    def compute(self, pair, features_a, features_b) -> pd.DataFrame:
-        (names_a, layers_a), (names_b, layers_b) = features_a, features_b
-        try:
-            results = layerwise_alignment(layers_a, layers_b, self.metrics, **self.options)
-        except AlignmentInputError as err:
-            raise ConfigError(f"{self.key}: {err}") from None
-        columns = dict(
-            modality=f"{pair[0]}|{pair[1]}", split="align", n=layers_a[0].shape[0], k=self.options["k"], q=self.options["q"]
-        )
-        return pd.DataFrame(alignment_rows(results, names_a, names_b, per_layer=self.per_layer, **columns))
+    def compute(self, pairs, features: dict) -> pd.DataFrame:
+        frames = []
+        for a, b in pairs:
+            (names_a, layers_a), (names_b, layers_b) = features[a], features[b]
+            try:
+                results = layerwise_alignment(layers_a, layers_b, self.metrics, **self.options)
+            except AlignmentInputError as err:
+                raise ConfigError(f"{self.key}: {a}|{b}: {err}") from None
+            columns = dict(modality=f"{a}|{b}", split="align", n=layers_a[0].shape[0], k=self.options["k"], q=self.options["q"])
+            frames.append(pd.DataFrame(alignment_rows(results, names_a, names_b, per_layer=self.per_layer, **columns)))
+        return pd.concat(frames, ignore_index=True)
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
-        return self.compute(*self.layer_features(model, datamodule))
+        pairs = encoder_pairs(model, self.pairs, self.key)
+        modalities = list(dict.fromkeys(m for pair in pairs for m in pair))
+        inputs = heldout_inputs(datamodule, modalities, self.n, self.key)
+        return self.compute(pairs, self.features(model, inputs))
+
+    @staticmethod
+    def summary(rows: pd.DataFrame):
+        """A rich table: per pair and metric, the max over layer pairs (with its layers) and the last pair."""
+        from rich.table import Table
+
+        aligned = rows[rows["aggregate"].isin(["max", "last"])] if "aggregate" in rows else rows.iloc[0:0]
+        if aligned.empty:
+            return None
+        table = Table(title="alignment (max over layer pairs, last layers)")
+        for col in ("pair", "metric", "max", "at layers", "last"):
+            table.add_column(col, justify="left" if col in ("pair", "metric") else "right")
+        for (pair, metric), group in aligned.groupby(["modality", "metric"], sort=False):
+            best = group[group["aggregate"] == "max"].iloc[0]
+            last = group[group["aggregate"] == "last"].iloc[0]
+            table.add_row(pair, metric, f"{best['value']:.4f}", f"{best['layer_a']}/{best['layer_b']}", f"{last['value']:.4f}")
+        return table

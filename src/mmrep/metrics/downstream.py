@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from mmrep.errors import ConfigError
-from mmrep.metrics.identifiability import encode_batches
+from mmrep.metrics.identifiability import encode_batches, probe_table
 
 TASK_PREFIX = {"y1": 3, "y2": 5, "y3": 7, "y4": 9}
 
@@ -129,3 +129,8 @@ class Downstream:
             [{"metric": m, "probe": "mlp", "modality": self.modality, "target": t, "value": v, "split": sp,
               "n_fit": self.n_fit, "n_eval": self.n_eval} for m, t, sp, v in rows]
         )
+
+    @staticmethod
+    def summary(rows: pd.DataFrame):
+        """A rich table: tasks × (metric, modality, probe, split)."""
+        return probe_table(rows, "downstream tasks (in distribution / shifted)")

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import torch
 from joblib import Parallel, delayed
+from lightning_fabric.utilities.apply_func import move_data_to_device
 
+from mmrep.data.contract import RESERVED_KEYS
 from mmrep.errors import ConfigError
 from mmrep.metrics.probes import PROBES, probe_score, standardize
 
@@ -19,7 +21,7 @@ def encode_batches(model, batches: list[dict]) -> dict[str, np.ndarray]:
     chunks: dict[str, list[np.ndarray]] = {}
     try:
         for batch in batches:
-            inputs = {k: v.to(model.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            inputs = move_data_to_device({k: v for k, v in batch.items() if k not in RESERVED_KEYS}, model.device)
             for name, h in model.encode(inputs).items():
                 chunks.setdefault(name, []).append(h.detach().to("cpu", torch.float64).numpy())
     finally:
@@ -104,3 +106,25 @@ class Identifiability:
                 for (m, target, probe), (metric, value) in zip(jobs, scores)
             ]
         )
+
+    @staticmethod
+    def summary(rows: pd.DataFrame):
+        """A rich table: targets × (metric, modality, probe)."""
+        return probe_table(rows, "held-out probe scores")
+
+
+def probe_table(rows: pd.DataFrame, title: str):
+    """Rows with a ``probe`` column as a rich table: targets × (metric/modality/probe[/split])."""
+    from rich.table import Table
+
+    if rows.empty:
+        return None
+    columns = ["metric", "modality", "probe"] + (["split"] if rows["split"].nunique() > 1 else [])
+    pivot = rows.pivot_table(index="target", columns=columns, values="value", sort=False)
+    table = Table(title=title)
+    table.add_column("target")
+    for col in pivot.columns:
+        table.add_column("/".join(map(str, col)), justify="right")
+    for target, row in pivot.iterrows():
+        table.add_row(str(target), *[f"{v:.3f}" for v in row.values])
+    return table

@@ -20,10 +20,28 @@ def wandb_has_credentials() -> bool:
         return False
 
 
-def wandb_logger(offline: bool | str = "auto", **kwargs):
+def _hydra_run_names(task_name: str) -> tuple[str, str | None]:
+    """(group, name) for W&B: in a multirun the group is ``<task>/<sweep dir>`` and each job is named by its number
+    and overrides; a single run is grouped under its task."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return task_name, None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return task_name, None
+    overrides = ",".join(hc.overrides.task)
+    return f"{task_name}/{Path(hc.sweep.dir).name}", f"{hc.job.num}:{overrides}" if overrides else str(hc.job.num)
+
+
+def wandb_logger(offline: bool | str = "auto", task_name: str = "train", group: str | None = None,
+                 name: str | None = None, **kwargs):
     """A ``WandbLogger``; ``offline="auto"`` goes offline when no API key is configured and ``WANDB_MODE`` is unset.
 
-    Offline runs land in ``<save_dir>/wandb/offline-run-*``; upload them later with ``wandb sync``.
+    ``group``/``name`` default to the experiment (``task_name``) and, in a multirun, the sweep and the job, so every
+    job of a sweep is its own W&B run and a sweep is one group. Offline runs land in
+    ``<save_dir>/wandb/offline-run-*``; upload them later with ``wandb sync``.
     """
     from pytorch_lightning.loggers import WandbLogger
 
@@ -31,4 +49,5 @@ def wandb_logger(offline: bool | str = "auto", **kwargs):
         offline = os.environ.get("WANDB_MODE") is None and not wandb_has_credentials()
         if offline:
             log.info("W&B: no API key configured, logging offline (sync later with `wandb sync`)")
-    return WandbLogger(offline=bool(offline), **kwargs)
+    default_group, default_name = _hydra_run_names(task_name)
+    return WandbLogger(offline=bool(offline), group=group or default_group, name=name or default_name, **kwargs)

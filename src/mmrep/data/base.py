@@ -1,0 +1,124 @@
+"""A datamodule base for datasets held in memory as train/val/test splits.
+
+Subclasses implement :meth:`InMemorySplitDataModule.load_splits` (and publish a ``spec``); the base gives the
+loaders, ``heldout(purpose, n)``, train-statistics normalisation and whole-batch indexing (no per-sample collate).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmrep.data.contract import Batch, DataSpec, slice_input
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitDataset(Dataset):
+    """One split: ``{key: tensor or dict of tensors}``, every tensor with the samples on axis 0.
+
+    ``__getitems__`` returns the whole batch dict at once, so a ``DataLoader`` with ``collate_fn=lambda b: b``
+    yields batches by fancy indexing instead of stacking samples one by one."""
+
+    def __init__(self, data: Mapping[str, object]) -> None:
+        self.data = dict(data)
+        sizes = {k: len(v) if isinstance(v, torch.Tensor) else len(next(iter(v.values()))) for k, v in self.data.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"SplitDataset: entries hold different sample counts {sizes}")
+        self.size = next(iter(sizes.values()))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> Batch:
+        return {k: slice_input(v, i) for k, v in self.data.items()}
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {k: slice_input(v, idx) for k, v in self.data.items()}
+
+
+def _whole_batch(batch):
+    return batch
+
+
+def train_statistics(x: np.ndarray | torch.Tensor, train_index, axis=0, eps: float = 0.0):
+    """Mean and std of ``x[train_index]`` over ``axis`` (a zero std is replaced by 1, so constants map to 0)."""
+    train = x[train_index]
+    mean, std = train.mean(axis=axis), train.std(axis=axis)
+    std = np.where(std > eps, std, 1.0) if isinstance(std, np.ndarray) else torch.where(std > eps, std, torch.ones_like(std))
+    return mean, std
+
+
+class InMemorySplitDataModule(pl.LightningDataModule):
+    """Base for datasets that fit in memory as train/val/test splits.
+
+    Subclasses set ``self.spec`` (a :class:`DataSpec`) in ``__init__`` and implement :meth:`load_splits`, which
+    returns ``{"train" | "val" | "test": {key: tensor or dict of tensors}}`` (modalities plus ``y``), already
+    normalised (see :func:`train_statistics`). Loading happens once, in ``setup()``.
+
+    Args:
+        batch_size: training and evaluation batch size.
+        align_split: the split whose first ``n`` samples ``heldout("align", n)`` returns (spec rus §4.1: test).
+        num_workers: DataLoader workers (0: in the main process; the tensors are already in memory).
+    """
+
+    spec: DataSpec
+
+    def __init__(self, batch_size: int, align_split: str = "test", num_workers: int = 0) -> None:
+        super().__init__()
+        self.batch_size, self.align_split, self.num_workers = int(batch_size), align_split, int(num_workers)
+        self._splits: dict[str, SplitDataset] | None = None
+
+    def load_splits(self) -> dict[str, Mapping[str, object]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is None:
+            splits = self.load_splits()
+            missing = [s for s in SPLITS if s not in splits]
+            if missing:
+                raise ValueError(f"{type(self).__name__}.load_splits: missing splits {missing}")
+            self._splits = {name: SplitDataset(splits[name]) for name in SPLITS}
+
+    def split(self, name: str) -> SplitDataset:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; splits are {list(SPLITS)}")
+        self.setup()
+        return self._splits[name]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.split(name), batch_size=self.batch_size, shuffle=shuffle, collate_fn=_whole_batch,
+                          num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None) -> list[Batch]:
+        """Fixed batches in split order: ``align`` = the first ``n`` samples of ``align_split``;
+        ``train``/``val``/``test`` = that split (its first ``n`` when given). A split smaller than ``n`` is used
+        whole (like the original's "first batch" of a small split)."""
+        name = self.align_split if purpose == "align" else purpose
+        if name not in SPLITS:
+            raise ValueError(f"heldout: unknown purpose {purpose!r}; use align or one of {list(SPLITS)}")
+        data = self.split(name)
+        n = len(data) if n is None else int(n)
+        if n > len(data):
+            log.warning("asked for %d %s samples for %s; the split has %d, using all of them", n, name, purpose, len(data))
+            n = len(data)
+        chunk = chunk or self.batch_size
+        return [data.__getitems__(list(range(i, min(n, i + chunk)))) for i in range(0, n, chunk)]
+

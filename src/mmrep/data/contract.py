@@ -1,0 +1,163 @@
+"""The contract between datasets, encoders, objectives and metrics.
+
+A **batch** is a dict. Its modality keys are exactly the datamodule's modalities (``spec.modalities``); each
+modality's value is either a tensor ``(B, *shape)`` or a dict of tensors that all start with the batch dimension,
+e.g. a padded sequence ``{"x": (B, T, F), "mask": (B, T) bool}`` (``mask`` is True at real tokens, False at
+padding). Besides the modalities a batch may carry these reserved keys:
+
+* ``"y"``       — the task target, ``(B,)`` class indices (int64) or ``(B,)``/``(B, k)`` regression values (float);
+* ``"latents"`` — ground-truth generative factors, ``{name: (B, k)}`` (held-out sets of synthetic data);
+* ``"neg"``     — an independent batch of the same modalities (fresh negatives for contrastive objectives).
+
+No modality may use a reserved name. The datamodule publishes a :class:`DataSpec` (``datamodule.spec``) that the
+objective receives whole, and offers ``heldout(purpose, n)``: fixed batches for metrics (``"train"``, ``"val"``,
+``"test"`` splits; ``"align"`` = the alignment set; synthetic data add ``"probe_fit"``, ``"probe_eval"``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Protocol, Sequence, Union, runtime_checkable
+
+import torch
+
+from mmrep.errors import ConfigError
+
+RESERVED_KEYS = ("y", "latents", "neg")
+TASKS = ("classification", "regression", "none")
+Task = Literal["classification", "regression", "none"]
+ModalityInput = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+Batch = dict  # {modality: ModalityInput, "y": Tensor, "latents": {name: Tensor}, "neg": Batch}
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """What one modality looks like to an encoder.
+
+    Args:
+        shape: per-sample shape of the modality's tensor (its ``"x"`` entry when ``masked``), e.g. ``(12,)`` for
+            a vector, ``(T, F)`` for a sequence of T tokens with F features, ``(C, H, W)`` for an image.
+        kind: ``vector`` | ``sequence`` | ``image`` (what encoders may assume about the axes).
+        masked: the value is ``{"x": (B, *shape), "mask": (B, T) bool}`` instead of a bare tensor.
+    """
+
+    shape: tuple[int, ...]
+    kind: str = "vector"
+    masked: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if not self.shape or any(s < 1 for s in self.shape):
+            raise ValueError(f"ModalitySpec.shape: needs positive sizes, got {self.shape}")
+        if self.kind not in ("vector", "sequence", "image"):
+            raise ValueError(f"ModalitySpec.kind: vector, sequence or image, got {self.kind!r}")
+
+    @property
+    def features(self) -> int:
+        """Size of the last axis (a vector's width, a token's feature size)."""
+        return self.shape[-1]
+
+    @property
+    def flat_size(self) -> int:
+        """Number of values per sample (what a flattening encoder sees)."""
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a datamodule provides, handed whole to the objective.
+
+    Args:
+        modalities: ``{name: ModalitySpec}`` in the dataset's order (the first two are the default pair).
+        task: ``classification`` (``y`` int64 in ``0..num_classes-1``), ``regression`` (``y`` float) or ``none``.
+        num_classes: classes of a classification task (``None`` otherwise).
+        target_dim: outputs of a regression task (1 for a scalar target).
+        encoding_size: the default representation width (objective's ``encoding_size: null``).
+        latent_names: ground-truth factors held-out batches carry under ``"latents"`` (synthetic data).
+    """
+
+    modalities: Mapping[str, ModalitySpec]
+    task: Task = "none"
+    num_classes: int | None = None
+    target_dim: int = 1
+    encoding_size: int | None = None
+    latent_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.modalities:
+            raise ValueError("DataSpec.modalities: a dataset needs at least one modality")
+        clash = [m for m in self.modalities if m in RESERVED_KEYS]
+        if clash:
+            raise ValueError(f"DataSpec.modalities: {clash} are reserved batch keys {list(RESERVED_KEYS)}")
+        if self.task not in TASKS:
+            raise ValueError(f"DataSpec.task: one of {TASKS}, got {self.task!r}")
+        if self.task == "classification" and (self.num_classes is None or self.num_classes < 2):
+            raise ValueError(f"DataSpec.num_classes: a classification task needs >= 2 classes, got {self.num_classes}")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.modalities)
+
+    def check_modalities(self, names: Sequence[str], key: str) -> list[str]:
+        """``names`` if all are modalities of this dataset, else ``ConfigError("<key>: ...")``."""
+        names = list(names)
+        unknown = [m for m in names if m not in self.modalities]
+        if unknown:
+            raise ConfigError(f"{key}: {unknown} not among the dataset's modalities {self.names}")
+        return names
+
+    def pairs(self, pairs: Sequence[Sequence[str]] | None, key: str) -> list[tuple[str, str]]:
+        """The modality pairs to compare: ``pairs`` as given (checked), or every pair in dataset order."""
+        if pairs is None:
+            names = self.names
+            return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+        out = []
+        for pair in pairs:
+            pair = tuple(pair)
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ConfigError(f"{key}: each pair needs two different modalities, got {list(pair)}")
+            out.append(tuple(self.check_modalities(pair, key)))
+        return out
+
+
+@runtime_checkable
+class MultimodalDataModule(Protocol):
+    """What every mmrep dataset offers besides the LightningDataModule hooks."""
+
+    spec: DataSpec
+
+    def heldout(self, purpose: str, n: int | None = None) -> list[Batch]:
+        """Fixed batches for metrics; the same every call (``purpose``: train/val/test/align/...)."""
+        ...
+
+
+def batch_size(batch: Batch) -> int:
+    """Number of samples in a batch (from ``y`` or the first modality)."""
+    if "y" in batch:
+        return int(batch["y"].shape[0])
+    for key, value in batch.items():
+        if key in RESERVED_KEYS:
+            continue
+        tensor = value if isinstance(value, torch.Tensor) else next(iter(value.values()))
+        return int(tensor.shape[0])
+    raise ValueError("batch holds no modality")
+
+
+def concat_batches(batches: Sequence[Batch], keys: Sequence[str]) -> dict[str, ModalityInput]:
+    """``{key: all samples of batches}`` for ``keys``; nested dict values are concatenated entry by entry."""
+
+    def cat(values):
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            return torch.cat(values)
+        return {k: cat([v[k] for v in values]) for k in first}
+
+    return {k: cat([b[k] for b in batches]) for k in keys}
+
+
+def slice_input(value: ModalityInput, index) -> ModalityInput:
+    """Rows ``index`` of a modality input (a tensor or a dict of tensors)."""
+    if isinstance(value, torch.Tensor):
+        return value[index]
+    return {k: slice_input(v, index) for k, v in value.items()}

@@ -1,0 +1,119 @@
+"""``metric=task`` / ``metric=accuracy``: how well each modality's predictor does the dataset's task, per split.
+
+Classification (spec rus-alignment §3.1): ``accuracy`` and macro ``f1``. Regression (MOSI/MOSEI, §3.1):
+``mae``, ``pearson`` and ``sign_accuracy`` — the accuracy of ``pred > 0`` against ``label > 0`` over all samples
+(zero labels count as negative), the original's "posneg-classification". All from torchmetrics.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+import torch
+import torchmetrics
+from lightning_fabric.utilities.apply_func import move_data_to_device
+
+from mmrep.errors import ConfigError
+
+CLASSIFICATION = ("accuracy", "f1")
+REGRESSION = ("mae", "pearson", "sign_accuracy")
+
+
+def _make(name: str, num_classes: int | None):
+    if name == "accuracy":
+        return torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+    if name == "f1":
+        return torchmetrics.classification.MulticlassF1Score(num_classes, average="macro")
+    if name == "mae":
+        return torchmetrics.MeanAbsoluteError()
+    if name == "pearson":
+        return torchmetrics.PearsonCorrCoef()
+    if name == "sign_accuracy":
+        return torchmetrics.classification.BinaryAccuracy()
+    raise ValueError(name)
+
+
+def _update(name: str, metric, out: torch.Tensor, y: torch.Tensor) -> None:
+    if name in CLASSIFICATION:
+        metric.update(out, y)
+        return
+    pred, target = out.reshape(-1).float(), y.reshape(-1).float()
+    if name == "sign_accuracy":
+        metric.update((pred > 0).long(), (target > 0).long())
+    else:
+        metric.update(pred, target)
+
+
+class TaskMetrics:
+    """Scores of ``model.predict(batch)[modality]`` against ``batch["y"]`` on ``datamodule.heldout(split)``.
+
+    Args:
+        splits: which splits (default train, val, test — spec §3.1 reports all three from the best weights).
+        metrics: names among ``accuracy, f1`` (classification) or ``mae, pearson, sign_accuracy`` (regression);
+            ``None`` = all of the dataset's task.
+
+    Rows: ``metric, modality, split, value, n``.
+    """
+
+    def __init__(self, splits: Iterable[str] = ("train", "val", "test"), metrics: Iterable[str] | None = None,
+                 config_key: str = "metric.task") -> None:
+        self.splits, self.key = list(splits), config_key
+        if not self.splits:
+            raise ConfigError(f"{self.key}.splits: needs at least one split")
+        self.metrics = None if metrics is None else list(metrics)
+        unknown = [m for m in self.metrics or [] if m not in CLASSIFICATION + REGRESSION]
+        if unknown:
+            raise ConfigError(f"{self.key}.metrics: unknown {unknown}; choose from {list(CLASSIFICATION + REGRESSION)}")
+
+    def _names(self, task: str) -> list[str]:
+        allowed = CLASSIFICATION if task == "classification" else REGRESSION
+        names = list(allowed) if self.metrics is None else self.metrics
+        wrong = [m for m in names if m not in allowed]
+        if wrong:
+            raise ConfigError(f"{self.key}.metrics: {wrong} do not apply to a {task} task; use {list(allowed)}")
+        return names
+
+    @torch.no_grad()
+    def __call__(self, model, datamodule) -> pd.DataFrame:
+        spec = datamodule.spec
+        if spec.task not in ("classification", "regression") or not hasattr(model, "predict"):
+            raise ConfigError(
+                f"{self.key}: needs a classification/regression dataset and an objective with prediction heads "
+                f"(objective=unimodal); got task={spec.task!r}, objective {type(model).__name__}"
+            )
+        names = self._names(spec.task)
+        was_training = model.training
+        model.eval()
+        rows = []
+        try:
+            for split in self.splits:
+                scores: dict[str, dict] = {}
+                total = 0
+                for batch in datamodule.heldout(split):
+                    batch = move_data_to_device(batch, model.device)
+                    for m, out in model.predict(batch).items():
+                        per = scores.setdefault(m, {n: _make(n, spec.num_classes).to(model.device) for n in names})
+                        for n, metric in per.items():
+                            _update(n, metric, out, batch["y"])
+                    total += batch["y"].shape[0]
+                rows += [{"metric": n, "modality": m, "split": split, "value": float(metric.compute()), "n": total}
+                         for m, per in scores.items() for n, metric in per.items()]
+        finally:
+            model.train(was_training)
+        return pd.DataFrame(rows)
+
+    @staticmethod
+    def summary(rows: pd.DataFrame):
+        """A rich table: (metric, modality) × split."""
+        from rich.table import Table
+
+        if rows.empty:
+            return None
+        pivot = rows.pivot_table(index=["metric", "modality"], columns="split", values="value", sort=False)
+        table = Table(title="task performance (best-validation weights)")
+        for col in ("metric", "modality", *map(str, pivot.columns)):
+            table.add_column(col, justify="left" if col in ("metric", "modality") else "right")
+        for (metric, modality), row in pivot.iterrows():
+            table.add_row(metric, str(modality), *[f"{v:.3f}" for v in row.values])
+        return table

@@ -1,0 +1,117 @@
+"""What every objective shares: per-modality encoders built from the data spec, ``encode``, and the optimiser and
+learning-rate schedule as configs.
+
+An objective is a ``LightningModule`` constructed as ``Objective(data=DataSpec, encoders={modality: factory},
+optimizer=partial, scheduler=partial | None, ...)``. ``encoders`` are the ``encoders.<modality>`` configs
+(``_partial_: true``); each is called as ``factory(modality_spec, encoding_size)``. ``optimizer`` is called with
+the parameter groups (frozen parameters are left out); ``scheduler`` with the optimiser and — when it takes one —
+``total_steps``, the trainer's estimated number of optimiser steps (so epoch-based runs need no ``max_steps``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from mmrep.data.contract import Batch, DataSpec
+from mmrep.errors import ConfigError
+
+EncoderFactory = Callable[..., nn.Module]
+
+
+def default_optimizer(params, lr: float = 1e-3) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr)
+
+
+class Objective(pl.LightningModule):
+    """Base of mmrep's objectives.
+
+    Args:
+        data: the datamodule's :class:`DataSpec`.
+        encoders: ``{modality: encoder factory}`` (the ``encoders`` config). Every key must be a modality of the
+            dataset; every modality the objective uses must have one.
+        encoding_size: representation width; the dataset's default (``data.encoding_size``) when ``None``.
+        optimizer: ``partial`` of a ``torch.optim`` class (``_partial_: true`` config); default Adam(lr=1e-3).
+        scheduler: ``partial`` of a scheduler factory, or ``None`` for a constant learning rate.
+        scheduler_interval: ``step`` or ``epoch`` (when the scheduler steps).
+    """
+
+    #: names the validation-loss row of results.csv (``metric=loss, target=<loss_name>``)
+    loss_name = "loss"
+
+    def __init__(
+        self,
+        data: DataSpec,
+        encoders: Mapping[str, EncoderFactory],
+        encoding_size: int | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ) -> None:
+        super().__init__()
+        if not isinstance(data, DataSpec):
+            raise TypeError(f"objective: data must be the datamodule's DataSpec, got {type(data).__name__}")
+        unknown = [m for m in encoders if m not in data.modalities]
+        if unknown:
+            raise ConfigError(
+                f"encoders.{unknown[0]}: not a modality of this dataset; its modalities are {data.names}"
+            )
+        encoding_size = encoding_size if encoding_size is not None else data.encoding_size
+        if encoding_size is None or int(encoding_size) < 1:
+            raise ConfigError(f"objective.encoding_size: must be a positive integer, got {encoding_size!r}")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ConfigError(f"objective.scheduler_interval: 'step' or 'epoch', got {scheduler_interval!r}")
+        self.data, self.encoder_factories = data, dict(encoders)
+        self.encoding_size = int(encoding_size)
+        self.optimizer_factory = optimizer or default_optimizer
+        self.scheduler_factory, self.scheduler_interval = scheduler, scheduler_interval
+
+    def build_encoders(self, names: Sequence[str]) -> nn.ModuleDict:
+        """One encoder per modality in ``names`` (in that order: it fixes the parameter initialisation)."""
+        missing = [m for m in names if m not in self.encoder_factories]
+        if missing:
+            raise ConfigError(
+                f"encoders.{missing[0]}: no encoder configured for modality {missing[0]!r} "
+                f"(add encoder@encoders.{missing[0]}=<option>)"
+            )
+        encoders = {}
+        for m in names:
+            try:
+                encoders[m] = self.encoder_factories[m](self.data.modalities[m], self.encoding_size)
+            except ConfigError as err:  # encoders say "encoder.<key>": name the modality's config node
+                message = str(err)
+                raise ConfigError(f"encoders.{m}{message[len('encoder'):]}" if message.startswith("encoder") else message) from None
+        return nn.ModuleDict(encoders)
+
+    def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{modality: (B, encoding_size)}`` for each encoded modality present in ``batch``."""
+        return {m: enc(batch[m]) for m, enc in self.encoders.items() if m in batch}
+
+    def prepare_for_evaluation(self) -> None:
+        """Called after loading a checkpoint for ``fit: false`` (e.g. restore best-validation weights)."""
+
+    # ---- optimisation ----------------------------------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """Optimiser parameter groups; the default is one group of every trainable parameter."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self):
+        groups = [g for g in self.param_groups() if g["params"]]
+        if not groups:
+            raise ConfigError("objective: no trainable parameters (all encoders frozen?); run with fit=false")
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        kwargs = {}
+        if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total) or total < 1:
+                raise ConfigError("objective.scheduler: needs a finite run (trainer.max_steps or trainer.max_epochs)")
+            kwargs["total_steps"] = int(total)
+        schedule = self.scheduler_factory(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": self.scheduler_interval}}

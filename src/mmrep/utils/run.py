@@ -1,0 +1,158 @@
+"""The pieces of one run that ``mmrep.train`` composes: instantiate, build, load, measure, report, clean up."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate as _hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mmrep.errors import ConfigError
+from mmrep.utils.results import select_value, tidy
+
+log = logging.getLogger("mmrep.train")
+
+
+def instantiate(config, *args, **kwargs):
+    """``hydra.utils.instantiate`` that surfaces our ConfigError (Hydra wraps it) with its one-line message."""
+    try:
+        return _hydra_instantiate(config, *args, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def instantiate_group(section: DictConfig | None) -> dict[str, object]:
+    """``{name: object}`` for each entry of a ``name: {_target_: ...}`` section (metric, callbacks, logger)."""
+    return {name: instantiate(c, _convert_="all") for name, c in (section or {}).items() if c is not None and "_target_" in c}
+
+
+def build(cfg: DictConfig):
+    """Instantiate bias, datamodule and objective from ``cfg`` (no training). Raises ConfigError on bad input.
+
+    The objective receives the datamodule's whole ``spec`` and the ``encoders`` map (one factory per modality)."""
+    bias = instantiate(cfg.bias, _convert_="all") if cfg.get("bias") else None
+    datamodule = instantiate(cfg.dataset, bias=bias, _convert_="all")
+    encoders = instantiate(cfg.get("encoders") or {}, _convert_="all")
+    objective = instantiate(cfg.objective, _partial_=True, _convert_="all")  # the spec must reach it as is
+    return datamodule, objective(data=datamodule.spec, encoders=encoders)
+
+
+def load_for_evaluation(model, datamodule, ckpt_path: str | None, device) -> None:
+    """``fit: false``: load the weights of ``ckpt_path`` (if any) into ``model``, move it to ``device`` and set up
+    the data, so metrics measure the encoders as built or as trained in an earlier run."""
+    if ckpt_path:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path: no such checkpoint file {str(path)!r} (e.g. <run>/checkpoints/last.ckpt)")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except (KeyError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise ConfigError(f"ckpt_path: {path} does not fit this run's objective/encoders ({first})") from None
+        model.on_load_checkpoint(checkpoint)
+        model.prepare_for_evaluation()
+    model.to(device)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+
+
+def measure(metrics: dict, model, datamodule, trainer) -> tuple[pd.DataFrame, list]:
+    """Every metric's rows (+ the validation-loss row, named by the objective) and each metric's summary table."""
+    frames, summaries = [], []
+    for metric in metrics.values():
+        rows = metric(model, datamodule)
+        frames.append(rows)
+        if hasattr(metric, "summary") and not rows.empty:
+            summaries.append(metric.summary(rows))
+    val_loss = trainer.callback_metrics.get("val/loss")
+    if val_loss is not None:
+        frames.append(pd.DataFrame([{"metric": "loss", "target": getattr(model, "loss_name", "loss"), "split": "val",
+                                     "value": float(val_loss)}]))
+    return tidy(frames), [s for s in summaries if s is not None]
+
+
+def print_summaries(summaries: list) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    for table in summaries:
+        console.print(table)
+
+
+def log_config(loggers: list, config: DictConfig) -> None:
+    """The resolved run config as every logger's hyper-parameters."""
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))
+
+
+def log_results(loggers: list, results: pd.DataFrame) -> None:
+    """The final results table to the loggers that take tables (W&B: a ``results`` table; the CSV logger's is
+    ``results.csv`` itself)."""
+    for logger in loggers:
+        if hasattr(logger, "log_table"):
+            logger.log_table(key="results", dataframe=results.astype(object).where(results.notna(), None))
+
+
+def finish_loggers() -> None:
+    """End the W&B run, so the next job of a multirun starts its own (W&B would reuse an unfinished run)."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def optimized_value(results: pd.DataFrame, cfg: DictConfig) -> float | None:
+    """The value an Optuna sweep optimises; outside one, a missing row is a warning, not a failed run."""
+    try:
+        return select_value(results, cfg.get("optimized_metric"))
+    except ConfigError as err:
+        if optuna_sweep():
+            raise
+        log.warning("%s (set optimized_metric to a results.csv row to return a value)", err)
+        return None
+
+
+def optuna_sweep() -> bool:
+    if not HydraConfig.initialized():
+        return False
+    return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
+
+
+def cleanup_failed_start(out_dir: Path) -> None:
+    """Remove a run directory that holds nothing but Hydra's bookkeeping (a run that failed at start-up)."""
+    if not out_dir.is_dir():
+        return
+    produced = [p for p in out_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
+    if not produced:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+@contextmanager
+def one_line_errors(out_dir: Path):
+    """Bad input (ConfigError) and a diverged loss end the run with one ``mmrep: error: ...`` line (exit 1) and
+    no run directory left behind; in a multirun the error propagates so the sweeper records the failure."""
+    try:
+        yield
+    except (ConfigError, FloatingPointError) as err:
+        if isinstance(err, ConfigError):
+            cleanup_failed_start(out_dir)
+        print(f"mmrep: error: {err}", file=sys.stderr)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(1)
