@@ -44,3 +44,31 @@ def cli():
 @pytest.fixture
 def tiny():
     return list(TINY)
+
+
+def compose_config(overrides=(), output_dir=None):
+    """The composed run config, in process (no subprocess, no Hydra run directory)."""
+    from hydra import compose, initialize_config_dir
+
+    from mmrep.train import CONF_DIR
+
+    extra = [f"paths.output_dir={output_dir}"] if output_dir else ["paths.output_dir=unused"]
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[*overrides, *extra])
+
+
+def run_in_process(overrides, output_dir):
+    """``mmrep.train.run`` on a composed config: (results, optimised value); quicker than a CLI subprocess."""
+    from mmrep.train import run
+
+    return run(compose_config(overrides, output_dir))
+
+
+@pytest.fixture
+def compose():
+    return compose_config
+
+
+@pytest.fixture
+def run_inproc():
+    return run_in_process

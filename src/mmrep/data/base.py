@@ -49,12 +49,12 @@ def _whole_batch(batch):
     return batch
 
 
-def train_statistics(x: np.ndarray | torch.Tensor, train_index, axis=0, eps: float = 0.0):
-    """Mean and std of ``x[train_index]`` over ``axis`` (a zero std is replaced by 1, so constants map to 0)."""
+def train_statistics(x: np.ndarray, train_index, axis=0, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of ``x[train_index]`` over ``axis`` (None: all values), for normalising every split with the
+    training split's statistics. A std <= ``eps`` becomes 1, so constant features map to 0 instead of NaN."""
     train = x[train_index]
     mean, std = train.mean(axis=axis), train.std(axis=axis)
-    std = np.where(std > eps, std, 1.0) if isinstance(std, np.ndarray) else torch.where(std > eps, std, torch.ones_like(std))
-    return mean, std
+    return mean, np.where(std > eps, std, 1.0)
 
 
 class InMemorySplitDataModule(pl.LightningDataModule):

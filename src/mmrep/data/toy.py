@@ -9,6 +9,9 @@ the worked example of "adding a dataset" (README):
   {2c, 2c+1} (probability ``token_signal``), zero-padded after the sequence's length (mask False there);
 * ``vector`` (D,): a fixed random class centre plus unit Gaussian noise.
 
+With ``task=regression`` the target is a signed score ``y = c − (C − 1)/2 + N(0, 0.1²)`` (float) instead of the
+class ``c``, like the sentiment scores of MOSI/MOSEI.
+
 Image and vector are standardised with train-split statistics (:func:`mmrep.data.base.train_statistics`).
 """
 
@@ -55,6 +58,7 @@ class ToyDataModule(InMemorySplitDataModule):
         num_samples: total samples. num_classes: labels (2..8). seq_len, vocab: the token sequence's T and V.
         vector_dim: D. token_signal, noise: how informative the tokens and the image are.
         splits: train/val/test fractions. batch_size: loaders. modalities: a subset, e.g. [image, tokens].
+        encoding_size: the default representation width. task: classification or regression.
         seed: generation and split.
     """
 
@@ -62,7 +66,8 @@ class ToyDataModule(InMemorySplitDataModule):
 
     def __init__(self, num_samples: int = 3000, num_classes: int = 3, seq_len: int = 12, vocab: int = 6,
                  vector_dim: int = 4, token_signal: float = 0.6, noise: float = 0.5, splits=(0.7, 0.15, 0.15),
-                 batch_size: int = 128, modalities=None, encoding_size: int = 16, seed: int = 0, bias=None) -> None:
+                 batch_size: int = 128, modalities=None, encoding_size: int = 16, task: str = "classification",
+                 seed: int = 0, bias=None) -> None:
         check_positive_ints("dataset", num_samples=num_samples, seq_len=seq_len, vocab=vocab, vector_dim=vector_dim,
                             batch_size=batch_size, encoding_size=encoding_size)
         if not 2 <= num_classes <= 8:
@@ -76,6 +81,8 @@ class ToyDataModule(InMemorySplitDataModule):
         unknown = [m for m in names if m not in self.MODALITIES]
         if unknown or len(set(names)) != len(names):
             raise ConfigError(f"dataset.modalities: pick distinct names from {list(self.MODALITIES)}, got {names}")
+        if task not in ("classification", "regression"):
+            raise ConfigError(f"dataset.task: 'classification' or 'regression', got {task!r}")
         if bias is not None and getattr(bias, "name", "none") != "none":
             raise ConfigError("bias: dataset=toy has no latent selection/perturbation; use bias=none")
         super().__init__(batch_size)
@@ -87,8 +94,9 @@ class ToyDataModule(InMemorySplitDataModule):
             "tokens": ModalitySpec((seq_len, vocab), kind="sequence", masked=True),
             "vector": ModalitySpec((vector_dim,)),
         }
-        self.spec = DataSpec(modalities={m: shapes[m] for m in names}, task="classification",
-                             num_classes=int(num_classes), encoding_size=int(encoding_size))
+        self.spec = DataSpec(modalities={m: shapes[m] for m in names}, task=task,
+                             num_classes=int(num_classes) if task == "classification" else None,
+                             encoding_size=int(encoding_size))
 
     def load_splits(self) -> dict[str, dict]:
         arrays = generate_toy(self.num_samples, seed=self.seed, **self.generator)
@@ -106,5 +114,9 @@ class ToyDataModule(InMemorySplitDataModule):
             "vector": torch.from_numpy(vector.astype(np.float32)),
         }
         full = {m: full[m] for m in self.spec.names}
-        full["y"] = torch.from_numpy(arrays["y"])
+        y = arrays["y"]
+        if self.spec.task == "regression":
+            noise = np.random.default_rng([self.seed, 2]).normal(0.0, 0.1, size=y.shape)
+            y = (y - (self.generator["num_classes"] - 1) / 2 + noise).astype(np.float32)
+        full["y"] = torch.from_numpy(y)
         return {split: {k: slice_input(v, torch.from_numpy(rows)) for k, v in full.items()} for split, rows in index.items()}
