@@ -36,7 +36,7 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     datamodule, model = R.build(cfg)
     metrics = R.instantiate_group(cfg.get("metric"))
     loggers = list(R.instantiate_group(cfg.get("logger")).values())
-    callbacks = list(R.instantiate_group(cfg.get("callbacks")).values()) if cfg.fit else []
+    callbacks = R.make_callbacks(cfg, loggers)
     trainer: pl.Trainer = R.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         R.log_config(loggers, cfg)

@@ -75,6 +75,8 @@ class DataSpec:
         target_dim: outputs of a regression task (1 for a scalar target).
         encoding_size: the default representation width (objective's ``encoding_size: null``).
         latent_names: ground-truth factors held-out batches carry under ``"latents"`` (synthetic data).
+        deselected: modalities the dataset offers but this run left out (``dataset.modalities``); their
+            ``encoders.<name>`` entries are not built. Any other encoder key that is not a modality is an error.
     """
 
     modalities: Mapping[str, ModalitySpec]
@@ -83,6 +85,7 @@ class DataSpec:
     target_dim: int = 1
     encoding_size: int | None = None
     latent_names: tuple[str, ...] = field(default=())
+    deselected: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not self.modalities:

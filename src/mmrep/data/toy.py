@@ -96,7 +96,8 @@ class ToyDataModule(InMemorySplitDataModule):
         }
         self.spec = DataSpec(modalities={m: shapes[m] for m in names}, task=task,
                              num_classes=int(num_classes) if task == "classification" else None,
-                             encoding_size=int(encoding_size))
+                             encoding_size=int(encoding_size),
+                             deselected=tuple(m for m in self.MODALITIES if m not in names))
 
     def load_splits(self) -> dict[str, dict]:
         arrays = generate_toy(self.num_samples, seed=self.seed, **self.generator)

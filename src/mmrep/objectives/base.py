@@ -56,11 +56,12 @@ class Objective(pl.LightningModule):
         super().__init__()
         if not isinstance(data, DataSpec):
             raise TypeError(f"objective: data must be the datamodule's DataSpec, got {type(data).__name__}")
-        unknown = [m for m in encoders if m not in data.modalities]
+        unknown = [m for m in encoders if m not in data.modalities and m not in data.deselected]
         if unknown:
             raise ConfigError(
                 f"encoders.{unknown[0]}: not a modality of this dataset; its modalities are {data.names}"
             )
+        encoders = {m: factory for m, factory in encoders.items() if m in data.modalities}
         encoding_size = encoding_size if encoding_size is not None else data.encoding_size
         if encoding_size is None or int(encoding_size) < 1:
             raise ConfigError(f"objective.encoding_size: must be a positive integer, got {encoding_size!r}")

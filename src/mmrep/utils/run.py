@@ -40,6 +40,16 @@ def instantiate_group(section: DictConfig | None) -> dict[str, object]:
     return {name: instantiate(c, _convert_="all") for name, c in (section or {}).items() if c is not None and "_target_" in c}
 
 
+def make_callbacks(cfg: DictConfig, loggers: list) -> list:
+    """The ``callbacks`` group (none without training); a learning-rate monitor is left out when nothing logs."""
+    if not cfg.fit:
+        return []
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    callbacks = list(instantiate_group(cfg.get("callbacks")).values())
+    return [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
+
+
 def build(cfg: DictConfig):
     """Instantiate bias, datamodule and objective from ``cfg`` (no training). Raises ConfigError on bad input.
 
