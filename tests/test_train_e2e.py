@@ -25,46 +25,55 @@ def test_tiny_run_writes_config_results_and_checkpoints(cli, tiny, tmp_path):
     assert (out / "csv" / "metrics.csv").exists()
 
 
-def test_same_seed_same_results_and_resume(cli, tiny, tmp_path):
-    full_a, full_b, half = tmp_path / "a", tmp_path / "b", tmp_path / "half"
-    for out in (full_a, full_b):
-        assert cli([*tiny, f"hydra.run.dir={out}", "seed=7"]).returncode == 0
-    a, b = pd.read_csv(full_a / "results.csv"), pd.read_csv(full_b / "results.csv")
-    pd.testing.assert_frame_equal(a, b)
+def test_same_seed_same_results_and_resume(run_inproc, tiny, tmp_path):
+    full_a, _ = run_inproc([*tiny, "seed=7"], tmp_path / "a")
+    full_b, _ = run_inproc([*tiny, "seed=7"], tmp_path / "b")
+    pd.testing.assert_frame_equal(full_a, full_b)
     # stop after the first epoch (20 of 40 steps), then resume from its last checkpoint to the end
-    res = cli([*tiny, f"hydra.run.dir={half}", "seed=7", "trainer.max_steps=20", "objective.scheduler=null"])
-    assert res.returncode == 0, res.stderr[-2000:]
-    ref = tmp_path / "ref"
-    assert cli([*tiny, f"hydra.run.dir={ref}", "seed=7", "objective.scheduler=null"]).returncode == 0
-    resumed = tmp_path / "resumed"
-    res = cli(
-        [*tiny, f"hydra.run.dir={resumed}", "seed=7", "objective.scheduler=null", f"ckpt_path={half}/checkpoints/last.ckpt"]
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    pd.testing.assert_frame_equal(pd.read_csv(ref / "results.csv"), pd.read_csv(resumed / "results.csv"))
-    assert not pd.read_csv(half / "results.csv").equals(pd.read_csv(ref / "results.csv"))
+    constant = [*tiny, "seed=7", "objective.scheduler=null"]
+    half, _ = run_inproc([*constant, "trainer.max_steps=20"], tmp_path / "half")
+    ref, _ = run_inproc(constant, tmp_path / "ref")
+    resumed, _ = run_inproc([*constant, f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
+    pd.testing.assert_frame_equal(ref, resumed)
+    assert not half.equals(ref)
+
+
+def test_bad_input_one_line_error_and_nothing_written(cli, tiny, tmp_path):
+    """Through the CLI once: one line naming the key, exit 1, no traceback, no run directory left behind."""
+    out = tmp_path / "run"
+    res = cli([*tiny, f"hydra.run.dir={out}", "bias.theta=[0,1,12]"])
+    assert res.returncode == 1
+    assert [l for l in res.stderr.splitlines() if l.startswith("mmrep: error: bias.theta")], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("dataset=nosuchdata", "dataset"),
         ("bias.theta=[]", "bias.theta"),
-        ("bias.theta=[0,1,12]", "bias.theta"),
         ("bias.beta=[9]", "bias.beta"),
         ("dataset.batch_size=-8", "dataset.batch_size"),
         ("objective.similarity=manhattan", "objective.similarity"),
+        ("objective.pair=[x,z]", "objective.pair"),
+        ("encoders.x.hidden=[0]", "encoders.x.hidden"),
+        ("+encoders.z.hidden=[4]", "encoders.z"),
+        ("dataset=rus", "bias"),  # with bias=selection: RUS data has no latents to select
+        ("objective=unimodal", "objective=unimodal"),  # numeric data has no supervised task
     ],
 )
-def test_bad_input_one_line_error_and_nothing_written(cli, tiny, tmp_path, override, key):
-    out = tmp_path / "run"
-    res = cli([*tiny, f"hydra.run.dir={out}", override])
-    assert res.returncode != 0
-    err_lines = [l for l in res.stderr.splitlines() if key in l]
-    assert err_lines, res.stderr[-2000:]
-    assert "Traceback" not in res.stderr
-    assert not (out / "results.csv").exists()
-    assert not out.exists() or not any(p.name not in (".hydra",) and p.suffix != ".log" for p in out.iterdir())
+def test_bad_input_names_the_key(compose, tmp_path, override, key):
+    from mmrep.errors import ConfigError
+    from mmrep.utils.run import build
+
+    overrides = [override, "bias=selection"] if override == "dataset=rus" else [override]
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        build(compose(overrides, output_dir=tmp_path))
+
+
+def test_unknown_option_is_a_hydra_error(cli, tmp_path):
+    res = cli(["dataset=nosuchdata", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert res.returncode != 0 and "dataset" in res.stderr and not (tmp_path / "run" / "results.csv").exists()
 
 
 def test_nonfinite_loss_stops_with_step(cli, tiny, tmp_path):
@@ -76,14 +85,16 @@ def test_nonfinite_loss_stops_with_step(cli, tiny, tmp_path):
     assert not (out / "results.csv").exists()
 
 
-def test_composes_in_batch_cosine_and_wandb_offline(cli, tiny, tmp_path):
-    out = tmp_path / "run"
+def test_composes_in_batch_cosine_and_wandb_offline_one_run_per_job(cli, tiny, tmp_path):
+    sweep = tmp_path / "sweep"
     res = cli(
-        [*tiny, f"hydra.run.dir={out}", "objective.negatives=in_batch", "objective.similarity=cosine",
-         "objective.temperature=0.1", "bias=perturbation", "logger=wandb"],
-        env_extra={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "WANDB_DIR": str(out)},
+        ["-m", "seed=0,1", *tiny, f"hydra.sweep.dir={sweep}", "objective.negatives=in_batch",
+         "objective.similarity=cosine", "objective.temperature=0.1", "bias=perturbation", "logger=wandb"],
+        env_extra={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "WANDB_DIR": None},
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert list(out.rglob("offline-run-*"))
-    df = pd.read_csv(out / "results.csv")
-    assert "tilde_s_1" in set(df.target) and not math.isnan(df.value.iloc[0])
+    runs = sorted(sweep.rglob("offline-run-*"))
+    assert len(runs) == 2 and {r.parents[1].name for r in runs} == {"0", "1"}  # each job its own W&B run
+    for job in ("0", "1"):
+        df = pd.read_csv(sweep / job / "results.csv")
+        assert "tilde_s_1" in set(df.target) and not math.isnan(df.value.iloc[0])
