@@ -55,6 +55,13 @@ def test_toy_batches_follow_the_contract():
     a, b = dm.heldout("align", 50), dm.heldout("align", 50)
     joined = concat_batches(a, ["tokens"])["tokens"]
     assert joined["x"].shape == (50, 12, 6) and torch.equal(joined["mask"], concat_batches(b, ["tokens"])["tokens"]["mask"])
+    dm.spec.check_batch(batch)
+    with pytest.raises(ValueError, match="do not match"):
+        dm.spec.check_batch({k: v for k, v in batch.items() if k != "vector"})
+    with pytest.raises(ValueError, match="'x' and 'mask'"):
+        dm.spec.check_batch({**batch, "tokens": batch["tokens"]["x"]})
+    with pytest.raises(ValueError, match="per-sample shape"):
+        dm.spec.check_batch({**batch, "image": batch["image"][:, 0]})
     assert list(ToyDataModule(modalities=["tokens", "image"]).spec.modalities) == ["tokens", "image"]
     with pytest.raises(ConfigError, match="^dataset.modalities"):
         ToyDataModule(modalities=["image", "audio"])

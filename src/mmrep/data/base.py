@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmrep.data.contract import Batch, DataSpec, slice_input
+from mmrep.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ class SplitDataset(Dataset):
 
 def _whole_batch(batch):
     return batch
+
+
+def check_split_fractions(splits) -> tuple[float, float, float]:
+    """``dataset.splits`` as three positive train/val/test fractions summing to 1, else ConfigError."""
+    fractions = tuple(float(s) for s in splits)
+    if len(fractions) != 3 or any(s <= 0 for s in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(f"dataset.splits: need three positive train/val/test fractions summing to 1, got {list(fractions)}")
+    return fractions
 
 
 def train_statistics(x: np.ndarray, train_index, axis=0, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

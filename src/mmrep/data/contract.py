@@ -110,6 +110,24 @@ class DataSpec:
             raise ConfigError(f"{key}: {unknown} not among the dataset's modalities {self.names}")
         return names
 
+    def check_batch(self, batch: Batch) -> None:
+        """Raise ``ValueError`` unless ``batch`` follows the contract: exactly this spec's modalities (each of its
+        declared shape, masked ones as ``{"x", "mask"}``) plus reserved keys. Objectives call it on the first
+        training batch, so a datamodule that drops or adds a key fails at once instead of silently."""
+        keys = [k for k in batch if k not in RESERVED_KEYS]
+        if sorted(keys) != sorted(self.modalities):
+            raise ValueError(f"batch keys {sorted(batch)} do not match the dataset's modalities {self.names} "
+                             f"(+ reserved {list(RESERVED_KEYS)})")
+        for name, spec in self.modalities.items():
+            value = batch[name]
+            if spec.masked:
+                if not isinstance(value, Mapping) or not {"x", "mask"} <= set(value):
+                    raise ValueError(f"batch[{name!r}]: a masked modality is a dict with 'x' and 'mask'")
+                value = value["x"]
+            if not isinstance(value, torch.Tensor) or tuple(value.shape[1:]) != spec.shape:
+                got = tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"batch[{name!r}]: per-sample shape {got}, the spec declares {spec.shape}")
+
     def pairs(self, pairs: Sequence[Sequence[str]] | None, key: str) -> list[tuple[str, str]]:
         """The modality pairs to compare: ``pairs`` as given (checked), or every pair in dataset order."""
         if pairs is None:

@@ -21,7 +21,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from mmrep.data.base import InMemorySplitDataModule, train_statistics
+from mmrep.data.base import InMemorySplitDataModule, check_split_fractions, train_statistics
 from mmrep.data.contract import DataSpec, ModalitySpec
 from mmrep.errors import ConfigError, check_positive_ints
 from mmrep.utils.files import atomic_write
@@ -283,9 +283,7 @@ class RUSDataModule(InMemorySplitDataModule):
             raise ConfigError(f"dataset.num_classes: needs at least 2 classes, got {num_classes}")
         if temperature <= 0:
             raise ConfigError(f"dataset.temperature: must be > 0, got {temperature}")
-        splits = tuple(float(s) for s in splits)
-        if len(splits) != 3 or any(s <= 0 for s in splits) or abs(sum(splits) - 1) > 1e-6:
-            raise ConfigError(f"dataset.splits: need three positive train/val/test fractions summing to 1, got {list(splits)}")
+        splits = check_split_fractions(splits)
         smallest = min(int(num_data * s) for s in splits)
         if smallest < 2 * num_classes:
             raise ConfigError(

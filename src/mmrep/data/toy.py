@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmrep.data.base import InMemorySplitDataModule, train_statistics
+from mmrep.data.base import InMemorySplitDataModule, check_split_fractions, train_statistics
 from mmrep.data.contract import DataSpec, ModalitySpec, slice_input
 from mmrep.errors import ConfigError, check_positive_ints
 
@@ -74,9 +74,7 @@ class ToyDataModule(InMemorySplitDataModule):
             raise ConfigError(f"dataset.num_classes: must be in 2..8, got {num_classes}")
         if seq_len < 4:
             raise ConfigError(f"dataset.seq_len: sequences are 4..seq_len tokens long, got {seq_len}")
-        splits = tuple(float(s) for s in splits)
-        if len(splits) != 3 or any(s <= 0 for s in splits) or abs(sum(splits) - 1) > 1e-6:
-            raise ConfigError(f"dataset.splits: need three positive train/val/test fractions summing to 1, got {list(splits)}")
+        splits = check_split_fractions(splits)
         names = list(modalities) if modalities else list(self.MODALITIES)
         unknown = [m for m in names if m not in self.MODALITIES]
         if unknown or len(set(names)) != len(names):

@@ -71,6 +71,7 @@ class Objective(pl.LightningModule):
         self.encoding_size = int(encoding_size)
         self.optimizer_factory = optimizer or default_optimizer
         self.scheduler_factory, self.scheduler_interval = scheduler, scheduler_interval
+        self._batch_checked = False
 
     def build_encoders(self, names: Sequence[str]) -> nn.ModuleDict:
         """One encoder per modality in ``names`` (in that order: it fixes the parameter initialisation)."""
@@ -82,6 +83,8 @@ class Objective(pl.LightningModule):
             )
         encoders = {}
         for m in names:
+            if not callable(self.encoder_factories[m]):
+                raise ConfigError(f"encoders.{m}: needs an encoder config with _target_ (e.g. encoder@encoders.{m}=mlp)")
             try:
                 encoders[m] = self.encoder_factories[m](self.data.modalities[m], self.encoding_size)
             except ConfigError as err:  # encoders say "encoder.<key>": name the modality's config node
@@ -92,6 +95,11 @@ class Objective(pl.LightningModule):
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{modality: (B, encoding_size)}`` for each encoded modality present in ``batch``."""
         return {m: enc(batch[m]) for m, enc in self.encoders.items() if m in batch}
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        if not self._batch_checked:  # once: the datamodule keeps the contract (nothing dropped, nothing extra)
+            self.data.check_batch(batch)
+            self._batch_checked = True
 
     def prepare_for_evaluation(self) -> None:
         """Called after loading a checkpoint for ``fit: false`` (e.g. restore best-validation weights)."""
