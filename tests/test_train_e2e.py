@@ -71,6 +71,26 @@ def test_bad_input_names_the_key(compose, tmp_path, override, key):
         build(compose(overrides, output_dir=tmp_path))
 
 
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["metric=task"], "metric.task"),  # numeric data have no task
+        (["dataset=rus", "metric=accuracy"], "metric.accuracy"),  # MMCL has no prediction heads
+        (["dataset=rus", "metric=identifiability"], "metric=identifiability"),
+        (["dataset=rus", "metric=downstream"], "metric=downstream"),
+        (["metric=alignment", "metric.alignment.pairs=[[x,x0]]"], "metric.alignment.pairs"),
+    ],
+)
+def test_metrics_that_cannot_work_fail_before_training(compose, tmp_path, overrides, key):
+    from mmrep.errors import ConfigError
+    from mmrep.utils.run import build, check_metrics, instantiate_group
+
+    cfg = compose(overrides, output_dir=tmp_path)
+    datamodule, model = build(cfg)
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        check_metrics(instantiate_group(cfg.metric), model, datamodule)
+
+
 def test_unknown_option_is_a_hydra_error(cli, tmp_path):
     res = cli(["dataset=nosuchdata", f"hydra.run.dir={tmp_path / 'run'}"])
     assert res.returncode != 0 and "dataset" in res.stderr and not (tmp_path / "run" / "results.csv").exists()

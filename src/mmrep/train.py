@@ -35,6 +35,7 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = R.build(cfg)
     metrics = R.instantiate_group(cfg.get("metric"))
+    R.check_metrics(metrics, model, datamodule)
     loggers = list(R.instantiate_group(cfg.get("logger")).values())
     callbacks = R.make_callbacks(cfg, loggers)
     trainer: pl.Trainer = R.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

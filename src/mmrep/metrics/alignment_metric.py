@@ -121,6 +121,10 @@ class Alignment:
             frames.append(pd.DataFrame(alignment_rows(results, names_a, names_b, per_layer=self.per_layer, **columns)))
         return pd.concat(frames, ignore_index=True)
 
+    def check(self, model, datamodule) -> None:
+        """Fail at start-up when the objective has no pair of encoders to align (or a configured pair is unknown)."""
+        encoder_pairs(model, self.pairs, self.key)
+
     def __call__(self, model, datamodule) -> pd.DataFrame:
         pairs = encoder_pairs(model, self.pairs, self.key)
         modalities = list(dict.fromkeys(m for pair in pairs for m in pair))

@@ -102,9 +102,15 @@ class Downstream:
         centres = np.sort(KMeans(2, n_init=10, random_state=42).fit(y2.reshape(-1, 1)).cluster_centers_.ravel())
         return float(centres.mean())
 
-    def __call__(self, model, datamodule) -> pd.DataFrame:
+    def check(self, model, datamodule) -> None:
+        """Fail at start-up unless the data are the numeric simulation with the ten semantics the tasks read."""
         if not hasattr(datamodule, "heldout") or getattr(datamodule, "n_semantics", 0) < 10:
             raise ConfigError("metric=downstream: needs dataset=numeric with n_semantics >= 10 (tasks use s_0..s_9)")
+        if self.modality not in getattr(model, "encoders", {}):
+            raise ConfigError(f"metric.downstream.modality: the objective has no encoder {self.modality!r}")
+
+    def __call__(self, model, datamodule) -> pd.DataFrame:
+        self.check(model, datamodule)
         sets = {
             "fit": datamodule.heldout("probe_fit", self.n_fit),
             "test": datamodule.heldout("probe_eval", self.n_eval),

@@ -67,11 +67,15 @@ class Identifiability:
         self.probes, self.n_fit, self.n_eval = probes, int(n_fit), int(n_eval)
         self.mlp_hidden, self.mlp_max_iter, self.n_jobs, self.seed = mlp_hidden, mlp_max_iter, n_jobs, seed
 
-    def __call__(self, model, datamodule) -> pd.DataFrame:
+    def check(self, model, datamodule) -> None:
+        """Fail at start-up when the dataset has no latents to probe."""
         if not hasattr(datamodule, "probe_targets"):
             raise ConfigError(
                 f"metric=identifiability: dataset {type(datamodule).__name__} has no ground-truth latents to probe"
             )
+
+    def __call__(self, model, datamodule) -> pd.DataFrame:
+        self.check(model, datamodule)
         fit_batches = datamodule.heldout("probe_fit", self.n_fit)
         eval_batches = datamodule.heldout("probe_eval", self.n_eval)
         z_fit, z_eval = encode_batches(model, fit_batches), encode_batches(model, eval_batches)

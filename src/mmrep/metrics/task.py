@@ -74,14 +74,20 @@ class TaskMetrics:
             raise ConfigError(f"{self.key}.metrics: {wrong} do not apply to a {task} task; use {list(allowed)}")
         return names
 
-    @torch.no_grad()
-    def __call__(self, model, datamodule) -> pd.DataFrame:
+    def check(self, model, datamodule) -> None:
+        """Fail at start-up unless the dataset has a task and the objective predicts it."""
         spec = datamodule.spec
         if spec.task not in ("classification", "regression") or not hasattr(model, "predict"):
             raise ConfigError(
                 f"{self.key}: needs a classification/regression dataset and an objective with prediction heads "
                 f"(objective=unimodal); got task={spec.task!r}, objective {type(model).__name__}"
             )
+        self._names(spec.task)
+
+    @torch.no_grad()
+    def __call__(self, model, datamodule) -> pd.DataFrame:
+        self.check(model, datamodule)
+        spec = datamodule.spec
         names = self._names(spec.task)
         was_training = model.training
         model.eval()

@@ -61,6 +61,13 @@ def build(cfg: DictConfig):
     return datamodule, objective(data=datamodule.spec, encoders=encoders)
 
 
+def check_metrics(metrics: dict, model, datamodule) -> None:
+    """Each metric's ``check(model, datamodule)``: a metric that cannot work on this run fails before training."""
+    for metric in metrics.values():
+        if hasattr(metric, "check"):
+            metric.check(model, datamodule)
+
+
 def load_for_evaluation(model, datamodule, ckpt_path: str | None, device) -> None:
     """``fit: false``: load the weights of ``ckpt_path`` (if any) into ``model``, move it to ``device`` and set up
     the data, so metrics measure the encoders as built or as trained in an earlier run."""
