@@ -201,8 +201,12 @@ def test_fit_false_evaluates_a_checkpoint_or_the_encoders_as_built(run_inproc, t
     pd.testing.assert_frame_equal(task_rows[["metric", "modality", "split", "value"]],
                                   evaluated[["metric", "modality", "split", "value"]])  # best weights restored
     assert not (tmp_path / "eval" / "checkpoints").exists()
-    frozen, _ = run_inproc(["dataset=toy", "fit=false", "metric=alignment", *ALIGN, *QUIET], tmp_path / "frozen")
-    assert set(frozen.dropna(subset=["aggregate"]).modality) == {"image|tokens"}
+    frozen, _ = run_inproc(["dataset=toy", "objective=frozen", "fit=false", "metric=alignment", *ALIGN, *QUIET],
+                           tmp_path / "frozen")
+    assert set(frozen.dropna(subset=["aggregate"]).modality) == {"image|tokens", "image|vector", "tokens|vector"}
+    assert not (frozen.metric == "loss").any()
+    with pytest.raises(ConfigError, match="^objective=frozen: nothing to train"):
+        run_inproc(["dataset=toy", "objective=frozen", "metric=alignment", *ALIGN, *QUIET], tmp_path / "fit")
     with pytest.raises(ConfigError, match="^ckpt_path: no such checkpoint"):
         run_inproc(["dataset=toy", "fit=false", f"ckpt_path={tmp_path / 'nope.ckpt'}", *QUIET], tmp_path / "bad")
 
