@@ -29,10 +29,10 @@ def test_spec_rejects_reserved_names_and_incomplete_tasks():
         DataSpec({"y": ModalitySpec((3,))})
     with pytest.raises(ValueError, match="num_classes"):
         DataSpec({"a": ModalitySpec((3,))}, task="classification")
-    spec = DataSpec({"a": ModalitySpec((3,)), "b": ModalitySpec((4, 2)), "c": ModalitySpec((1,))})
-    assert spec.pairs(None, "k") == [("a", "b"), ("a", "c"), ("b", "c")]
-    with pytest.raises(ConfigError, match="^metric.pairs"):
-        spec.pairs([["a", "z"]], "metric.pairs")
+    spec = DataSpec({"a": ModalitySpec((3,)), "b": ModalitySpec((4, 2))})
+    assert spec.check_modalities(["b"], "k") == ["b"]
+    with pytest.raises(ConfigError, match="^objective.train_modalities"):
+        spec.check_modalities(["a", "z"], "objective.train_modalities")
     assert ModalitySpec((4, 2)).flat_size == 8 and ModalitySpec((4, 2)).features == 2
 
 

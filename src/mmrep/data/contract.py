@@ -128,19 +128,6 @@ class DataSpec:
                 got = tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"batch[{name!r}]: per-sample shape {got}, the spec declares {spec.shape}")
 
-    def pairs(self, pairs: Sequence[Sequence[str]] | None, key: str) -> list[tuple[str, str]]:
-        """The modality pairs to compare: ``pairs`` as given (checked), or every pair in dataset order."""
-        if pairs is None:
-            names = self.names
-            return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-        out = []
-        for pair in pairs:
-            pair = tuple(pair)
-            if len(pair) != 2 or pair[0] == pair[1]:
-                raise ConfigError(f"{key}: each pair needs two different modalities, got {list(pair)}")
-            out.append(tuple(self.check_modalities(pair, key)))
-        return out
-
 
 @runtime_checkable
 class MultimodalDataModule(Protocol):

@@ -148,7 +148,8 @@ class UnimodalSupervised(Objective):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         best = checkpoint.get("unimodal_best")
         if best:
-            self.best_score, self.best_epoch, self._best_state = best["score"], best["epoch"], best["state"]
+            score = best.get("score", best.get("accuracy"))  # checkpoints before regression support said "accuracy"
+            self.best_score, self.best_epoch, self._best_state = score, best["epoch"], best["state"]
 
     def modality_parameters(self, modality: str) -> list[nn.Parameter]:
         """Trainable encoder + head parameters of one modality (its optimiser group and gradient-clip unit)."""

@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate as _hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mmrep.data.contract import MultimodalDataModule
 from mmrep.errors import ConfigError
 from mmrep.utils.results import select_value, tidy
 
@@ -56,6 +57,9 @@ def build(cfg: DictConfig):
     The objective receives the datamodule's whole ``spec`` and the ``encoders`` map (one factory per modality)."""
     bias = instantiate(cfg.bias, _convert_="all") if cfg.get("bias") else None
     datamodule = instantiate(cfg.dataset, bias=bias, _convert_="all")
+    if not isinstance(datamodule, MultimodalDataModule):
+        raise ConfigError(f"dataset: {type(datamodule).__name__} does not follow the datamodule contract "
+                          "(a `spec: DataSpec` and `heldout(purpose, n)`; see README, Contracts)")
     encoders = instantiate(cfg.get("encoders") or {}, _convert_="all")
     objective = instantiate(cfg.objective, _partial_=True, _convert_="all")  # the spec must reach it as is
     return datamodule, objective(data=datamodule.spec, encoders=encoders)
