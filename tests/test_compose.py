@@ -78,3 +78,33 @@ def test_sweep_parameters_name_existing_keys(overlay):
     assert params, f"{overlay} sweeps nothing"
     for key in params:
         assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", f"{overlay}: sweeps unknown key {key}"
+
+
+def _readme_commands() -> list[list[str]]:
+    """The override lists of every ``python -m mmrep.train`` command in the README (sweep lists → first value)."""
+    import re
+    import shlex
+
+    text = (CONF.parent / "README.md").read_text().replace("\\\n", " ")
+    commands = []
+    for match in re.finditer(r"python -m mmrep\.train([^`\n]*)", text):
+        args = shlex.split(match.group(1).split("#")[0])
+        overrides = []
+        for arg in args:
+            if arg in ("-m", "--cfg", "job") or "=" not in arg:
+                continue
+            key, value = arg.split("=", 1)
+            value = re.sub(r"<[^>]+>", "placeholder", value)  # <date>, <run>
+            if "," in value and not value.startswith(("[", "{", "'", '"')) and "(" not in value:
+                value = value.split(",")[0]  # a sweep list: compose its first value
+            overrides.append(f"{key}={value}")
+        commands.append(overrides)
+    return commands
+
+
+def test_every_readme_command_composes_and_builds(compose, tmp_path):
+    commands = _readme_commands()
+    assert len(commands) >= 25
+    for overrides in commands:
+        cfg = compose([*overrides, f"paths.data_dir={tmp_path}"], output_dir=tmp_path)
+        build(cfg)
