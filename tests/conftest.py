@@ -72,3 +72,13 @@ def compose():
 @pytest.fixture
 def run_inproc():
     return run_in_process
+
+
+@pytest.fixture(scope="session")
+def external_data(tmp_path_factory):
+    """A data directory holding every external dataset's files, as small fixtures in the exact formats."""
+    from fixtures import write_all
+
+    root = tmp_path_factory.mktemp("external_data")
+    write_all(root)
+    return root

@@ -30,9 +30,9 @@ def _options():
 
 
 @pytest.mark.parametrize("group, option", list(_options()))
-def test_every_option_composes_and_builds(compose, group, option, tmp_path):
+def test_every_option_composes_and_builds(compose, group, option, tmp_path, external_data):
     override = SELECT.get(group, group + "={}").format(option)
-    cfg = compose([override, *NEEDS.get((group, option), []), f"paths.data_dir={tmp_path}"], output_dir=tmp_path)
+    cfg = compose([override, *NEEDS.get((group, option), []), f"paths.data_dir={external_data}"], output_dir=tmp_path)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     datamodule, model = build(cfg)
     assert set(model.encoders) <= set(datamodule.spec.modalities) and len(model.encoders) >= 1
@@ -102,9 +102,9 @@ def _readme_commands() -> list[list[str]]:
     return commands
 
 
-def test_every_readme_command_composes_and_builds(compose, tmp_path):
+def test_every_readme_command_composes_and_builds(compose, tmp_path, external_data):
     commands = _readme_commands()
     assert len(commands) >= 25
     for overrides in commands:
-        cfg = compose([*overrides, f"paths.data_dir={tmp_path}"], output_dir=tmp_path)
+        cfg = compose([*overrides, f"paths.data_dir={external_data}"], output_dir=tmp_path)
         build(cfg)

@@ -40,11 +40,14 @@ class ModalitySpec:
             a vector, ``(T, F)`` for a sequence of T tokens with F features, ``(C, H, W)`` for an image.
         kind: ``vector`` | ``sequence`` | ``image`` (what encoders may assume about the axes).
         masked: the value is ``{"x": (B, *shape), "mask": (B, T) bool}`` instead of a bare tensor.
+        encoding_size: this modality's own representation width, for objectives that give each modality its own
+            space (unimodal: spec rus §2.2 uses E = the feature size); ``None`` = the dataset's shared default.
     """
 
     shape: tuple[int, ...]
     kind: str = "vector"
     masked: bool = False
+    encoding_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))

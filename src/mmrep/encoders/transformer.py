@@ -8,6 +8,8 @@ mean over positions; :meth:`Transformer.layer_features` reads every layer the sa
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -19,7 +21,8 @@ class Transformer(nn.Module):
     """``(B, T, F)`` tokens (or ``{"x": (B, T, F), "mask": (B, T) bool, True = real token}``) → ``(B, out_dim)``.
 
     Args:
-        modality: the modality's :class:`ModalitySpec` (``shape = (T, F)``; a vector ``(F,)`` is one token).
+        modality: the modality's :class:`ModalitySpec`: ``(T, F)`` tokens; a vector ``(F,)`` is one token; a grid
+            ``(..., F)`` such as AVMNIST's ``(1, 7, 7, 16)`` patches is flattened to tokens (the ViT variant).
         out_dim: representation width; a final ``Linear(E, out_dim)`` is added only when it differs from ``E``.
         depth: number of encoder layers (D_enc). width: E, default F (spec: ``hidden_dim = n_features``).
         nhead: attention heads (spec: 1). max_len: positional slots (spec: 50); default T.
@@ -43,10 +46,8 @@ class Transformer(nn.Module):
         super().__init__()
         if not isinstance(modality, ModalitySpec):
             modality = ModalitySpec(tuple(modality), kind="sequence")
-        shape = modality.shape if len(modality.shape) == 2 else (1, modality.shape[-1])
-        if len(modality.shape) > 2:
-            raise ConfigError(f"encoder: transformer needs (T, F) tokens, the modality has shape {modality.shape}")
-        tokens, features = shape
+        # (F,) is one token; (T, F) a sequence; (..., F), e.g. a (1, 7, 7, 16) patch grid, is flattened to tokens
+        tokens, features = math.prod(modality.shape[:-1]), modality.shape[-1]
         width = int(width or features)
         max_len = int(max_len or tokens)
         if int(depth) < 1:
@@ -71,9 +72,7 @@ class Transformer(nn.Module):
             tokens, valid = x, None
         else:
             tokens, valid = x["x"], x.get("mask")
-        if tokens.dim() == 2:
-            tokens = tokens.unsqueeze(1)
-        h = self.proj(tokens)
+        h = self.proj(tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]))
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
             if valid is not None:

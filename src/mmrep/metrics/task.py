@@ -45,6 +45,17 @@ def _update(name: str, metric, out: torch.Tensor, y: torch.Tensor) -> None:
         metric.update(pred, target)
 
 
+def score_predictions(names, outputs: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> dict[str, float]:
+    """``{metric: value}`` for predictions ``outputs`` (logits/probabilities (N, C), or regression values (N,) /
+    (N, 1)) against targets ``y``."""
+    scores = {}
+    for name in names:
+        metric = _make(name, num_classes).to(outputs.device)
+        _update(name, metric, outputs, y)
+        scores[name] = float(metric.compute())
+    return scores
+
+
 class TaskMetrics:
     """Scores of ``model.predict(batch)[modality]`` against ``batch["y"]`` on ``datamodule.heldout(split)``.
 

@@ -43,6 +43,8 @@ class Objective(pl.LightningModule):
 
     #: names the validation-loss row of results.csv (``metric=loss, target=<loss_name>``)
     loss_name = "loss"
+    #: True when all encoders must map into one space (contrastive); False lets each modality keep its own width
+    shared_space = True
 
     def __init__(
         self,
@@ -62,16 +64,26 @@ class Objective(pl.LightningModule):
                 f"encoders.{unknown[0]}: not a modality of this dataset; its modalities are {data.names}"
             )
         encoders = {m: factory for m, factory in encoders.items() if m in data.modalities}
-        encoding_size = encoding_size if encoding_size is not None else data.encoding_size
-        if encoding_size is None or int(encoding_size) < 1:
+        if encoding_size is not None and int(encoding_size) < 1:
             raise ConfigError(f"objective.encoding_size: must be a positive integer, got {encoding_size!r}")
         if scheduler_interval not in ("step", "epoch"):
             raise ConfigError(f"objective.scheduler_interval: 'step' or 'epoch', got {scheduler_interval!r}")
         self.data, self.encoder_factories = data, dict(encoders)
-        self.encoding_size = int(encoding_size)
+        self.encoding_size = None if encoding_size is None else int(encoding_size)  # objective.encoding_size
         self.optimizer_factory = optimizer or default_optimizer
         self.scheduler_factory, self.scheduler_interval = scheduler, scheduler_interval
         self._batch_checked = False
+
+    def encoding_size_for(self, modality: str) -> int:
+        """The representation width of ``modality``: ``objective.encoding_size`` when set; else, without a shared
+        space, the modality's own width; else the dataset's default."""
+        size = self.encoding_size
+        if size is None and not self.shared_space:
+            size = self.data.modalities[modality].encoding_size
+        size = size if size is not None else self.data.encoding_size
+        if size is None or int(size) < 1:
+            raise ConfigError(f"objective.encoding_size: the dataset has no default width for {modality!r}; set it")
+        return int(size)
 
     def build_encoders(self, names: Sequence[str]) -> nn.ModuleDict:
         """One encoder per modality in ``names`` (in that order: it fixes the parameter initialisation)."""
@@ -86,7 +98,7 @@ class Objective(pl.LightningModule):
             if not callable(self.encoder_factories[m]):
                 raise ConfigError(f"encoders.{m}: needs an encoder config with _target_ (e.g. encoder@encoders.{m}=mlp)")
             try:
-                encoders[m] = self.encoder_factories[m](self.data.modalities[m], self.encoding_size)
+                encoders[m] = self.encoder_factories[m](self.data.modalities[m], self.encoding_size_for(m))
             except ConfigError as err:  # encoders say "encoder.<key>": name the modality's config node
                 message = str(err)
                 raise ConfigError(f"encoders.{m}{message[len('encoder'):]}" if message.startswith("encoder") else message) from None

@@ -16,6 +16,7 @@ class FrozenEncoders(Objective):
     ``python -m mmrep.train fit=false objective=frozen metric=alignment``."""
 
     loss_name = "none"
+    shared_space = False
 
     def __init__(self, data, encoders, encoding_size: int | None = None, modalities: Sequence[str] | None = None,
                  optimizer=None, scheduler=None, scheduler_interval: str = "step") -> None:

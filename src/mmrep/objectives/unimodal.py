@@ -35,6 +35,8 @@ class UnimodalSupervised(Objective):
     ``best_epoch[m]`` says when.
     """
 
+    shared_space = False  # each modality its own width (spec rus §2.2: head Linear(E, classes))
+
     def __init__(
         self,
         data,
@@ -71,7 +73,7 @@ class UnimodalSupervised(Objective):
         self.loss_name = "cross_entropy" if self.classify else "l1"
         outputs = int(data.num_classes) if self.classify else int(data.target_dim)
         self.encoders = self.build_encoders(names)
-        self.heads = nn.ModuleDict({m: nn.Linear(self.encoding_size, outputs) for m in names})
+        self.heads = nn.ModuleDict({m: nn.Linear(self.encoding_size_for(m), outputs) for m in names})
         # the validation score that picks each modality's best weights (synced across DDP ranks by torchmetrics)
         make = (lambda: torchmetrics.classification.MulticlassAccuracy(outputs, average="micro")) if self.classify \
             else torchmetrics.MeanAbsoluteError

@@ -1,0 +1,88 @@
+"""``metric=linear_probe``: how much of the dataset's task each frozen representation holds, for any objective.
+
+A linear model (logistic regression for classification, least squares for regression) is fitted on the
+standardised representations of the train split and scored on the other splits with the task's metrics
+(:mod:`mmrep.metrics.task`: accuracy and F1, or MAE, Pearson r and sign accuracy). This is what makes a
+contrastive run on a labelled dataset end with a task number (``dataset=mosei objective=mmcl``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from mmrep.errors import ConfigError
+from mmrep.metrics.identifiability import encode_batches
+from mmrep.metrics.task import TaskMetrics, score_predictions
+
+
+class LinearProbe:
+    """Linear probes from each encoder's representation to ``y``.
+
+    Args:
+        splits: where to score (fitted on ``train``). metrics: as :class:`~mmrep.metrics.task.TaskMetrics`
+            (``None``: all of the task's). n_fit: train samples to fit on (``None``: the whole split).
+        max_iter: of the logistic regression.
+
+    Rows: ``metric, probe=linear, modality, split, value, n, n_fit``.
+    """
+
+    def __init__(self, splits: Iterable[str] = ("val", "test"), metrics: Iterable[str] | None = None,
+                 n_fit: int | None = None, max_iter: int = 1000, config_key: str = "metric.linear_probe") -> None:
+        self.splits, self.key = list(splits), config_key
+        if not self.splits or "train" in self.splits and len(self.splits) == 1:
+            raise ConfigError(f"{self.key}.splits: score on held-out splits (val, test), got {self.splits}")
+        self.task_metrics = TaskMetrics(self.splits, metrics, config_key)  # validates and resolves metric names
+        self.n_fit, self.max_iter = (None if n_fit is None else int(n_fit)), int(max_iter)
+
+    def check(self, model, datamodule) -> None:
+        task = datamodule.spec.task
+        if task not in ("classification", "regression"):
+            raise ConfigError(f"{self.key}: needs a dataset with a classification or regression task, got {task!r}")
+        if not getattr(model, "encoders", None):
+            raise ConfigError(f"{self.key}: objective {type(model).__name__} has no encoders to probe")
+        self.task_metrics._names(task)
+
+    def __call__(self, model, datamodule) -> pd.DataFrame:
+        self.check(model, datamodule)
+        spec = datamodule.spec
+        names = self.task_metrics._names(spec.task)
+        fit_batches = datamodule.heldout("train", self.n_fit)
+        z_fit, y_fit = encode_batches(model, fit_batches), torch.cat([b["y"] for b in fit_batches]).numpy()
+        rows = []
+        for m, z in z_fit.items():
+            scaler = StandardScaler().fit(z)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                probe = (LogisticRegression(max_iter=self.max_iter) if spec.task == "classification"
+                         else LinearRegression()).fit(scaler.transform(z), y_fit)
+            for split in self.splits:
+                batches = datamodule.heldout(split)
+                z_eval = scaler.transform(encode_batches(model, batches)[m])
+                y = torch.cat([b["y"] for b in batches])
+                if spec.task == "classification":
+                    proba = np.zeros((len(z_eval), spec.num_classes))
+                    proba[:, probe.classes_] = probe.predict_proba(z_eval)  # classes absent from the fit stay 0
+                    outputs = torch.from_numpy(proba)
+                else:
+                    outputs = torch.from_numpy(probe.predict(z_eval))
+                for metric, value in score_predictions(names, outputs, y, spec.num_classes).items():
+                    rows.append({"metric": metric, "probe": "linear", "modality": m, "split": split, "value": value,
+                                 "n": len(y), "n_fit": len(y_fit)})
+        return pd.DataFrame(rows)
+
+    @staticmethod
+    def summary(rows: pd.DataFrame):
+        """A rich table: (metric, modality) × split."""
+        table = TaskMetrics.summary(rows)
+        if table is not None:
+            table.title = "linear probes on frozen representations"
+        return table
+

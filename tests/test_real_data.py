@@ -1,0 +1,158 @@
+"""The external datasets (spec rus-alignment §6): loaders against per-sample references written from the spec, on
+fixtures in the exact on-disk formats; missing/malformed files; every dataset end to end."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fixtures import AFFECT, write_affect, write_avmnist
+from mmrep.data.affect import AffectDataModule
+from mmrep.data.avmnist import AVMNISTDataModule
+from mmrep.errors import ConfigError
+
+FEATURES = {name: {"vision": dv, "audio": da, "text": 300} for name, (_, _, dv, da, _) in AFFECT.items()}
+RULES = {"mosei": "regression", "mosi": "regression", "sarcasm": "positive", "humor": "raw"}
+QUIET = ["callbacks.rich_progress_bar=null", "logger=none", "trainer.max_epochs=1"]
+SMALL = ["metric.alignment.k=5", "metric.alignment.n=16", "metric.alignment.metrics=[mutual_knn,unbiased_cka]"]
+
+
+def affect_reference(raw: dict, split: str, max_len: int = 50) -> dict:
+    """Spec §6.1 by hand, sample by sample: drop all-zero text, -inf audio → 0, z-score vision/audio with train
+    statistics over samples × first 50 steps, cut from the first non-zero text row, truncate, right-pad."""
+    def clean(part):
+        keep = [i for i in range(len(part["text"])) if np.abs(part["text"][i]).sum() != 0]
+        out = {k: np.array(part[k], dtype=np.float64)[keep] for k in ("vision", "audio", "text")}
+        out["audio"][np.isneginf(out["audio"])] = 0.0
+        out["labels"] = np.asarray(part["labels"])[keep]
+        return out
+
+    train, part = clean(raw["train"]), clean(raw[split])
+    for m in ("vision", "audio"):
+        window = train[m][:, :50].reshape(-1, train[m].shape[2])
+        std = window.std(0)
+        part[m] = (part[m] - window.mean(0)) / np.where(std > 0, std, 1.0)
+    result = {m: [] for m in ("vision", "audio", "text", "mask")}
+    for i in range(len(part["text"])):
+        start = next(t for t in range(part["text"].shape[1]) if np.abs(part["text"][i, t]).sum() != 0)
+        length = min(part["text"].shape[1] - start, max_len)
+        for m in ("vision", "audio", "text"):
+            x = np.zeros((max_len, part[m].shape[2]))
+            x[:length] = part[m][i, start : start + length]
+            result[m].append(x)
+        result["mask"].append(np.arange(max_len) < length)
+    result = {k: np.stack(v) for k, v in result.items()}
+    result["labels"] = part["labels"].reshape(-1)
+    return result
+
+
+@pytest.mark.parametrize("name", list(AFFECT))
+def test_affect_loader_matches_the_spec_reference(tmp_path, name):
+    path = write_affect(tmp_path, name, sizes=(30, 12, 12))
+    dm = AffectDataModule(str(path), FEATURES[name], RULES[name], name=name)
+    dm.setup()
+    raw = pickle.load(open(path, "rb"))
+    for ours, theirs in (("train", "train"), ("val", "valid"), ("test", "test")):
+        ref = affect_reference(raw, theirs)
+        data = dm.split(ours).data
+        assert len(data["y"]) == len(raw[theirs]["labels"]) - 1  # the all-zero-text sample is dropped
+        for m in ("vision", "audio", "text"):
+            np.testing.assert_allclose(data[m]["x"].numpy(), ref[m], atol=1e-4)
+            np.testing.assert_array_equal(data[m]["mask"].numpy(), ref["mask"])
+        expected = {"regression": ref["labels"].astype(np.float32), "positive": (ref["labels"] > 0).astype(np.int64),
+                    "raw": ref["labels"].astype(np.int64)}[RULES[name]]
+        np.testing.assert_array_equal(data["y"].numpy(), expected)
+    assert dm.spec.task == ("regression" if name in ("mosei", "mosi") else "classification")
+    assert dm.spec.modalities["vision"].shape == (50, FEATURES[name]["vision"])
+    assert np.isfinite(dm.split("train").data["audio"]["x"].numpy()).all()  # -inf audio was set to 0
+
+
+def test_affect_truncates_long_sequences_and_picks_modalities(tmp_path):
+    path = write_affect(tmp_path, "mosi", sizes=(20, 8, 8))
+    dm = AffectDataModule(str(path), FEATURES["mosi"], max_len=10, modalities=["text", "vision"])
+    dm.setup()
+    data = dm.split("train").data
+    assert set(data) == {"text", "vision", "y"} and data["text"]["x"].shape[1:] == (10, 300)
+    raw = pickle.load(open(path, "rb"))["train"]
+    i = next(i for i in range(20) if (np.abs(raw["text"][i]).sum(1) != 0).sum() > 10)  # a sample longer than 10
+    start = int((np.abs(raw["text"][i]).sum(1) != 0).argmax())
+    np.testing.assert_allclose(data["text"]["x"][i].numpy(), raw["text"][i, start : start + 10])
+    assert data["text"]["mask"][i].all()
+    assert dm.spec.deselected == ("audio",)
+
+
+def test_affect_missing_and_malformed_files_name_path_format_and_source(tmp_path):
+    missing = tmp_path / "affect" / "mosei" / "mosei_senti_data.pkl"
+    with pytest.raises(ConfigError, match="^dataset.path: no such file .*mosei_senti_data.pkl.*'valid'.*MultiBench"):
+        AffectDataModule(str(missing), FEATURES["mosei"])
+    missing.parent.mkdir(parents=True)
+    missing.write_bytes(b"not a pickle")
+    with pytest.raises(ConfigError, match="not a readable pickle"):
+        AffectDataModule(str(missing), FEATURES["mosei"]).setup()
+    pickle.dump({"valid": {}, "test": {}}, open(missing, "wb"))
+    with pytest.raises(ConfigError, match="no split 'train'"):
+        AffectDataModule(str(missing), FEATURES["mosei"]).setup()
+    pickle.dump({"train": {"vision": 0}, "valid": {}, "test": {}}, open(missing, "wb"))
+    with pytest.raises(ConfigError, match=r"split 'train' lacks \['audio', 'text', 'labels'\]"):
+        AffectDataModule(str(missing), FEATURES["mosei"]).setup()
+    path = write_affect(tmp_path / "other", "mosi")
+    with pytest.raises(ConfigError, match="^dataset.features.vision"):
+        AffectDataModule(str(path), FEATURES["mosei"]).setup()  # mosi's 20 vision features are not mosei's 35
+
+
+def test_avmnist_patches_audio_normalisation_and_splits(tmp_path):
+    root = write_avmnist(tmp_path, n_train=50, n_test=10)
+    dm = AVMNISTDataModule(str(root), n_train=40)
+    dm.setup()
+    sizes = {s: len(dm.split(s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 40, "val": 10, "test": 10}
+    pixels = np.load(root / "image" / "train_data.npy").reshape(50, 28, 28) / 255.0
+    patches = dm.split("train").data["image"].numpy()
+    assert patches.shape == (40, 1, 7, 7, 16)
+    for r, c in ((0, 0), (5, 13), (27, 27), (12, 3)):  # pixel (r, c) is value (r%4)*4 + c%4 of patch (r//4, c//4)
+        np.testing.assert_allclose(patches[:, 0, r // 4, c // 4, (r % 4) * 4 + c % 4], pixels[:40, r, c], rtol=1e-6)
+    audio = np.load(root / "audio" / "train_data.npy")
+    mean, std = audio[:40].mean(axis=(0, 2)), audio[:40].std(axis=(0, 2))  # per coefficient, train rows only
+    expected = (audio[40:] - mean[None, :, None]) / std[None, :, None]
+    np.testing.assert_allclose(dm.split("val").data["audio"].numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert dm.spec.modalities["audio"].shape == (20, 36)  # 20 coefficient tokens of 36 frames (the original)
+    frames = AVMNISTDataModule(str(root), n_train=40, audio_tokens="frames")
+    assert frames.spec.modalities["audio"].shape == (36, 20)
+    np.testing.assert_array_equal(dm.split("test").data["y"].numpy(), np.load(root / "test_labels.npy"))
+    (root / "audio" / "test_data.npy").unlink()
+    with pytest.raises(ConfigError, match="^dataset.root: .*audio/test_data.npy not found.*MultiBench"):
+        AVMNISTDataModule(str(root))
+
+
+# ---- end to end ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [*AFFECT, "avmnist"])
+def test_every_real_dataset_trains_with_unimodal_and_mmcl(run_inproc, external_data, tmp_path, name):
+    extra = ["dataset.n_train=50", "trainer.max_epochs=2"] if name == "avmnist" else []
+    unimodal, _ = run_inproc([f"dataset={name}", "objective=unimodal", "metric=task_alignment", *SMALL, *QUIET,
+                              *extra, f"paths.data_dir={external_data}"], tmp_path / "unimodal")
+    task = unimodal[unimodal.metric.isin(["accuracy", "sign_accuracy"])]
+    assert set(task.split) == {"train", "val", "test"} and task.value.between(0, 1).all()
+    pairs = {"image|audio"} if name == "avmnist" else {"vision|audio", "vision|text", "audio|text"}
+    assert set(unimodal.dropna(subset=["aggregate"]).modality) == pairs
+    mmcl, _ = run_inproc([f"dataset={name}", "objective=mmcl", *SMALL, *QUIET, *extra,
+                          f"paths.data_dir={external_data}"], tmp_path / "mmcl")
+    probe = mmcl[mmcl.probe == "linear"]  # the default metric: linear probes + alignment
+    assert set(probe.split) == {"val", "test"} and len(mmcl.dropna(subset=["aggregate"]).modality.unique()) == 1
+    assert mmcl[mmcl.metric == "loss"].target.tolist() == ["contrastive"]
+
+
+def test_the_card_example_trains_with_data_and_fails_in_one_line_without(cli, external_data, tmp_path):
+    out = tmp_path / "run"
+    res = cli(["dataset=mosei", "objective=mmcl", f"paths.data_dir={external_data}", f"hydra.run.dir={out}",
+               *SMALL, *QUIET])
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = pd.read_csv(out / "results.csv")
+    assert {"sign_accuracy", "mae", "pearson"} <= set(results[results.probe == "linear"].metric)
+    res = cli(["dataset=mosei", "objective=mmcl", f"paths.data_dir={tmp_path / 'nodata'}",
+               f"hydra.run.dir={tmp_path / 'missing'}"])
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    line = [l for l in res.stderr.splitlines() if l.startswith("mmrep: error:")]
+    assert len(line) == 1 and f"{tmp_path / 'nodata'}/affect/mosei/mosei_senti_data.pkl" in line[0]
+    assert "MultiBench" in line[0] and "'valid'" in line[0] and not (tmp_path / "missing").exists()
