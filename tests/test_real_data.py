@@ -156,3 +156,33 @@ def test_the_card_example_trains_with_data_and_fails_in_one_line_without(cli, ex
     line = [l for l in res.stderr.splitlines() if l.startswith("mmrep: error:")]
     assert len(line) == 1 and f"{tmp_path / 'nodata'}/affect/mosei/mosei_senti_data.pkl" in line[0]
     assert "MultiBench" in line[0] and "'valid'" in line[0] and not (tmp_path / "missing").exists()
+
+
+def test_multibench_experiment_and_table1_analysis(cli, external_data, tmp_path, capsys):
+    """A reduced §3.3 sweep (depths 1-2 × seeds 2, 22 on the MOSI fixture) and the §5.2 analysis: plumbing and
+    shapes, not the paper's numbers."""
+    from mmrep.analysis import multibench
+
+    sweep = tmp_path / "sweep"
+    res = cli(["-m", "experiment=multibench_alignment", "dataset=mosi", "pair=vision_text", "enc_depth=1,2",
+               "seed=2,22", "trainer.max_epochs=1", "metric.alignment.n=16", "metric.alignment.k=5",
+               "callbacks.rich_progress_bar=null", f"paths.data_dir={external_data}", f"hydra.sweep.dir={sweep}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert multibench.main([str(sweep), "--n", "16"]) == 0
+    summary = pd.read_csv(sweep / "multibench_alignment.csv")
+    assert set(zip(summary.fixed, summary.varied)) == {("vision", "text"), ("text", "vision")}
+    assert set(summary.split) == {"train", "test"} and (summary.n_models == 4).all()
+    assert set(summary.performance) == {"sign_accuracy"} and set(summary.metric) == {"unbiased_cka"}
+    runs = pd.read_csv(sweep / "multibench_runs.csv")
+    assert len(runs) == 2 * 2 * 4 and runs.alignment.between(-1, 1).all() and runs.performance.between(0, 1).all()
+    # the best fixed model is the run with the highest validation performance of that modality
+    val = {str(run): pd.read_csv(sweep / str(run) / "results.csv").query(
+        "metric == 'sign_accuracy' and modality == 'text' and split == 'val' and probe != probe").value.iloc[0]
+        for run in runs.run.unique()}
+    best = runs[runs.fixed == "text"].best_fixed_run.unique()
+    assert len(best) == 1 and val[str(best[0])] == max(val.values())
+    assert "Table 1" in capsys.readouterr().out
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")  # the shipped (lr, wd) of MOSI's 0-2 pair (§3.3)
+    assert list(cfg.dataset.modalities) == ["vision", "text"] and cfg.objective.param_groups.text.lr == 1e-4

@@ -85,6 +85,7 @@ class InMemorySplitDataModule(pl.LightningDataModule):
         super().__init__()
         self.batch_size, self.align_split, self.num_workers = int(batch_size), align_split, int(num_workers)
         self._splits: dict[str, SplitDataset] | None = None
+        self._warned: set[tuple[str, int]] = set()
 
     def load_splits(self) -> dict[str, Mapping[str, object]]:
         raise NotImplementedError
@@ -126,7 +127,9 @@ class InMemorySplitDataModule(pl.LightningDataModule):
         data = self.split(name)
         n = len(data) if n is None else int(n)
         if n > len(data):
-            log.warning("asked for %d %s samples for %s; the split has %d, using all of them", n, name, purpose, len(data))
+            if (purpose, n) not in self._warned:  # once per request, not on every call
+                self._warned.add((purpose, n))
+                log.warning("asked for %d %s samples for %s; the split has %d, using all of them", n, name, purpose, len(data))
             n = len(data)
         chunk = chunk or self.batch_size
         return [data.__getitems__(list(range(i, min(n, i + chunk)))) for i in range(0, n, chunk)]

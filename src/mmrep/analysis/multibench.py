@@ -1,0 +1,154 @@
+"""Table 1 of the RUS paper from ``experiment=multibench_alignment`` sweeps (spec rus-alignment.md §5.2).
+
+    python -m mmrep.analysis.multibench outputs/multibench_alignment/multiruns/<date> [more sweeps] [--out DIR]
+
+Each sweep holds one dataset and modality pair (a, b), trained at depths 1..10 × seeds (30 runs). For each fixed
+modality F in {a, b}, the **best** F model is the one with the highest validation performance over all runs; for
+the other modality V, the alignment (max over layer pairs, unbiased CKA by default) between that best F model and
+each of V's models is computed on a split (train and test; the first ``n`` = 4096 samples), and correlated
+(Pearson) with V's performance on that split. A Table 1 column "a–b: V" is that correlation for V's models.
+Performance is accuracy, or the sign accuracy for the regression datasets (MOSI, MOSEI).
+
+Writes ``multibench_alignment.csv`` (tidy: dataset, pair, fixed, varied, split, metric, pearson, n_models) and
+``multibench_runs.csv`` (per run and split: alignment to the best fixed model and performance), and prints
+Table 1's layout. Models are rebuilt from each run's saved config and ``checkpoints/last.ckpt`` (best-validation
+weights restored); datasets are loaded once per configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+from scipy import stats
+
+from mmrep.analysis.runs import find_runs
+from mmrep.data.contract import concat_batches
+from mmrep.encoders.features import layer_features
+from mmrep.metrics.alignment import layerwise_alignment
+from mmrep.utils.files import atomic_write
+from mmrep.utils.run import build, load_for_evaluation
+
+
+@dataclass
+class Run:
+    path: Path
+    config: object
+    results: pd.DataFrame
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.config.dataset.modalities or [])
+
+
+def performance_metric(task: str) -> str:
+    """The metric the paper reports: accuracy, or the accuracy of the sign for regression (spec §3.1)."""
+    return "sign_accuracy" if task == "regression" else "accuracy"
+
+
+def performance(run: Run, metric: str, modality: str, split: str) -> float:
+    rows = run.results[(run.results.metric == metric) & (run.results.modality == modality) & (run.results.split == split)
+                       & run.results.get("probe", pd.Series(np.nan, index=run.results.index)).isna()]
+    if rows.empty:
+        raise ValueError(f"{run.path}: no {metric} row for {modality} on {split} (was metric=task_alignment used?)")
+    return float(rows.value.iloc[0])
+
+
+class FeatureReader:
+    """Per-layer features of a run's encoder on a split, with each dataset configuration loaded once."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+        self._data: dict[str, object] = {}
+
+    def __call__(self, run: Run, modality: str, split: str):
+        key = OmegaConf.to_yaml(run.config.dataset)
+        datamodule, model = build(run.config)
+        datamodule = self._data.setdefault(key, datamodule)
+        load_for_evaluation(model, datamodule, str(run.path / "checkpoints" / "last.ckpt"), "cpu")
+        inputs = concat_batches(datamodule.heldout(split, self.n), [modality])[modality]
+        return layer_features(model.encoders[modality], [inputs])[1], datamodule.spec.task
+
+
+def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, splits=("train", "test")):
+    """Tidy correlation rows and per-run rows for one sweep (one dataset, one pair)."""
+    runs = [Run(p, OmegaConf.load(p / ".hydra" / "config.yaml"), pd.read_csv(p / "results.csv")) for p in find_runs(sweep)]
+    if not runs:
+        raise FileNotFoundError(f"{sweep}: no run directories with results.csv and .hydra/config.yaml")
+    pairs = {tuple(r.modalities) for r in runs}
+    if len(pairs) != 1 or len(next(iter(pairs))) != 2:
+        raise ValueError(f"{sweep}: expected one modality pair per sweep (dataset.modalities), got {sorted(pairs)}")
+    (a, b), dataset = next(iter(pairs)), str(runs[0].config.dataset.get("name", "?"))
+    reader = FeatureReader(n)
+    _, task = reader(runs[0], a, "test")
+    perf_metric = performance_metric(task)
+    rows, per_run = [], []
+    for fixed, varied in ((a, b), (b, a)):
+        best = max(runs, key=lambda r: performance(r, perf_metric, fixed, "val"))
+        for split in splits:
+            fixed_layers, _ = reader(best, fixed, split)
+            aligned, perf = [], []
+            for run in runs:
+                varied_layers, _ = reader(run, varied, split)
+                aligned.append(layerwise_alignment(fixed_layers, varied_layers, [metric])[metric].best)
+                perf.append(performance(run, perf_metric, varied, split))
+                per_run.append({"dataset": dataset, "pair": f"{a}-{b}", "fixed": fixed, "varied": varied, "split": split,
+                                "run": str(run.path.relative_to(sweep)), "alignment": aligned[-1], "performance": perf[-1],
+                                "best_fixed_run": str(best.path.relative_to(sweep))})
+            r = stats.pearsonr(aligned, perf)[0] if len(runs) > 2 and np.std(perf) > 0 and np.std(aligned) > 0 else np.nan
+            rows.append({"dataset": dataset, "pair": f"{a}-{b}", "fixed": fixed, "varied": varied, "split": split,
+                         "metric": metric, "performance": perf_metric, "pearson": float(r), "n_models": len(runs)})
+    return pd.DataFrame(rows), pd.DataFrame(per_run)
+
+
+def table1(summary: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Table 1's layout: one row per dataset, a column "a-b: V" per pair and varied modality V."""
+    part = summary[summary.split == split].copy()
+    part["column"] = part["pair"] + ": " + part["varied"]
+    return part.pivot_table(index="dataset", columns="column", values="pearson", sort=False)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.multibench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweeps", nargs="+", type=Path, help="multirun directories of experiment=multibench_alignment")
+    parser.add_argument("--metric", default="unbiased_cka", help="alignment metric (spec §5.2 default: unbiased_cka)")
+    parser.add_argument("--n", type=int, default=4096, help="samples per split (spec §4.1: 4096)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep)")
+    args = parser.parse_args(argv)
+    frames, runs = [], []
+    for sweep in args.sweeps:
+        try:
+            summary, per_run = analyze_sweep(sweep, args.metric, args.n)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"mmrep.analysis.multibench: error: {err}", file=sys.stderr)
+            return 2
+        frames.append(summary)
+        runs.append(per_run)
+    summary, per_run = pd.concat(frames, ignore_index=True), pd.concat(runs, ignore_index=True)
+    out = args.out or args.sweeps[0]
+    for name, df in (("multibench_alignment.csv", summary), ("multibench_runs.csv", per_run)):
+        with atomic_write(out / name) as fh:
+            df.to_csv(fh, index=False, float_format="%.6g")
+    from rich.console import Console
+    from rich.table import Table
+
+    for split in ("test", "train"):
+        wide = table1(summary, split)
+        table = Table(title=f"Table 1: Pearson r(alignment to the best fixed model, performance), {split} split")
+        table.add_column("dataset")
+        for col in wide.columns:
+            table.add_column(col, justify="right")
+        for dataset, row in wide.iterrows():
+            table.add_row(str(dataset), *["—" if pd.isna(v) else f"{v:.3f}" for v in row.values])
+        Console().print(table)
+    print(f"wrote {out / 'multibench_alignment.csv'} and {out / 'multibench_runs.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
