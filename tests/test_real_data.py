@@ -186,3 +186,28 @@ def test_multibench_experiment_and_table1_analysis(cli, external_data, tmp_path,
 
     cfg = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")  # the shipped (lr, wd) of MOSI's 0-2 pair (§3.3)
     assert list(cfg.dataset.modalities) == ["vision", "text"] and cfg.objective.param_groups.text.lr == 1e-4
+
+
+def test_multibench_grid_picks_each_modalitys_best_setting(cli, external_data, tmp_path, capsys):
+    from mmrep.analysis import multibench
+
+    sweep = tmp_path / "grid"
+    res = cli(["-m", "experiment=multibench_grid", "dataset=sarcasm", "pair=audio_text", "objective.optimizer.lr=1e-3,1e-5",
+               "objective.optimizer.weight_decay=0.0", "enc_depth=1,2", "trainer.max_epochs=1",
+               "callbacks.rich_progress_bar=null", f"paths.data_dir={external_data}", f"hydra.sweep.dir={sweep}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert multibench.main(["--tune", str(sweep)]) == 0
+    best = pd.read_csv(sweep / "tuned.csv").set_index("modality")
+    assert set(best.index) == {"audio", "text"} and (best.n_depths == 2).all()
+    rows = []
+    for run in sweep.iterdir():
+        if (run / "results.csv").exists():
+            from omegaconf import OmegaConf
+
+            lr = OmegaConf.load(run / ".hydra" / "config.yaml").objective.optimizer.lr
+            df = pd.read_csv(run / "results.csv").query("split == 'val' and metric == 'accuracy'")
+            rows += [(m, lr, v) for m, v in zip(df.modality, df.value)]
+    means = pd.DataFrame(rows, columns=["modality", "lr", "value"]).groupby(["modality", "lr"]).value.mean()
+    for m in ("audio", "text"):
+        assert best.loc[m, "score"] == pytest.approx(means[m].max()) and best.loc[m, "lr"] == means[m].idxmax()
+    assert "objective.param_groups=" in capsys.readouterr().out

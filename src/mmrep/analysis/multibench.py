@@ -1,6 +1,7 @@
 """Table 1 of the RUS paper from ``experiment=multibench_alignment`` sweeps (spec rus-alignment.md §5.2).
 
     python -m mmrep.analysis.multibench outputs/multibench_alignment/multiruns/<date> [more sweeps] [--out DIR]
+    python -m mmrep.analysis.multibench --tune outputs/multibench_grid/multiruns/<date>   # §3.3 stage 2
 
 Each sweep holds one dataset and modality pair (a, b), trained at depths 1..10 × seeds (30 runs). For each fixed
 modality F in {a, b}, the **best** F model is the one with the highest validation performance over all runs; for
@@ -106,6 +107,27 @@ def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, spli
     return pd.DataFrame(rows), pd.DataFrame(per_run)
 
 
+def tune(sweep: Path) -> pd.DataFrame:
+    """Stage 2 of §3.3 on a ``multibench_grid`` sweep: per modality, the (lr, weight decay) with the highest
+    validation performance averaged over encoder depths. Rows: modality, lr, weight_decay, score, n_depths."""
+    rows = []
+    for path in find_runs(sweep):
+        cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
+        results = pd.read_csv(path / "results.csv")
+        task = results[(results.split == "val") & results.metric.isin(["accuracy", "sign_accuracy"])]
+        for _, row in task.iterrows():
+            rows.append({"modality": row.modality, "metric": row.metric, "lr": float(cfg.objective.optimizer.lr),
+                         "weight_decay": float(cfg.objective.optimizer.weight_decay), "depth": cfg.get("enc_depth"),
+                         "value": row.value})
+    if not rows:
+        raise FileNotFoundError(f"{sweep}: no runs with validation accuracy rows (experiment=multibench_grid)")
+    grid = pd.DataFrame(rows)
+    grid = grid[grid.metric == ("sign_accuracy" if (grid.metric == "sign_accuracy").any() else "accuracy")]
+    means = grid.groupby(["modality", "lr", "weight_decay"]).value.agg(["mean", "count"]).reset_index()
+    best = means.loc[means.groupby("modality")["mean"].idxmax()]
+    return best.rename(columns={"mean": "score", "count": "n_depths"}).reset_index(drop=True)
+
+
 def table1(summary: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Table 1's layout: one row per dataset, a column "a-b: V" per pair and varied modality V."""
     part = summary[summary.split == split].copy()
@@ -119,7 +141,10 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", default="unbiased_cka", help="alignment metric (spec §5.2 default: unbiased_cka)")
     parser.add_argument("--n", type=int, default=4096, help="samples per split (spec §4.1: 4096)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep)")
+    parser.add_argument("--tune", action="store_true", help="the sweeps are multibench_grid sweeps: pick (lr, wd)")
     args = parser.parse_args(argv)
+    if args.tune:
+        return _print_tuned(args.sweeps)
     frames, runs = [], []
     for sweep in args.sweeps:
         try:
@@ -147,6 +172,21 @@ def main(argv=None) -> int:
             table.add_row(str(dataset), *["—" if pd.isna(v) else f"{v:.3f}" for v in row.values])
         Console().print(table)
     print(f"wrote {out / 'multibench_alignment.csv'} and {out / 'multibench_runs.csv'}")
+    return 0
+
+
+def _print_tuned(sweeps: list[Path]) -> int:
+    for sweep in sweeps:
+        try:
+            best = tune(sweep)
+        except FileNotFoundError as err:
+            print(f"mmrep.analysis.multibench: error: {err}", file=sys.stderr)
+            return 2
+        with atomic_write(sweep / "tuned.csv") as fh:
+            best.to_csv(fh, index=False, float_format="%.6g")
+        groups = ", ".join(f"{r.modality}: {{lr: {r.lr:g}, weight_decay: {r.weight_decay:g}}}" for r in best.itertuples())
+        print(best.to_string(index=False))
+        print(f"objective.param_groups='{{{groups}}}'   # for experiment=multibench_alignment")
     return 0
 
 
