@@ -156,6 +156,14 @@ def test_the_card_example_trains_with_data_and_fails_in_one_line_without(cli, ex
     line = [l for l in res.stderr.splitlines() if l.startswith("mmrep: error:")]
     assert len(line) == 1 and f"{tmp_path / 'nodata'}/affect/mosei/mosei_senti_data.pkl" in line[0]
     assert "MultiBench" in line[0] and "'valid'" in line[0] and not (tmp_path / "missing").exists()
+    # a malformed file is found when the data are loaded (inside fit): still one line and no run directory
+    bad = tmp_path / "bad" / "affect" / "mosei" / "mosei_senti_data.pkl"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a pickle")
+    res = cli(["dataset=mosei", "objective=mmcl", f"paths.data_dir={tmp_path / 'bad'}", f"hydra.run.dir={tmp_path / 'r2'}"])
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "mmrep: error: dataset.path:" in res.stderr and "not a readable pickle" in res.stderr
+    assert not (tmp_path / "r2").exists()
 
 
 def test_multibench_experiment_and_table1_analysis(cli, external_data, tmp_path, capsys):

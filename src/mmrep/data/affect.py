@@ -46,13 +46,14 @@ def read_affect_pickle(path: Path) -> dict:
         with open(path, "rb") as fh:
             data = pickle.load(fh)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a malformed file
-        raise ConfigError(f"dataset.path: {path} is not a readable pickle ({type(err).__name__}); expected {FORMAT}") from None
+        raise ConfigError(f"dataset.path: {path} is not a readable pickle ({type(err).__name__}); expected {FORMAT}, "
+                          f"from {SOURCE}") from None
     for split in SPLIT_KEYS.values():
         if not isinstance(data, dict) or not isinstance(data.get(split), dict):
-            raise ConfigError(f"dataset.path: {path} has no split {split!r}; expected {FORMAT}")
+            raise ConfigError(f"dataset.path: {path} has no split {split!r}; expected {FORMAT}, from {SOURCE}")
         missing = [k for k in (*MODALITIES, "labels") if k not in data[split]]
         if missing:
-            raise ConfigError(f"dataset.path: {path} split {split!r} lacks {missing}; expected {FORMAT}")
+            raise ConfigError(f"dataset.path: {path} split {split!r} lacks {missing}; expected {FORMAT}, from {SOURCE}")
     return data
 
 

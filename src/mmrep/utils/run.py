@@ -155,13 +155,20 @@ def optuna_sweep() -> bool:
     return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
 
 
+BOOKKEEPING = (".hydra", "wandb")  # folders a run writes before it has produced anything
+
+
 def cleanup_failed_start(out_dir: Path) -> None:
-    """Remove a run directory that holds nothing but Hydra's bookkeeping (a run that failed at start-up)."""
+    """Remove the directory of a run that failed before producing anything: no results, no checkpoints, no logged
+    metrics — only Hydra's and the loggers' bookkeeping (config, logs, hyper-parameters)."""
     if not out_dir.is_dir():
         return
-    produced = [p for p in out_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
-    if not produced:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    for path in out_dir.rglob("*"):
+        if not path.is_file() or path.suffix == ".log" or path.name == "hparams.yaml":
+            continue
+        if path.relative_to(out_dir).parts[0] not in BOOKKEEPING:
+            return
+    shutil.rmtree(out_dir, ignore_errors=True)
 
 
 @contextmanager
