@@ -219,3 +219,32 @@ def test_multibench_grid_picks_each_modalitys_best_setting(cli, external_data, t
     for m in ("audio", "text"):
         assert best.loc[m, "score"] == pytest.approx(means[m].max()) and best.loc[m, "lr"] == means[m].idxmax()
     assert "objective.param_groups=" in capsys.readouterr().out
+
+
+SPEC_TABLE = {  # spec §2.2: (vision, audio, text) features, CLS; AVMNIST: image 16 × 49 tokens, audio 36, CLS
+    "mosei": ((35, 74, 300), False), "mosi": ((20, 5, 300), False),
+    "sarcasm": ((371, 81, 300), True), "humor": ((371, 81, 300), True),
+}
+
+
+@pytest.mark.parametrize("name", [*SPEC_TABLE, "avmnist"])
+def test_encoder_defaults_reproduce_the_spec_table(compose, external_data, tmp_path, name):
+    from mmrep.utils.run import build
+
+    _, model = build(compose([f"dataset={name}", "objective=unimodal", f"paths.data_dir={external_data}"],
+                             output_dir=tmp_path))
+    if name == "avmnist":
+        expected = {"image": (16, 49, True), "audio": (36, None, True)}
+    else:
+        features, cls = SPEC_TABLE[name]
+        expected = {m: (f, 50, cls) for m, f in zip(("vision", "audio", "text"), features)}
+    for m, (width, positions, cls) in expected.items():
+        enc = model.encoders[m]
+        assert enc.proj.out_features == width and isinstance(enc.out, torch.nn.Identity)  # E = n_features, no projection
+        assert (enc.cls is not None) == cls and len(enc.layers) == 1
+        assert positions is None or enc.pos.shape[1] == positions + int(cls)  # max_seq_length 50 (+ CLS)
+        layer = enc.layers[0]
+        assert layer.self_attn.num_heads == 1 and layer.linear1.out_features == width and not layer.norm_first
+        assert model.heads[m].in_features == width  # head Linear(E, classes | 1)
+    outputs = 1 if name in ("mosei", "mosi") else (10 if name == "avmnist" else 2)
+    assert all(h.out_features == outputs for h in model.heads.values())
