@@ -19,6 +19,8 @@ SELECT = {
     "scheduler": "scheduler@objective.scheduler={}",
 }
 NEEDS = {("objective", "unimodal"): ["dataset=rus"]}
+# encoders for images and token sequences are tried on the toy dataset's modality of that kind
+ENCODER_ON = {"resnet18": "image", "small_cnn": "image", "text_cnn2d": "tokens"}
 
 
 def _options():
@@ -32,7 +34,10 @@ def _options():
 @pytest.mark.parametrize("group, option", list(_options()))
 def test_every_option_composes_and_builds(compose, group, option, tmp_path, external_data):
     override = SELECT.get(group, group + "={}").format(option)
-    cfg = compose([override, *NEEDS.get((group, option), []), f"paths.data_dir={external_data}"], output_dir=tmp_path)
+    needs = NEEDS.get((group, option), [])
+    if group == "encoder" and option in ENCODER_ON:
+        override, needs = f"encoder@encoders.{ENCODER_ON[option]}={option}", ["dataset=toy"]
+    cfg = compose([override, *needs, f"paths.data_dir={external_data}"], output_dir=tmp_path)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     datamodule, model = build(cfg)
     assert set(model.encoders) <= set(datamodule.spec.modalities) and len(model.encoders) >= 1

@@ -118,3 +118,13 @@ def test_composes_in_batch_cosine_and_wandb_offline_one_run_per_job(cli, tiny, t
     for job in ("0", "1"):
         df = pd.read_csv(sweep / job / "results.csv")
         assert "tilde_s_1" in set(df.target) and not math.isnan(df.value.iloc[0])
+
+
+def test_a_value_meant_for_another_encoder_is_a_config_error(compose, tmp_path):
+    """paper_scale=numeric sets encoders.x.hidden (an MLP value); swapping x's encoder keeps it: one clear line."""
+    from mmrep.errors import ConfigError
+    from mmrep.utils.run import build
+
+    cfg = compose(["paper_scale=numeric", "encoder@encoders.x=transformer"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match="^encoders.x: .*unexpected keyword argument 'hidden'"):
+        build(cfg)

@@ -102,6 +102,10 @@ class Objective(pl.LightningModule):
             except ConfigError as err:  # encoders say "encoder.<key>": name the modality's config node
                 message = str(err)
                 raise ConfigError(f"encoders.{m}{message[len('encoder'):]}" if message.startswith("encoder") else message) from None
+            except TypeError as err:  # e.g. a value set for another encoder option left in encoders.<m>
+                if "unexpected keyword argument" not in str(err):
+                    raise
+                raise ConfigError(f"encoders.{m}: {err}; remove it (~encoders.{m}.<key>) or pick a matching encoder") from None
         return nn.ModuleDict(encoders)
 
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -88,3 +88,20 @@ def ensure_finite(loss: torch.Tensor, step: int, hint: str) -> None:
     """Stop training on a NaN/inf loss with ``non-finite training loss (…) at step N; <hint>``."""
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; {hint}")
+
+
+def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """NT-Xent (SimCLR) over the 2N embeddings of N pairs, a scalar (spec numeric-misalignment §3.2).
+
+    ``sim = cos(·,·)/τ``; rows are the 2N items, candidates every other item: ``[[S_ab, S_aa], [S_bb, S_abᵀ]]`` with
+    the diagonals of ``S_aa`` and ``S_bb`` masked out, item i's positive is its partner; mean cross-entropy.
+    The original averaged ``loss(a, b)`` and ``loss(b, a)``, which are the same rows in another order."""
+    a, b = F.normalize(h_a, dim=1), F.normalize(h_b, dim=1)
+    n = a.shape[0]
+    self_mask = torch.eye(n, dtype=torch.bool, device=a.device)
+    s_ab = a @ b.T / temperature
+    s_aa = (a @ a.T / temperature).masked_fill(self_mask, float("-inf"))
+    s_bb = (b @ b.T / temperature).masked_fill(self_mask, float("-inf"))
+    logits = torch.cat([torch.cat([s_ab, s_aa], dim=1), torch.cat([s_bb, s_ab.T], dim=1)], dim=0)
+    targets = torch.arange(2 * n, device=a.device)
+    return F.cross_entropy(logits, targets)

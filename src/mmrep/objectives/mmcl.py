@@ -9,7 +9,9 @@ import torch
 from mmrep.data.contract import Batch, batch_size
 from mmrep.errors import ConfigError
 from mmrep.objectives.base import Objective
-from mmrep.objectives.losses import SIMILARITIES, ensure_finite, symmetric_info_nce
+from mmrep.objectives.losses import SIMILARITIES, ensure_finite, nt_xent, symmetric_info_nce
+
+LOSSES = ("infonce", "nt_xent")
 
 
 class MMCL(Objective):
@@ -23,6 +25,8 @@ class MMCL(Objective):
         negatives: ``fresh`` = an independent same-modality batch (``batch["neg"]``, the numeric spec);
             ``in_batch`` = the other items of the paired batch (CLIP-style); ``auto`` = fresh when the
             dataset yields them, else in-batch (e.g. RUS data).
+        loss: ``infonce`` (the numeric spec's symmetric Lp-InfoNCE, §1.7) or ``nt_xent`` (SimCLR's 2N×2N loss of
+            the image–text experiments, §3.2: cosine similarity, in-batch; ``similarity``/``negatives`` unused).
     """
 
     loss_name = "contrastive"
@@ -36,6 +40,7 @@ class MMCL(Objective):
         similarity: str = "sq_euclidean",
         temperature: float = 1.0,
         negatives: str = "fresh",
+        loss: str = "infonce",
         optimizer=None,
         scheduler=None,
         scheduler_interval: str = "step",
@@ -48,6 +53,8 @@ class MMCL(Objective):
             raise ConfigError(f"objective.similarity: unknown {similarity!r}; choose from {list(SIMILARITIES)}")
         if negatives not in ("fresh", "in_batch", "auto"):
             raise ConfigError(f"objective.negatives: must be 'fresh', 'in_batch' or 'auto', got {negatives!r}")
+        if loss not in LOSSES:
+            raise ConfigError(f"objective.loss: one of {list(LOSSES)}, got {loss!r}")
         if temperature <= 0:
             raise ConfigError(f"objective.temperature: must be > 0, got {temperature}")
         self.save_hyperparameters(ignore=["data", "encoders", "optimizer", "scheduler"])
@@ -57,6 +64,8 @@ class MMCL(Objective):
     def loss(self, batch: Batch) -> torch.Tensor:
         a, b = self.pair
         h = self.encode(batch)
+        if self.hparams.loss == "nt_xent":
+            return nt_xent(h[a], h[b], self.hparams.temperature)
         kwargs = dict(similarity=self.hparams.similarity, temperature=self.hparams.temperature)
         if self.hparams.negatives == "fresh" or (self.hparams.negatives == "auto" and "neg" in batch):
             if "neg" not in batch:
