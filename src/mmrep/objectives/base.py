@@ -35,7 +35,9 @@ class Objective(pl.LightningModule):
         data: the datamodule's :class:`DataSpec`.
         encoders: ``{modality: encoder factory}`` (the ``encoders`` config). Every key must be a modality of the
             dataset; every modality the objective uses must have one.
-        encoding_size: representation width; the dataset's default (``data.encoding_size``) when ``None``.
+        encoding_size: representation width (``objective.encoding_size``). When ``None``: each modality's own width
+            (``ModalitySpec.encoding_size``) for objectives without a shared space (unimodal), else the dataset's
+            default (``data.encoding_size``).
         optimizer: ``partial`` of a ``torch.optim`` class (``_partial_: true`` config); default Adam(lr=1e-3).
         scheduler: ``partial`` of a scheduler factory, or ``None`` for a constant learning rate.
         scheduler_interval: ``step`` or ``epoch`` (when the scheduler steps).
