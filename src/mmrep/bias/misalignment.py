@@ -98,16 +98,19 @@ class MisalignmentBias:
     def __repr__(self) -> str:
         return f"MisalignmentBias(name={self.name!r}, theta={self.theta!r}, beta={self.beta!r})"
 
-    def resolve(self, n_semantics: int) -> ResolvedBias:
-        """Validate against ``n_semantics`` latents; every error names the config key."""
+    def resolve(self, n_semantics: int, names: Sequence[str] | None = None) -> ResolvedBias:
+        """Validate against ``n_semantics`` latents; every error names the config key. With ``names`` (the
+        dataset's semantic factor names, e.g. ``[color, shape, size, background]``) θ and β may list names."""
         if not 0.0 <= float(self.change_prob) <= 1.0:
             raise ConfigError(f"bias.change_prob: must lie in [0, 1], got {self.change_prob}")
         if float(self.noise_std) < 0:
             raise ConfigError(f"bias.noise_std: must be >= 0, got {self.noise_std}")
-        selected = _as_index_set(self.theta, n_semantics, "bias.theta", none_means_all=True)
+        selected = _as_index_set(_names_to_indices(self.theta, names, "bias.theta"), n_semantics, "bias.theta",
+                                 none_means_all=True)
         if not selected:
             raise ConfigError("bias.theta: the selected set I_θ is empty; the text would share no latent")
-        perturbed = _as_index_set(self.beta, n_semantics, "bias.beta", none_means_all=False)
+        perturbed = _as_index_set(_names_to_indices(self.beta, names, "bias.beta"), n_semantics, "bias.beta",
+                                  none_means_all=False)
         resolved = ResolvedBias(
             n_semantics=n_semantics,
             selected=selected,
@@ -132,6 +135,18 @@ class MisalignmentBias:
     def is_identity(self) -> bool:
         """True when the bias leaves the second modality untouched (``bias=none``)."""
         return self.theta is None and _is_empty_beta(self.beta)
+
+
+def _names_to_indices(spec: IndexSpec, names: Sequence[str] | None, key: str) -> IndexSpec:
+    """A list of factor names (or indices) as indices into ``names``; other specs unchanged."""
+    if spec is None or isinstance(spec, (int, str)) or not any(isinstance(i, str) for i in spec):
+        return spec
+    if names is None:
+        raise ConfigError(f"{key}: this dataset's latents have no names; give 0-based indices, got {list(spec)}")
+    unknown = [i for i in spec if isinstance(i, str) and i not in names]
+    if unknown:
+        raise ConfigError(f"{key}: unknown factor {unknown[0]!r}; the semantic factors are {list(names)}")
+    return [names.index(i) if isinstance(i, str) else i for i in spec]
 
 
 def _is_empty_beta(beta: IndexSpec) -> bool:
