@@ -18,7 +18,7 @@ SELECT = {
     "optimizer": "optimizer@objective.optimizer={}",
     "scheduler": "scheduler@objective.scheduler={}",
 }
-NEEDS = {("objective", "unimodal"): ["dataset=rus"]}
+NEEDS = {("objective", "unimodal"): ["dataset=rus"], ("paper_scale", "image_text"): ["dataset=shapes_text"]}
 # encoders for images and token sequences are tried on the toy dataset's modality of that kind
 ENCODER_ON = {"resnet18": "image", "small_cnn": "image", "text_cnn2d": "tokens"}
 

@@ -93,3 +93,20 @@ def test_mmcl_identifies_exactly_the_unbiased_shared_factors(cli, tmp_path, bias
         got = scores.loc[modality]
         assert (got[got.role == "invariant"].value >= 0.8).all(), got
         assert (got[got.role != "invariant"].value <= 0.3).all(), got
+
+
+def test_selection_sweep_to_factor_tables(cli, tmp_path, capsys):
+    from mmrep.analysis import factors
+
+    sweep = tmp_path / "sweep"
+    res = cli(["-m", "experiment=shapes_text_selection", "bias.theta=[color],[color,shape]", "seed=0",
+               "dataset.num_samples=1000", "trainer.max_epochs=1", "metric.factors.probes=[linear]",
+               "callbacks.rich_progress_bar=null", f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert factors.main([str(sweep), "--probe", "linear"]) == 0
+    table = pd.read_csv(sweep / "factors.csv")
+    assert set(table.setting) == {"θ={color} β=∅", "θ={color, shape} β=∅"}
+    assert set(table.modality) == {"image", "text"} and (table["count"] == 1).all() and table["mean"].between(0, 1).all()
+    roles = table[table.setting == "θ={color} β=∅"].set_index(["modality", "factor"]).role
+    assert roles["text", "shape"] == "omitted" and roles["image", "color"] == "invariant"
+    assert (sweep / "factors_image_linear.md").is_file() and "θ={color, shape}" in capsys.readouterr().out
