@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmrep.analysis.runs import load_runs
+from mmrep.analysis.runs import load_runs, markdown
 from mmrep.utils.files import atomic_write
 
 CONFIG_KEYS = {"theta": "bias.theta", "beta": "bias.beta", "seed": "seed"}
@@ -57,19 +57,11 @@ def main(argv=None) -> int:
         table.to_csv(fh, index=False, float_format="%.4g")
     for modality, part in table.groupby("modality", sort=False):
         wide = part.pivot_table(index="factor", columns="setting", values="mean", sort=False).round(2)
-        text = wide.to_markdown() if hasattr(wide, "to_markdown") and _has_tabulate() else wide.to_string()
+        text = markdown(wide)
         with atomic_write(out / f"factors_{modality}_{args.probe}.md") as fh:
             fh.write(text + "\n")
         print(f"\n{modality} ({args.probe} probe, mean over seeds of scores clipped to [0, 1])\n{text}")
     return 0
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmrep.analysis.runs import load_runs
+from mmrep.analysis.runs import load_runs, markdown
 from mmrep.bias.misalignment import MisalignmentBias
 
 CONFIG_KEYS = {
@@ -110,19 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"identification_{args.modality}_{args.probe}"
     table.to_csv(out / "identification.csv", index=False)
     wide = pivot(table, int(runs["n_semantics"].iloc[0]))
-    (out / f"{stem}.md").write_text(wide.to_markdown() if _has_tabulate() else wide.to_string())
+    (out / f"{stem}.md").write_text(markdown(wide))
     heatmap(wide, out / f"{stem}.png", f"{args.probe} R² of ẑ_{args.modality} (mean over seeds)")
     print(wide.to_string())
     print(f"\nwrote {out / 'identification.csv'}, {out / (stem + '.md')}, {out / (stem + '.png')}")
     return 0
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -35,3 +35,11 @@ def load_runs(root: Path, config_keys: dict[str, str]) -> pd.DataFrame:
             df[column] = [tuple(value) if isinstance(value, list) else value] * len(df)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """``table`` as a markdown table when ``tabulate`` is installed, else as plain text."""
+    try:
+        return table.to_markdown()
+    except ImportError:  # pandas needs the optional tabulate package for markdown
+        return table.to_string()
