@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmrep.data.base import InMemorySplitDataModule
+from mmrep.data.base import InMemorySplitDataModule, reject_bias, select_modalities
 from mmrep.data.contract import DataSpec, ModalitySpec
 from mmrep.errors import ConfigError
 
@@ -37,11 +37,16 @@ FORMAT = "a pickle {'train'|'valid'|'test': {'vision': (N,T,dv), 'audio': (N,T,d
 LABEL_RULES = ("regression", "positive", "raw")
 
 
-def read_affect_pickle(path: Path) -> dict:
-    """The raw pickle, checked for the split and modality keys; a clear ConfigError when missing or malformed."""
-    path = Path(path)
+def check_file(path: Path) -> Path:
+    """``path`` if it is a file, else the one-line error naming it, the format and the source."""
     if not path.is_file():
         raise ConfigError(f"dataset.path: no such file {path}; expected {FORMAT}, from {SOURCE}")
+    return path
+
+
+def read_affect_pickle(path: Path) -> dict:
+    """The raw pickle, checked for the split and modality keys; a clear ConfigError when missing or malformed."""
+    path = check_file(Path(path))
     try:
         with open(path, "rb") as fh:
             data = pickle.load(fh)
@@ -102,16 +107,12 @@ class AffectDataModule(InMemorySplitDataModule):
                  name: str = "affect", bias=None) -> None:
         if label_rule not in LABEL_RULES:
             raise ConfigError(f"dataset.label_rule: one of {list(LABEL_RULES)}, got {label_rule!r}")
-        names = list(modalities) if modalities else list(MODALITIES)
-        if not names or any(m not in MODALITIES for m in names) or len(set(names)) != len(names):
-            raise ConfigError(f"dataset.modalities: distinct names from {list(MODALITIES)}, got {names}")
+        names, deselected = select_modalities(modalities, MODALITIES)
         if int(max_len) < 1 or int(batch_size) < 1:
             raise ConfigError(f"dataset.max_len, dataset.batch_size: must be positive, got {max_len}, {batch_size}")
-        if bias is not None and getattr(bias, "name", "none") != "none":
-            raise ConfigError(f"bias: dataset={name} has no latent selection/perturbation; use bias=none")
+        reject_bias(bias, name)
         self.path = Path(path)
-        if not self.path.is_file():  # at start-up: no run directory, one line
-            raise ConfigError(f"dataset.path: no such file {self.path}; expected {FORMAT}, from {SOURCE}")
+        check_file(self.path)  # at start-up: no run directory, one line
         super().__init__(batch_size)
         self.name, self.label_rule, self.max_len, self.normalize = name, label_rule, int(max_len), normalize
         self.features = {m: int(features[m]) for m in MODALITIES}
@@ -122,7 +123,7 @@ class AffectDataModule(InMemorySplitDataModule):
             task="regression" if regression else "classification",
             num_classes=None if regression else int(num_classes),
             encoding_size=64,  # mmrep's shared width for contrastive objectives (not in the spec)
-            deselected=tuple(m for m in MODALITIES if m not in names),
+            deselected=deselected,
         )
 
     def load_splits(self) -> dict[str, dict]:

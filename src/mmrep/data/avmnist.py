@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmrep.data.base import InMemorySplitDataModule
+from mmrep.data.base import InMemorySplitDataModule, reject_bias, select_modalities
 from mmrep.data.contract import DataSpec, ModalitySpec
 from mmrep.errors import ConfigError
 
@@ -53,11 +53,8 @@ class AVMNISTDataModule(InMemorySplitDataModule):
                  modalities=None, bias=None) -> None:
         if audio_tokens not in ("mfcc", "frames"):
             raise ConfigError(f"dataset.audio_tokens: 'mfcc' or 'frames', got {audio_tokens!r}")
-        names = list(modalities) if modalities else list(self.MODALITIES)
-        if not names or any(m not in self.MODALITIES for m in names) or len(set(names)) != len(names):
-            raise ConfigError(f"dataset.modalities: distinct names from {list(self.MODALITIES)}, got {names}")
-        if bias is not None and getattr(bias, "name", "none") != "none":
-            raise ConfigError("bias: dataset=avmnist has no latent selection/perturbation; use bias=none")
+        names, deselected = select_modalities(modalities, self.MODALITIES)
+        reject_bias(bias, "avmnist")
         self.root = Path(root)
         missing = [f for f in FILES if not (self.root / f).is_file()]
         if missing:
@@ -76,7 +73,7 @@ class AVMNISTDataModule(InMemorySplitDataModule):
                         if m in names},
             task="classification", num_classes=10,
             encoding_size=64,  # mmrep's shared width for contrastive objectives (not in the spec)
-            deselected=tuple(m for m in self.MODALITIES if m not in names),
+            deselected=deselected,
         )
 
     def _load(self, name: str) -> np.ndarray:

@@ -50,6 +50,21 @@ def _whole_batch(batch):
     return batch
 
 
+def select_modalities(modalities, available) -> tuple[list[str], tuple[str, ...]]:
+    """``dataset.modalities`` (``None``: all of ``available``) checked: the chosen names in the order given and
+    the deselected ones (``DataSpec.deselected``)."""
+    names = list(modalities) if modalities else list(available)
+    if any(m not in available for m in names) or len(set(names)) != len(names):
+        raise ConfigError(f"dataset.modalities: pick distinct names from {list(available)}, got {names}")
+    return names, tuple(m for m in available if m not in names)
+
+
+def reject_bias(bias, dataset: str) -> None:
+    """Datasets without latents to select or perturb accept only ``bias=none``."""
+    if bias is not None and getattr(bias, "name", "none") != "none":
+        raise ConfigError(f"bias: dataset={dataset} has no latent selection/perturbation; use bias=none")
+
+
 def check_split_fractions(splits) -> tuple[float, float, float]:
     """``dataset.splits`` as three positive train/val/test fractions summing to 1, else ConfigError."""
     fractions = tuple(float(s) for s in splits)

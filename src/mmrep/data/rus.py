@@ -21,7 +21,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from mmrep.data.base import InMemorySplitDataModule, check_split_fractions, train_statistics
+from mmrep.data.base import InMemorySplitDataModule, check_split_fractions, reject_bias, train_statistics
 from mmrep.data.contract import DataSpec, ModalitySpec
 from mmrep.errors import ConfigError, check_positive_ints
 from mmrep.utils.files import atomic_write
@@ -290,8 +290,7 @@ class RUSDataModule(InMemorySplitDataModule):
                 f"dataset.splits: {list(splits)} of num_data={num_data} leaves a split with ~{smallest} samples; "
                 f"stratified splits need at least {2 * num_classes} (2 per class)"
             )
-        if bias is not None and getattr(bias, "name", "none") != "none":
-            raise ConfigError("bias: dataset=rus has no latent selection/perturbation; use bias=none")
+        reject_bias(bias, "rus")
         super().__init__(batch_size)
         self.params = dict(
             redundancy=int(redundancy), depth=int(depth), num_data=int(num_data), num_classes=int(num_classes),

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmrep.data.base import InMemorySplitDataModule, check_split_fractions, train_statistics
+from mmrep.data.base import (InMemorySplitDataModule, check_split_fractions, reject_bias, select_modalities,
+                             train_statistics)
 from mmrep.data.contract import DataSpec, ModalitySpec, slice_input
 from mmrep.errors import ConfigError, check_positive_ints
 
@@ -75,14 +76,10 @@ class ToyDataModule(InMemorySplitDataModule):
         if seq_len < 4:
             raise ConfigError(f"dataset.seq_len: sequences are 4..seq_len tokens long, got {seq_len}")
         splits = check_split_fractions(splits)
-        names = list(modalities) if modalities else list(self.MODALITIES)
-        unknown = [m for m in names if m not in self.MODALITIES]
-        if unknown or len(set(names)) != len(names):
-            raise ConfigError(f"dataset.modalities: pick distinct names from {list(self.MODALITIES)}, got {names}")
+        names, deselected = select_modalities(modalities, self.MODALITIES)
         if task not in ("classification", "regression"):
             raise ConfigError(f"dataset.task: 'classification' or 'regression', got {task!r}")
-        if bias is not None and getattr(bias, "name", "none") != "none":
-            raise ConfigError("bias: dataset=toy has no latent selection/perturbation; use bias=none")
+        reject_bias(bias, "toy")
         super().__init__(batch_size)
         self.generator = dict(num_classes=int(num_classes), seq_len=int(seq_len), vocab=int(vocab),
                               vector_dim=int(vector_dim), token_signal=float(token_signal), noise=float(noise))
@@ -95,7 +92,7 @@ class ToyDataModule(InMemorySplitDataModule):
         self.spec = DataSpec(modalities={m: shapes[m] for m in names}, task=task,
                              num_classes=int(num_classes) if task == "classification" else None,
                              encoding_size=int(encoding_size),
-                             deselected=tuple(m for m in self.MODALITIES if m not in names))
+                             deselected=deselected)
 
     def load_splits(self) -> dict[str, dict]:
         arrays = generate_toy(self.num_samples, seed=self.seed, **self.generator)
