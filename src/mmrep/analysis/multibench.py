@@ -61,19 +61,34 @@ def performance(run: Run, metric: str, modality: str, split: str) -> float:
 
 
 class FeatureReader:
-    """Per-layer features of a run's encoder on a split, with each dataset configuration loaded once."""
+    """Per-layer features of a run's encoder on a split. Each dataset configuration is loaded once, each run's model
+    once, and each (run, modality, split) is encoded once."""
 
     def __init__(self, n: int) -> None:
         self.n = int(n)
         self._data: dict[str, object] = {}
+        self._models: dict[Path, object] = {}
+        self._features: dict[tuple, list] = {}
 
-    def __call__(self, run: Run, modality: str, split: str):
+    def datamodule(self, run: Run):
         key = OmegaConf.to_yaml(run.config.dataset)
-        datamodule, model = build(run.config)
-        datamodule = self._data.setdefault(key, datamodule)
-        load_for_evaluation(model, datamodule, str(run.path / "checkpoints" / "last.ckpt"), "cpu")
-        inputs = concat_batches(datamodule.heldout(split, self.n), [modality])[modality]
-        return layer_features(model.encoders[modality], [inputs])[1], datamodule.spec.task
+        if key not in self._data:
+            self._data[key] = build(run.config)[0]
+        return self._data[key]
+
+    def model(self, run: Run):
+        if run.path not in self._models:
+            _, model = build(run.config)
+            load_for_evaluation(model, self.datamodule(run), str(run.path / "checkpoints" / "last.ckpt"), "cpu")
+            self._models[run.path] = model
+        return self._models[run.path]
+
+    def __call__(self, run: Run, modality: str, split: str) -> list:
+        key = (run.path, modality, split)
+        if key not in self._features:
+            inputs = concat_batches(self.datamodule(run).heldout(split, self.n), [modality])[modality]
+            self._features[key] = layer_features(self.model(run).encoders[modality], [inputs])[1]
+        return self._features[key]
 
 
 def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, splits=("train", "test")):
@@ -86,16 +101,15 @@ def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, spli
         raise ValueError(f"{sweep}: expected one modality pair per sweep (dataset.modalities), got {sorted(pairs)}")
     (a, b), dataset = next(iter(pairs)), str(runs[0].config.dataset.get("name", "?"))
     reader = FeatureReader(n)
-    _, task = reader(runs[0], a, "test")
-    perf_metric = performance_metric(task)
+    perf_metric = performance_metric(reader.datamodule(runs[0]).spec.task)
     rows, per_run = [], []
     for fixed, varied in ((a, b), (b, a)):
         best = max(runs, key=lambda r: performance(r, perf_metric, fixed, "val"))
         for split in splits:
-            fixed_layers, _ = reader(best, fixed, split)
+            fixed_layers = reader(best, fixed, split)
             aligned, perf = [], []
             for run in runs:
-                varied_layers, _ = reader(run, varied, split)
+                varied_layers = reader(run, varied, split)
                 aligned.append(layerwise_alignment(fixed_layers, varied_layers, [metric])[metric].best)
                 perf.append(performance(run, perf_metric, varied, split))
                 per_run.append({"dataset": dataset, "pair": f"{a}-{b}", "fixed": fixed, "varied": varied, "split": split,

@@ -140,6 +140,7 @@ class ShapesTextDataModule(InMemorySplitDataModule):
         self.bias = (bias or MisalignmentBias(name="none")).resolve(len(SEMANTIC), names=list(SEMANTIC))
         super().__init__(batch_size, align_split="test")
         self.num_samples, self.seed, self.data_dir, self.cache = int(num_samples), int(seed), Path(data_dir), cache
+        self._cached: dict[str, np.ndarray] | None = None
         self.params = dict(num_samples=self.num_samples, seed=self.seed, selected=list(self.bias.selected),
                            perturbed=list(self.bias.perturbed_selected), change_prob=self.bias.change_prob,
                            format=FORMAT_VERSION)
@@ -162,7 +163,7 @@ class ShapesTextDataModule(InMemorySplitDataModule):
         return self.data_dir / f"shapes_text_{digest}.npz"
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        if getattr(self, "_cached", None) is not None:
+        if self._cached is not None:
             return self._cached
         path = self._cache_path()
         if self.cache and path.is_file():

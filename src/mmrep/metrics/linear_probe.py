@@ -56,6 +56,10 @@ class LinearProbe:
         names = self.task_metrics._names(spec.task)
         fit_batches = datamodule.heldout("train", self.n_fit)
         z_fit, y_fit = encode_batches(model, fit_batches), torch.cat([b["y"] for b in fit_batches]).numpy()
+        held_out = {}  # each split encoded once, for all modalities
+        for split in self.splits:
+            batches = datamodule.heldout(split)
+            held_out[split] = (encode_batches(model, batches), torch.cat([b["y"] for b in batches]))
         rows = []
         for m, z in z_fit.items():
             scaler = StandardScaler().fit(z)
@@ -63,10 +67,8 @@ class LinearProbe:
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 probe = (LogisticRegression(max_iter=self.max_iter) if spec.task == "classification"
                          else LinearRegression()).fit(scaler.transform(z), y_fit)
-            for split in self.splits:
-                batches = datamodule.heldout(split)
-                z_eval = scaler.transform(encode_batches(model, batches)[m])
-                y = torch.cat([b["y"] for b in batches])
+            for split, (z_split, y) in held_out.items():
+                z_eval = scaler.transform(z_split[m])
                 if spec.task == "classification":
                     proba = np.zeros((len(z_eval), spec.num_classes))
                     proba[:, probe.classes_] = probe.predict_proba(z_eval)  # classes absent from the fit stay 0
