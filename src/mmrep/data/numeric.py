@@ -171,7 +171,7 @@ class NumericDataModule(pl.LightningDataModule):
                 "t": ModalitySpec((len(self.bias.selected) + n_modality,)),
             },
             task="none",
-            encoding_size=self.default_encoding_size,
+            encoding_size=len(self.bias.invariant),  # |I_θ \ I_β|: the spec's width for --encoding-size 0 (§1.3)
             latent_names=tuple(self.latent_names),
         )
 
@@ -179,11 +179,6 @@ class NumericDataModule(pl.LightningDataModule):
     @property
     def latent_names(self) -> list[str]:
         return [f"s_{i}" for i in range(self.n_semantics)] + ["m_x", "m_t"]
-
-    @property
-    def default_encoding_size(self) -> int:
-        """``|I_θ \\ I_β|``: the encoder width the spec uses when ``--encoding-size 0`` (§1.3)."""
-        return len(self.bias.invariant)
 
     # ---- generation ---------------------------------------------------------------------------------------
     @property

@@ -82,9 +82,6 @@ class UnimodalSupervised(Objective):
         self.best_epoch = {m: -1 for m in names}
         self._best_state: dict[str, dict] = {}
 
-    def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return {m: self.encoders[m](batch[m]) for m in self.names if m in batch}
-
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Head outputs per modality: logits (B, C) for classification, (B, target_dim) for regression."""
         return {m: self.heads[m](h) for m, h in self.encode(batch).items()}
