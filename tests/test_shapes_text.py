@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmrep.bias import MisalignmentBias
-from mmrep.data.shapes_text import FACTORS, SEMANTIC, ShapesTextDataModule, caption, generate, render
+from mmrep.data.shapes_text import FACTORS, WORDS, ShapesTextDataModule, caption, generate, render
 from mmrep.errors import ConfigError
 
 
@@ -24,11 +24,11 @@ def test_rendering_puts_the_object_where_its_factors_say():
 
 def test_captions_mention_exactly_the_selected_factors_and_perturbation_redraws():
     data = generate(4000, selected=(0, 1), perturbed=(1,), change_prob=0.9, seed=3)
-    words = {f: set(w) for f, w in SEMANTIC.items()}
+    words = {f: set(w) for f, w in WORDS.items()}
     for text, factors, told in zip(data["captions"][:200], data["factors"], data["text_factors"]):
         tokens = set(text.split())
-        assert SEMANTIC["color"][int(factors[0])] in tokens  # selected, unperturbed: the truth
-        assert SEMANTIC["shape"][told[1]] in tokens and told[2] == told[3] == -1
+        assert WORDS["color"][int(factors[0])] in tokens  # selected, unperturbed: the truth
+        assert WORDS["shape"][told[1]] in tokens and told[2] == told[3] == -1
         assert not tokens & (words["size"] | words["background"])  # omitted factors never appear
     # a perturbed value differs from the truth with probability 0.9 · (1 − 1/4)
     mismatch = (data["text_factors"][:, 1] != data["factors"][:, 1]).mean()
@@ -42,7 +42,7 @@ def test_captions_mention_exactly_the_selected_factors_and_perturbation_redraws(
 def test_datamodule_spec_tokens_vocabulary_cache_and_roles(tmp_path):
     bias = MisalignmentBias(theta=["color", "shape", "size"], beta=["size"], change_prob=0.9)
     dm = ShapesTextDataModule(bias, num_samples=500, data_dir=str(tmp_path))
-    assert list(dm.vocab)[:3] == ["<pad>", "<eos>", "<unk>"] and dm.spec.encoding_size == 3  # max(3, |{color, shape}|)
+    assert list(dm.vocab)[:3] == ["{pad}", "{eos}", "{unk}"] and dm.spec.encoding_size == 3  # max(3, |{color, shape}|)
     dm.setup()
     batch = dm.heldout("val", 10)[0]
     text = batch["text"]
@@ -61,6 +61,19 @@ def test_datamodule_spec_tokens_vocabulary_cache_and_roles(tmp_path):
     assert cached.stat().st_mtime_ns == stamp  # reused
     with pytest.raises(ConfigError, match="^bias.theta: unknown factor 'hue'"):
         ShapesTextDataModule(MisalignmentBias(theta=["hue"]), num_samples=100, data_dir=str(tmp_path))
+    assert dm.bias_label == "θ={color, shape, size} β={size}"
+
+
+def test_paper_setting_ids_are_a_shorthand_for_theta_and_beta(tmp_path):
+    make = lambda **kw: ShapesTextDataModule(MisalignmentBias(**kw), num_samples=100, data_dir=str(tmp_path))  # noqa: E731
+    dm = make(setting="perturbations_2")  # the original's plural spelling is accepted
+    assert dm.bias_label == "perturbation_2" and dm.factor_roles()["size"] == "perturbed"
+    assert dm.factor_roles()["color"] == "invariant" and dm.factor_roles()["background"] == "perturbed"
+    assert make(theta=["shape", "color"]).bias_label == "selection_1"  # an equal θ, β is recognised as the setting
+    with pytest.raises(ConfigError, match=r"^bias.setting: unknown setting 'selection_9'; .*'perturbation_3'\]"):
+        make(setting="selection_9")
+    with pytest.raises(ConfigError, match="^bias.setting: 'selection_1' fixes θ and β"):
+        make(setting="selection_1", theta=["color"])
 
 
 def test_factor_probes_rows_and_start_up_check(run_inproc, tmp_path):

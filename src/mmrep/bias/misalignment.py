@@ -7,7 +7,9 @@ additive Gaussian noise with probability ``change_prob``). MMCL should identify 
 
 θ and β are given either as explicit lists of 0-based latent indices or as the original code's integer
 indices into the graded-lexicographic powerset of non-empty subsets (so ``--theta-value 1022`` in the paper's
-scripts is ``bias.theta=1022`` here). ``β = -1`` means ∅ (the original's default).
+scripts is ``bias.theta=1022`` here). ``β = -1`` means ∅ (the original's default). Datasets with named factors
+accept names, and datasets with the papers' numbered settings accept ``bias.setting=selection_2`` (or
+``perturbation_3``) as a shorthand for that setting's θ and β (spec §3.1, §4.1).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence, Union
+from typing import Mapping, Sequence, Union
 
 from mmrep.errors import ConfigError
 
@@ -54,6 +56,7 @@ class ResolvedBias:
     perturbed: tuple[int, ...]  # I_β as given (may include unselected latents; harmless, spec §1.3)
     change_prob: float
     noise_std: float
+    setting: str | None = None  # the paper's setting id this bias is (``selection_2``), when the dataset has them
 
     @property
     def perturbed_selected(self) -> tuple[int, ...]:
@@ -79,6 +82,8 @@ class MisalignmentBias:
         change_prob: probability that a perturbable coordinate is corrupted (spec default 0.75).
         noise_std: std of the additive Gaussian noise in the independent regime (spec ``--cond-param`` 1.0).
         name: a label for tables (the ``bias=`` option name).
+        setting: a paper setting id of the dataset (``selection_<i>`` / ``perturbation_<i>``, plural accepted) in
+            place of ``theta`` and ``beta``.
 
     A plain class (not a dataclass) so that Hydra passes it to datamodules as an object.
     """
@@ -90,26 +95,38 @@ class MisalignmentBias:
         change_prob: float = 0.75,
         noise_std: float = 1.0,
         name: str = "custom",
+        setting: str | None = None,
     ) -> None:
         self.theta = list(theta) if theta is not None and not isinstance(theta, (int, str)) else theta
         self.beta = list(beta) if beta is not None and not isinstance(beta, (int, str)) else beta
-        self.change_prob, self.noise_std, self.name = change_prob, noise_std, name
+        self.change_prob, self.noise_std, self.name, self.setting = change_prob, noise_std, name, setting
 
     def __repr__(self) -> str:
-        return f"MisalignmentBias(name={self.name!r}, theta={self.theta!r}, beta={self.beta!r})"
+        setting = f", setting={self.setting!r}" if self.setting is not None else ""
+        return f"MisalignmentBias(name={self.name!r}, theta={self.theta!r}, beta={self.beta!r}{setting})"
 
-    def resolve(self, n_semantics: int, names: Sequence[str] | None = None) -> ResolvedBias:
+    def resolve(self, n_semantics: int, names: Sequence[str] | None = None,
+                settings: Mapping[str, Sequence[Sequence[str]]] | None = None) -> ResolvedBias:
         """Validate against ``n_semantics`` latents; every error names the config key. With ``names`` (the
-        dataset's semantic factor names, e.g. ``[color, shape, size, background]``) θ and β may list names."""
+        dataset's semantic factor names, e.g. ``[color, shape, size, background]``) θ and β may list names.
+        ``settings`` are the dataset's numbered paper settings: ``{"selection": [θ_0, θ_1, ...], "perturbation":
+        [β_0, β_1, ...]}`` as factor names (θ of a perturbation setting: every factor); a resolved bias that equals
+        one of them carries its id in ``setting``."""
+        theta, beta = self.theta, self.beta
+        if self.setting is not None:
+            if theta is not None or not _is_empty_beta(beta):
+                raise ConfigError(f"bias.setting: {self.setting!r} fixes θ and β; leave bias.theta and bias.beta null "
+                                  "(e.g. bias=none bias.setting=...)")
+            theta, beta = _setting_sets(self.setting, settings)
         if not 0.0 <= float(self.change_prob) <= 1.0:
             raise ConfigError(f"bias.change_prob: must lie in [0, 1], got {self.change_prob}")
         if float(self.noise_std) < 0:
             raise ConfigError(f"bias.noise_std: must be >= 0, got {self.noise_std}")
-        selected = _as_index_set(_names_to_indices(self.theta, names, "bias.theta"), n_semantics, "bias.theta",
+        selected = _as_index_set(_names_to_indices(theta, names, "bias.theta"), n_semantics, "bias.theta",
                                  none_means_all=True)
         if not selected:
             raise ConfigError("bias.theta: the selected set I_θ is empty; the text would share no latent")
-        perturbed = _as_index_set(_names_to_indices(self.beta, names, "bias.beta"), n_semantics, "bias.beta",
+        perturbed = _as_index_set(_names_to_indices(beta, names, "bias.beta"), n_semantics, "bias.beta",
                                   none_means_all=False)
         resolved = ResolvedBias(
             n_semantics=n_semantics,
@@ -117,6 +134,7 @@ class MisalignmentBias:
             perturbed=perturbed,
             change_prob=float(self.change_prob),
             noise_std=float(self.noise_std),
+            setting=_setting_id(self.setting, selected, perturbed, settings, names),
         )
         stray = [i for i in perturbed if i not in selected]
         if stray:
@@ -134,7 +152,43 @@ class MisalignmentBias:
     @property
     def is_identity(self) -> bool:
         """True when the bias leaves the second modality untouched (``bias=none``)."""
-        return self.theta is None and _is_empty_beta(self.beta)
+        return self.theta is None and _is_empty_beta(self.beta) and self.setting is None
+
+
+def _parse_setting(setting: str, settings) -> tuple[str, int]:
+    """``selection_2`` / ``selections_2`` → ("selection", 2), checked against the dataset's table."""
+    if not settings:
+        raise ConfigError("bias.setting: this dataset has no numbered paper settings; give bias.theta and bias.beta")
+    kind, _, index = str(setting).rpartition("_")
+    kind = kind[:-1] if kind.endswith("s") else kind
+    ids = [f"{k}_{i}" for k in settings for i in range(len(settings[k]))]
+    if kind not in settings or not index.isdigit() or int(index) >= len(settings[kind]):
+        raise ConfigError(f"bias.setting: unknown setting {setting!r}; this dataset's settings are {ids}")
+    return kind, int(index)
+
+
+def _setting_sets(setting: str, settings) -> tuple[list[str] | None, list[str]]:
+    """θ and β (factor names) of a paper setting; a perturbation setting selects every factor."""
+    kind, index = _parse_setting(setting, settings)
+    chosen = list(settings[kind][index])
+    return (chosen, []) if kind == "selection" else (None, chosen)
+
+
+def _setting_id(setting, selected, perturbed, settings, names) -> str | None:
+    """The canonical id of the setting this bias equals: the given one, else the first match in the table."""
+    if setting is not None:
+        kind, index = _parse_setting(setting, settings)
+        return f"{kind}_{index}"
+    if not settings or names is None:
+        return None
+    everything = tuple(range(len(names)))
+    for kind, table in settings.items():
+        for index, factors in enumerate(table):
+            ids = tuple(sorted(names.index(f) for f in factors))
+            theta, beta = (ids, ()) if kind == "selection" else (everything, ids)
+            if (theta, beta) == (selected, tuple(i for i in perturbed if i in selected)):
+                return f"{kind}_{index}"
+    return None
 
 
 def _names_to_indices(spec: IndexSpec, names: Sequence[str] | None, key: str) -> IndexSpec:

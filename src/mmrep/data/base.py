@@ -7,7 +7,7 @@ loaders, ``heldout(purpose, n)``, train-statistics normalisation and whole-batch
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -26,10 +26,12 @@ class SplitDataset(Dataset):
     """One split: ``{key: tensor or dict of tensors}``, every tensor with the samples on axis 0.
 
     ``__getitems__`` returns the whole batch dict at once, so a ``DataLoader`` with ``collate_fn=lambda b: b``
-    yields batches by fancy indexing instead of stacking samples one by one."""
+    yields batches by fancy indexing instead of stacking samples one by one. ``decode`` (optional) turns a gathered
+    batch of stored values into model inputs, e.g. uint8 image indices into normalised float images, or token ids
+    into one-hot tokens, so compact storage is expanded one batch at a time."""
 
-    def __init__(self, data: Mapping[str, object]) -> None:
-        self.data = dict(data)
+    def __init__(self, data: Mapping[str, object], decode: Callable[[Batch], Batch] | None = None) -> None:
+        self.data, self.decode = dict(data), decode
         sizes = {k: len(v) if isinstance(v, torch.Tensor) else len(next(iter(v.values()))) for k, v in self.data.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"SplitDataset: entries hold different sample counts {sizes}")
@@ -39,11 +41,14 @@ class SplitDataset(Dataset):
         return self.size
 
     def __getitem__(self, i: int) -> Batch:
+        if self.decode is not None:
+            return {k: slice_input(v, 0) for k, v in self.__getitems__([i]).items()}
         return {k: slice_input(v, i) for k, v in self.data.items()}
 
     def __getitems__(self, indices: list[int]) -> Batch:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return {k: slice_input(v, idx) for k, v in self.data.items()}
+        batch = {k: slice_input(v, idx) for k, v in self.data.items()}
+        return self.decode(batch) if self.decode is not None else batch
 
 
 def _whole_batch(batch):
@@ -61,7 +66,7 @@ def select_modalities(modalities, available) -> tuple[list[str], tuple[str, ...]
 
 def reject_bias(bias, dataset: str) -> None:
     """Datasets without latents to select or perturb accept only ``bias=none``."""
-    if bias is not None and getattr(bias, "name", "none") != "none":
+    if bias is not None and not getattr(bias, "is_identity", True):
         raise ConfigError(f"bias: dataset={dataset} has no latent selection/perturbation; use bias=none")
 
 
@@ -105,13 +110,16 @@ class InMemorySplitDataModule(pl.LightningDataModule):
     def load_splits(self) -> dict[str, Mapping[str, object]]:
         raise NotImplementedError
 
+    decode_batch: Callable[[Batch], Batch] | None = None
+    """Optional: expands a batch of stored values into model inputs (see :class:`SplitDataset`)."""
+
     def setup(self, stage: str | None = None) -> None:
         if self._splits is None:
             splits = self.load_splits()
             missing = [s for s in SPLITS if s not in splits]
             if missing:
                 raise ValueError(f"{type(self).__name__}.load_splits: missing splits {missing}")
-            self._splits = {name: SplitDataset(splits[name]) for name in SPLITS}
+            self._splits = {name: SplitDataset(splits[name], self.decode_batch) for name in SPLITS}
 
     def split(self, name: str) -> SplitDataset:
         if name not in SPLITS:

@@ -31,24 +31,25 @@ import numpy as np
 import torch
 
 from mmrep.bias.misalignment import MisalignmentBias
-from mmrep.data.base import InMemorySplitDataModule, check_split_fractions
+from mmrep.data.base import check_split_fractions
+from mmrep.data.captions import build_vocabulary, token_ids, tokenize
 from mmrep.data.contract import DataSpec, ModalitySpec
-from mmrep.errors import ConfigError, check_positive_ints
+from mmrep.data.factor_data import FactorDataModule
+from mmrep.errors import check_positive_ints
 from mmrep.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-SEMANTIC = {  # factor: words, in value order
+WORDS = {  # factor: words, in value order
     "color": ("red", "green", "blue", "yellow"),
     "shape": ("circle", "square", "triangle", "cross"),
     "size": ("small", "large"),
     "background": ("dark", "gray", "light"),
 }
-FACTORS = (*SEMANTIC, "x", "y")
+FACTORS = (*WORDS, "x", "y")
 RGB = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.15, 0.3, 0.95], [0.95, 0.9, 0.1]], np.float32)
 BACKGROUND = np.array([0.1, 0.45, 0.8], np.float32)
 RADIUS = (0.14, 0.24)  # small, large (fractions of the image side)
-SPECIALS = ("<pad>", "<eos>", "<unk>")
 # one slot per factor; a template orders the selected slots and adds its own words
 PHRASES = {"color": "{} colored", "shape": "{}", "size": "{} size", "background": "on a {} background"}
 TEMPLATES = (
@@ -82,7 +83,7 @@ def render(factors: np.ndarray, size: int = 32) -> np.ndarray:
 def caption(values: dict[str, int], template: int) -> str:
     """A caption naming ``values`` (factor → value index, selected factors only) with template ``template``."""
     opening, order = TEMPLATES[template]
-    words = [PHRASES[f].format(SEMANTIC[f][values[f]]) for f in order if f in values]
+    words = [PHRASES[f].format(WORDS[f][values[f]]) for f in order if f in values]
     return " ".join([opening, *words]) + " ."
 
 
@@ -90,39 +91,21 @@ def generate(n: int, selected, perturbed, change_prob: float, seed: int) -> dict
     """``n`` samples: ``factors`` (n, 6) (true values; x, y float), ``text_factors`` (n, 4) (the caption's values,
     -1 where omitted), ``captions`` (n,) str, ``images`` (n, 3, 32, 32) float32."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-    semantic = np.stack([rng.integers(len(w), size=n) for w in SEMANTIC.values()], axis=1)
+    semantic = np.stack([rng.integers(len(w), size=n) for w in WORDS.values()], axis=1)
     position = rng.uniform(0.3, 0.7, size=(n, 2))
     factors = np.concatenate([semantic, position], axis=1)
     text = semantic.copy()
     for j in perturbed:  # redraw with probability change_prob from the full support (may equal the truth)
         redraw = rng.random(n) < change_prob
-        text[redraw, j] = rng.integers(len(SEMANTIC[FACTORS[j]]), size=int(redraw.sum()))
-    names = list(SEMANTIC)
+        text[redraw, j] = rng.integers(len(WORDS[FACTORS[j]]), size=int(redraw.sum()))
+    names = list(WORDS)
     templates = rng.integers(len(TEMPLATES), size=n)
     captions = np.array([caption({names[j]: int(text[i, j]) for j in selected}, int(templates[i])) for i in range(n)])
     text[:, [j for j in range(len(names)) if j not in selected]] = -1
     return {"factors": factors, "text_factors": text, "captions": captions, "images": render(factors)}
 
 
-def vocabulary(captions) -> dict[str, int]:
-    """``pad, eos, unk`` then every word of ``captions`` in order of first occurrence (spec §3.1)."""
-    vocab = {w: i for i, w in enumerate(SPECIALS)}
-    for text in captions:
-        for word in text.split():
-            vocab.setdefault(word, len(vocab))
-    return vocab
-
-
-def one_hot_tokens(captions, vocab: dict[str, int], length: int) -> torch.Tensor:
-    """(N, length, V) one-hot: words, ``eos``, then ``pad``; unknown words map to ``unk``."""
-    ids = np.zeros((len(captions), length), np.int64)  # pad = 0
-    for i, text in enumerate(captions):
-        words = [vocab.get(w, 2) for w in text.split()][: length - 1] + [1]
-        ids[i, : len(words)] = words
-    return torch.nn.functional.one_hot(torch.from_numpy(ids), len(vocab)).float()
-
-
-class ShapesTextDataModule(InMemorySplitDataModule):
+class ShapesTextDataModule(FactorDataModule):
     """Rendered shapes with biased captions: modalities ``image`` (3, 32, 32) and ``text`` (L, V) one-hot tokens.
 
     Args:
@@ -132,13 +115,20 @@ class ShapesTextDataModule(InMemorySplitDataModule):
         batch_size, seed, data_dir, cache: loaders, generation seed, cache folder.
     """
 
+    SEMANTIC = tuple(WORDS)
+    IMAGE_ONLY = ("x", "y")
+    CONTINUOUS = frozenset(IMAGE_ONLY)
+    SETTINGS = {  # the shape of the paper's MPI3D settings (spec §3.1) on these factors
+        "selection": [("color",), ("color", "shape"), ("color", "shape", "size"), ("color", "shape", "size", "background")],
+        "perturbation": [(), ("background",), ("size", "background"), ("shape", "size", "background")],
+    }
+
     def __init__(self, bias: MisalignmentBias | None = None, num_samples: int = 20_000, splits=(0.8, 0.1, 0.1),
                  batch_size: int = 256, seed: int = 0, data_dir: str = "data/shapes_text", cache: bool = True,
                  encoding_size: int | None = None) -> None:
         check_positive_ints("dataset", num_samples=num_samples, batch_size=batch_size)
         self.fractions = check_split_fractions(splits)
-        self.bias = (bias or MisalignmentBias(name="none")).resolve(len(SEMANTIC), names=list(SEMANTIC))
-        super().__init__(batch_size, align_split="test")
+        super().__init__(bias, batch_size)
         self.num_samples, self.seed, self.data_dir, self.cache = int(num_samples), int(seed), Path(data_dir), cache
         self._cached: dict[str, np.ndarray] | None = None
         self.params = dict(num_samples=self.num_samples, seed=self.seed, selected=list(self.bias.selected),
@@ -146,8 +136,10 @@ class ShapesTextDataModule(InMemorySplitDataModule):
                            format=FORMAT_VERSION)
         arrays = self._arrays()
         n_train = int(self.fractions[0] * self.num_samples)
-        self.vocab = vocabulary(arrays["captions"][:n_train])
-        self.length = max(len(c.split()) for c in arrays["captions"]) + 1  # + eos
+        self.tokens = [tokenize(c) for c in arrays["captions"]]
+        self.vocab = build_vocabulary(self.tokens[:n_train])
+        self.vocab_size = len(self.vocab)
+        self.length = max(map(len, self.tokens)) + 1  # + eos
         invariant = len(self.bias.invariant)
         self.spec = DataSpec(
             modalities={"image": ModalitySpec((3, 32, 32), "image"),
@@ -192,24 +184,7 @@ class ShapesTextDataModule(InMemorySplitDataModule):
             latents = {name: torch.from_numpy(factors[:, j : j + 1].astype(np.float32)) for j, name in enumerate(FACTORS)}
             out[split] = {
                 "image": torch.from_numpy(arrays["images"][lo:hi]),
-                "text": one_hot_tokens(arrays["captions"][lo:hi], self.vocab, self.length),
+                "text": token_ids(self.tokens[lo:hi], self.vocab, self.length),
                 "latents": latents,
             }
         return out
-
-    def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None):
-        """As :meth:`InMemorySplitDataModule.heldout`; ``probe_fit`` = val and ``probe_eval`` = test (spec §3.3)."""
-        purpose = {"probe_fit": "val", "probe_eval": "test"}.get(purpose, purpose)
-        return super().heldout(purpose, n, chunk)
-
-    def factor_roles(self) -> dict[str, str]:
-        """Each factor's role under the bias: invariant, perturbed, omitted or image-specific."""
-        names = list(SEMANTIC)
-        roles = {names[j]: "omitted" for j in range(len(names))}
-        roles.update({names[j]: "invariant" for j in self.bias.invariant})
-        roles.update({names[j]: "perturbed" for j in self.bias.perturbed_selected})
-        roles.update({"x": "image-specific", "y": "image-specific"})
-        return roles
-
-    def factor_kinds(self) -> dict[str, str]:
-        return {**{f: "discrete" for f in SEMANTIC}, "x": "continuous", "y": "continuous"}

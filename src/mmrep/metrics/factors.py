@@ -16,7 +16,8 @@ from mmrep.metrics.probes import PROBES, probe_score, standardize
 
 
 class FactorProbes:
-    """Rows ``metric (mcc|r2), probe (linear|mlp), modality, target (factor), role, value, split, n_fit, n_eval``.
+    """Rows ``metric (mcc|r2), probe (linear|mlp), modality, target (factor), role, setting, value, split, n_fit,
+    n_eval``; ``setting`` is the dataset's ``bias_label`` (the paper setting id, e.g. ``perturbation_3``).
 
     The dataset provides ``factor_roles()`` (invariant / perturbed / omitted / image-specific) and
     ``factor_kinds()`` (discrete / continuous), and held-out batches with ``latents[factor]`` (N, 1).
@@ -43,6 +44,7 @@ class FactorProbes:
         fit, evaluate = datamodule.heldout("probe_fit", self.n_fit), datamodule.heldout("probe_eval", self.n_eval)
         z_fit, z_eval = encode_batches(model, fit), encode_batches(model, evaluate)
         roles, kinds = datamodule.factor_roles(), datamodule.factor_kinds()
+        setting = getattr(datamodule, "bias_label", None)
 
         def targets(batches, factor):
             y = torch.cat([b["latents"][factor] for b in batches]).numpy()[:, 0]
@@ -58,7 +60,7 @@ class FactorProbes:
             for m, f, p in jobs
         )
         return pd.DataFrame([
-            {"metric": metric, "probe": p, "modality": m, "target": f, "role": roles[f], "value": value,
+            {"metric": metric, "probe": p, "modality": m, "target": f, "role": roles[f], "setting": setting, "value": value,
              "split": "probe_eval", "n_fit": len(y_fit[f]), "n_eval": len(y_eval[f])}
             for (m, f, p), (metric, value) in zip(jobs, scores)
         ])

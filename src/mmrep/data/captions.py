@@ -1,0 +1,101 @@
+"""Captions as token sequences: word splitting, the training-split vocabulary, padded token ids, one-hot batches.
+
+Spec numeric-misalignment §3.1 (shared by MPI3D-complex, Causal3DIdent and the rendered shapes): the vocabulary
+holds ``{pad}=0, {eos}=1, {unk}=2`` and then every training word in order of first occurrence; a caption becomes
+its tokens, ``{eos}``, then ``{pad}`` up to a fixed length; each token is one-hot over the vocabulary. Token ids
+are stored (int64, ``(N, L)``) and expanded to one-hot per batch, so a 400k-caption split costs megabytes, not
+gigabytes.
+
+Words are split with a regular expression close to NLTK's ``word_tokenize`` on these captions (punctuation and
+double quotes become their own tokens; hyphenated words and palette names such as ``tab:blue`` stay whole), so
+NLTK is not a dependency. Unknown words map to ``{unk}`` (the original returned the *string* ``"{unk}"`` and would
+crash, spec §6.10).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from mmrep.errors import ConfigError
+from mmrep.utils.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+PAD, EOS, UNK = "{pad}", "{eos}", "{unk}"
+SPECIALS = (PAD, EOS, UNK)
+_WORD = re.compile(r"[\w'-]+(?::[\w'-]+)*|[^\w\s]")
+
+
+def tokenize(text: str) -> list[str]:
+    """``'A small size coffee-cup in yellow.'`` → ``['A', 'small', 'size', 'coffee-cup', 'in', 'yellow', '.']``."""
+    return _WORD.findall(text)
+
+
+def build_vocabulary(captions: Iterable[Sequence[str]]) -> dict[str, int]:
+    """``{pad, eos, unk}`` then every word of the tokenised ``captions`` in order of first occurrence."""
+    vocab = {w: i for i, w in enumerate(SPECIALS)}
+    for words in captions:
+        for word in words:
+            vocab.setdefault(word, len(vocab))
+    return vocab
+
+
+def load_or_build_vocabulary(path: Path, train_captions: Sequence[Sequence[str]], key: str) -> dict[str, int]:
+    """The vocabulary stored at ``path`` (the original's ``{"w2i": ..., "i2w": ...}`` JSON), or one built from
+    ``train_captions`` and saved there (atomically; a read-only folder only costs the file). ``key`` names the
+    config key in errors."""
+    if path.is_file():
+        try:
+            vocab = json.loads(path.read_text(encoding="utf-8"))["w2i"]
+            ok = all(vocab.get(w) == i for i, w in enumerate(SPECIALS)) and sorted(vocab.values()) == list(range(len(vocab)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"{key}: {path} is not a vocabulary file (JSON {{\"w2i\": {{word: id}}, \"i2w\": ...}} with "
+                              f"{', '.join(SPECIALS)} = 0, 1, 2 and ids 0..V-1); delete it to rebuild it from the training captions")
+        return {str(w): int(i) for w, i in vocab.items()}
+    vocab = build_vocabulary(train_captions)
+    try:
+        with atomic_write(path, "w") as fh:
+            json.dump({"w2i": vocab, "i2w": {str(i): w for w, i in vocab.items()}}, fh, ensure_ascii=False)
+    except OSError as err:
+        log.warning("could not save the vocabulary to %s (%s); using it from memory", path, err.strerror or err)
+    return vocab
+
+
+def token_ids(captions: Sequence[Sequence[str]], vocab: dict[str, int], length: int) -> torch.Tensor:
+    """(N, length) int64: each caption's word ids, ``{eos}``, then ``{pad}``. ``length`` must exceed every caption."""
+    ids = np.zeros((len(captions), length), np.int64)  # {pad} = 0
+    unk, eos = vocab[UNK], vocab[EOS]
+    for i, words in enumerate(captions):
+        row = [vocab.get(w, unk) for w in words]
+        if len(row) >= length:
+            raise ValueError(f"caption {i} has {len(row)} tokens; length {length} leaves no room for {EOS}")
+        ids[i, : len(row)] = row
+        ids[i, len(row)] = eos
+    return torch.from_numpy(ids)
+
+
+def one_hot(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, L) token ids → (B, L, V) float32 one-hot (on the ids' device)."""
+    return torch.nn.functional.one_hot(ids, vocab_size).to(torch.float32)
+
+
+def read_caption_lines(path: Path, key: str, source: str) -> list[list[str]]:
+    """Tokenised captions of a one-caption-per-line text file (spec §3.1: splitting on lines is equivalent to the
+    original's sentence splitting, since no caption holds a sentence break)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: no such file {path}; expected one caption per line, from {source}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{key}: {path} is not a readable UTF-8 text file ({type(err).__name__}); expected one "
+                          f"caption per line, from {source}") from None
+    return [tokenize(line) for line in text.splitlines() if line.strip()]

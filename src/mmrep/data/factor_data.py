@@ -1,0 +1,76 @@
+"""A base for image–text datasets with known generative factors and biased captions (spec numeric-misalignment §3, §4).
+
+Subclasses name their factors (``SEMANTIC``: the ones captions may mention, which ``bias.theta``/``bias.beta``
+select and perturb by name; ``IMAGE_ONLY``; ``TEXT_ONLY``), which are continuous, and optionally the paper's
+numbered settings (``SETTINGS``, reachable as ``bias.setting=selection_<i>``). The base resolves the bias, gives
+every factor its role for the probes (``metric=factors``), maps the probe splits (fit on val, score on test, spec
+§3.3) and expands stored token ids to one-hot tokens one batch at a time.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Mapping, Sequence
+
+from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
+from mmrep.data.base import InMemorySplitDataModule
+from mmrep.data.captions import one_hot
+from mmrep.data.contract import Batch
+from mmrep.errors import ConfigError
+
+
+class FactorDataModule(InMemorySplitDataModule):
+    """Modalities ``image`` and ``text`` (one-hot tokens); held-out batches carry ``latents[factor]`` (N, 1).
+
+    Subclasses set the class attributes below, call ``super().__init__`` first, then set ``self.vocab_size`` and
+    ``self.spec``, and store ``text`` as (N, L) int64 token ids in :meth:`load_splits`.
+    """
+
+    SEMANTIC: ClassVar[tuple[str, ...]]
+    IMAGE_ONLY: ClassVar[tuple[str, ...]] = ()
+    TEXT_ONLY: ClassVar[tuple[str, ...]] = ()
+    CONTINUOUS: ClassVar[frozenset[str]] = frozenset()
+    SETTINGS: ClassVar[Mapping[str, Sequence[Sequence[str]]] | None] = None
+
+    vocab_size: int
+
+    def __init__(self, bias: MisalignmentBias | None, batch_size: int, num_workers: int = 0) -> None:
+        super().__init__(batch_size, align_split="test", num_workers=num_workers)
+        self.bias: ResolvedBias = (bias or MisalignmentBias(name="none")).resolve(
+            len(self.SEMANTIC), names=list(self.SEMANTIC), settings=self.SETTINGS)
+
+    def paper_setting(self, dataset: str) -> tuple[str, int]:
+        """``(kind, index)`` of the paper setting the bias is, for datasets whose captions exist only for those."""
+        if self.bias.setting is None:
+            ids = [f"{k}_{i}" for k, table in (self.SETTINGS or {}).items() for i in range(len(table))]
+            raise ConfigError(f"bias: dataset={dataset} has captions only for the paper's settings {ids}; pick one with "
+                              f"bias=none bias.setting=<id> (θ={self.bias_label} matches none of them)")
+        kind, _, index = self.bias.setting.rpartition("_")
+        return kind, int(index)
+
+    @property
+    def bias_label(self) -> str:
+        """The paper setting id, else ``θ={...} β={...}`` with factor names."""
+        if self.bias.setting is not None:
+            return self.bias.setting
+        names = lambda ids: "{" + ", ".join(self.SEMANTIC[i] for i in ids) + "}"  # noqa: E731
+        return f"θ={names(self.bias.selected)} β={names(self.bias.perturbed_selected)}"
+
+    def decode_batch(self, batch: Batch) -> Batch:
+        return {**batch, "text": one_hot(batch["text"], self.vocab_size)}
+
+    def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None):
+        """As :meth:`InMemorySplitDataModule.heldout`; ``probe_fit`` = val and ``probe_eval`` = test (spec §3.3)."""
+        purpose = {"probe_fit": "val", "probe_eval": "test"}.get(purpose, purpose)
+        return super().heldout(purpose, n, chunk)
+
+    def factor_roles(self) -> dict[str, str]:
+        """Each factor's role: invariant (selected, unperturbed), perturbed, omitted, image- or text-specific."""
+        roles = {f: "omitted" for f in self.SEMANTIC}
+        roles.update({self.SEMANTIC[j]: "invariant" for j in self.bias.invariant})
+        roles.update({self.SEMANTIC[j]: "perturbed" for j in self.bias.perturbed_selected})
+        roles.update({f: "image-specific" for f in self.IMAGE_ONLY})
+        roles.update({f: "text-specific" for f in self.TEXT_ONLY})
+        return roles
+
+    def factor_kinds(self) -> dict[str, str]:
+        return {f: "continuous" if f in self.CONTINUOUS else "discrete" for f in self.factor_roles()}
