@@ -72,3 +72,72 @@ def write_all(data_dir: Path) -> None:
     for name in AFFECT:
         write_affect(data_dir, name)
     write_avmnist(data_dir)
+    write_mpi3d(data_dir)
+    write_causal3dident(data_dir)
+
+
+MPI3D_GRID = (4, 4, 2, 3, 3, 2, 2)  # the real grid with 2 positions per axis: 1,152 images
+
+
+def write_mpi3d(data_dir: Path, grid=MPI3D_GRID, compressed: bool = False, seed: int = 0) -> Path:
+    """``<data_dir>/mpi3d_complex/``: the npz (key ``images``, (N, 64, 64, 3) uint8 in grid order) and every caption
+    file of render-text. Each image's mean colour encodes its factors, so a short run can learn something."""
+    from mmrep.data.mpi3d import IMAGES, render_text
+
+    root = Path(data_dir) / "mpi3d_complex"
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    factors = np.stack(np.unravel_index(np.arange(int(np.prod(grid))), grid), axis=1)
+    base = 40 * factors[:, [0, 1, 4]] + 10 * factors[:, [2, 3, 5]] + 5 * factors[:, [6, 6, 6]]
+    images = np.clip(base[:, None, None, :] + rng.integers(0, 20, (len(factors), 64, 64, 3)), 0, 255).astype(np.uint8)
+    (np.savez_compressed if compressed else np.savez)(root / IMAGES, images=images)
+    render_text(root, seed=seed, grid=grid)
+    return root
+
+
+C3D_SHAPES = ("teapot", "hare", "dragon", "cow", "armadillo", "horse", "head")
+
+
+def write_causal3dident(data_dir: Path, n: int = 60, size: int = 128, seed: int = 0) -> Path:
+    """``<data_dir>/causal3dident/``: ``latents_image.csv`` (the 11 columns, drawn as spec §4.1), the 14
+    ``latents_text_{selections|perturbations}_{i}.csv`` (selected columns + ``text_phrasing``),
+    ``text/<setting>/text_raw.txt`` and ``images/{i:0Wd}.png`` (flat colours from the hues, the object a square)."""
+    import colorsys
+
+    import pandas as pd
+    from PIL import Image
+
+    from mmrep.data.causal3dident import SETTINGS, image_path
+
+    rng = np.random.default_rng(seed)
+    root = Path(data_dir) / "causal3dident"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    x, y, shape, pos = rng.integers(0, 3, n), rng.integers(0, 3, n), rng.integers(0, 7, n), rng.random(n)
+    s_hue = (pos + rng.random(n)) / 2
+    latents = pd.DataFrame({
+        "object_shape": shape, "object_xpos": x, "object_ypos": y, "object_zpos": np.zeros(n),
+        "object_alpharot": rng.random(n), "object_betarot": rng.random(n), "object_gammarot": rng.random(n),
+        "object_color": ((x + y) / 2 + rng.random(n)) / 3, "spotlight_pos": pos, "spotlight_color": s_hue,
+        "background_color": (pos + s_hue + rng.random(n)) / 3,
+    })
+    latents.to_csv(root / "latents_image.csv", index=False)
+    for i, row in latents.iterrows():
+        image = np.empty((size, size, 3), np.float64)
+        image[:] = colorsys.hsv_to_rgb((row.background_color - 0.5) / 2 % 1, 0.6, 1)
+        cx, cy, half = int((0.25 + 0.25 * row.object_xpos) * size), int((0.25 + 0.25 * row.object_ypos) * size), size // 8
+        image[cy - half : cy + half, cx - half : cx + half] = colorsys.hsv_to_rgb(row.object_color, 1, 1)
+        Image.fromarray((255 * image).astype(np.uint8)).save(image_path(root, i, n))
+    phrasing = rng.integers(0, 5, n)
+    for kind, table in SETTINGS.items():
+        for index, factors in enumerate(table):
+            shown = factors if kind == "selection" else SETTINGS["selection"][-1]
+            text = latents[list(shown)].copy()
+            for f in (factors if kind == "perturbation" else ()):
+                text[f] = rng.integers(0, 3, n) if f.endswith("pos") and f != "spotlight_pos" else rng.random(n)
+            text["text_phrasing"] = phrasing if kind == "selection" else rng.integers(0, 5, n)
+            text.to_csv(root / f"latents_text_{kind}s_{index}.csv", index=False)
+            words = [" ".join([f'A "{C3D_SHAPES[int(r.object_shape)]}"',
+                               *(f"{f.split('_')[1]} {r[f]:.1f}" for f in shown[1:])]) + "." for _, r in text.iterrows()]
+            (root / "text" / f"{kind}s_{index}").mkdir(parents=True, exist_ok=True)
+            (root / "text" / f"{kind}s_{index}" / "text_raw.txt").write_text("".join(w + "\n" for w in words))
+    return root

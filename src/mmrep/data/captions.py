@@ -47,27 +47,29 @@ def build_vocabulary(captions: Iterable[Sequence[str]]) -> dict[str, int]:
     return vocab
 
 
-def load_or_build_vocabulary(path: Path, train_captions: Sequence[Sequence[str]], key: str) -> dict[str, int]:
-    """The vocabulary stored at ``path`` (the original's ``{"w2i": ..., "i2w": ...}`` JSON), or one built from
-    ``train_captions`` and saved there (atomically; a read-only folder only costs the file). ``key`` names the
-    config key in errors."""
-    if path.is_file():
-        try:
-            vocab = json.loads(path.read_text(encoding="utf-8"))["w2i"]
-            ok = all(vocab.get(w) == i for i, w in enumerate(SPECIALS)) and sorted(vocab.values()) == list(range(len(vocab)))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            ok = False
-        if not ok:
-            raise ConfigError(f"{key}: {path} is not a vocabulary file (JSON {{\"w2i\": {{word: id}}, \"i2w\": ...}} with "
-                              f"{', '.join(SPECIALS)} = 0, 1, 2 and ids 0..V-1); delete it to rebuild it from the training captions")
-        return {str(w): int(i) for w, i in vocab.items()}
-    vocab = build_vocabulary(train_captions)
+def load_vocabulary(path: Path, key: str) -> dict[str, int] | None:
+    """The vocabulary stored at ``path`` (the original's ``{"w2i": ..., "i2w": ...}`` JSON), ``None`` when there is
+    none; a file that is not one is a ConfigError naming ``key`` and the path."""
+    if not path.is_file():
+        return None
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))["w2i"]
+        ok = all(vocab.get(w) == i for i, w in enumerate(SPECIALS)) and sorted(vocab.values()) == list(range(len(vocab)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}: {path} is not a vocabulary file (JSON {{\"w2i\": {{word: id}}, \"i2w\": ...}} with "
+                          f"{', '.join(SPECIALS)} = 0, 1, 2 and ids 0..V-1); delete it to rebuild it from the training captions")
+    return {str(w): int(i) for w, i in vocab.items()}
+
+
+def save_vocabulary(path: Path, vocab: dict[str, int]) -> None:
+    """Write ``vocab`` in the original's JSON layout, atomically; a read-only folder only costs the file."""
     try:
         with atomic_write(path, "w") as fh:
             json.dump({"w2i": vocab, "i2w": {str(i): w for w, i in vocab.items()}}, fh, ensure_ascii=False)
     except OSError as err:
         log.warning("could not save the vocabulary to %s (%s); using it from memory", path, err.strerror or err)
-    return vocab
 
 
 def token_ids(captions: Sequence[Sequence[str]], vocab: dict[str, int], length: int) -> torch.Tensor:

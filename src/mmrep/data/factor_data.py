@@ -9,11 +9,12 @@ every factor its role for the probes (``metric=factors``), maps the probe splits
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Mapping, Sequence
 
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
 from mmrep.data.base import InMemorySplitDataModule
-from mmrep.data.captions import one_hot
+from mmrep.data.captions import build_vocabulary, load_vocabulary, one_hot, save_vocabulary
 from mmrep.data.contract import Batch
 from mmrep.errors import ConfigError
 
@@ -38,12 +39,25 @@ class FactorDataModule(InMemorySplitDataModule):
         self.bias: ResolvedBias = (bias or MisalignmentBias(name="none")).resolve(
             len(self.SEMANTIC), names=list(self.SEMANTIC), settings=self.SETTINGS)
 
+    def use_vocabulary(self, path: Path, train_captions: Sequence[Sequence[str]]) -> None:
+        """Set ``vocab``/``vocab_size`` from the file at ``path`` (the original's ``vocab_<type>_<id>.json``), or build
+        it from the training captions; a new one is saved there once the data has loaded (nothing written before)."""
+        stored = load_vocabulary(path, "dataset.data_dir")
+        self.vocab = stored if stored is not None else build_vocabulary(train_captions)
+        self.vocab_size, self._unsaved_vocabulary = len(self.vocab), path if stored is None else None
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if getattr(self, "_unsaved_vocabulary", None) is not None:
+            save_vocabulary(self._unsaved_vocabulary, self.vocab)
+            self._unsaved_vocabulary = None
+
     def paper_setting(self, dataset: str) -> tuple[str, int]:
         """``(kind, index)`` of the paper setting the bias is, for datasets whose captions exist only for those."""
         if self.bias.setting is None:
             ids = [f"{k}_{i}" for k, table in (self.SETTINGS or {}).items() for i in range(len(table))]
             raise ConfigError(f"bias: dataset={dataset} has captions only for the paper's settings {ids}; pick one with "
-                              f"bias=none bias.setting=<id> (θ={self.bias_label} matches none of them)")
+                              f"bias=none bias.setting=<id> ({self.bias_label} matches none of them)")
         kind, _, index = self.bias.setting.rpartition("_")
         return kind, int(index)
 
