@@ -75,11 +75,15 @@ MEAN = (0.00888889, 0.00888889, 0.00830382)  # spec §3.1 image normalisation
 STD = (0.08381344, 0.07622504, 0.06356431)
 
 
-def open_images(path: Path, count: int) -> np.ndarray:
-    """The npz's ``images`` (count, 64, 64, 3) uint8: memory-mapped when stored uncompressed, else read whole."""
-    expected = f"key 'images' of shape ({count}, 64, 64, 3) uint8"
+def _expected(count: int | str) -> str:
+    return f"an npz with key 'images' of shape ({count}, 64, 64, 3) uint8"
+
+
+def images_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int | None]:
+    """Shape, dtype and (for an uncompressed C-order member) the byte offset of the npz's ``images``, from the
+    headers alone; a missing or unreadable file is a one-line ConfigError."""
     if not path.is_file():
-        raise ConfigError(f"dataset.data_dir: no such file {path}; expected an npz with {expected}, from {SOURCE}")
+        raise ConfigError(f"dataset.data_dir: no such file {path}; expected {_expected('N')}, from {SOURCE}")
     try:
         with zipfile.ZipFile(path) as archive:
             info = archive.getinfo("images.npy")
@@ -89,22 +93,30 @@ def open_images(path: Path, count: int) -> np.ndarray:
                                else np.lib.format.read_array_header_2_0)
                 shape, fortran, dtype = read_header(member)
                 header = member.tell()
-        if info.compress_type == zipfile.ZIP_STORED and not fortran:
-            with open(path, "rb") as fh:  # the member's data start: local header + name + extra + npy header
-                fh.seek(info.header_offset + 26)
-                name_len, extra_len = np.frombuffer(fh.read(4), "<u2")
-            offset = info.header_offset + 30 + int(name_len) + int(extra_len) + header
-            images = np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset)
-        else:
-            with np.load(path, allow_pickle=False) as stored:
-                images = stored["images"]
+            offset = None
+            if info.compress_type == zipfile.ZIP_STORED and not fortran:
+                with open(path, "rb") as fh:  # data start: local file header (30 bytes + name + extra), npy header
+                    fh.seek(info.header_offset + 26)
+                    name_len, extra_len = np.frombuffer(fh.read(4), "<u2")
+                offset = info.header_offset + 30 + int(name_len) + int(extra_len) + header
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
-        raise ConfigError(f"dataset.data_dir: {path} is not a readable npz with {expected} ({type(err).__name__}); "
+        raise ConfigError(f"dataset.data_dir: {path} is not {_expected('N')} ({type(err).__name__}); "
                           f"from {SOURCE}") from None
-    if images.shape != (count, 64, 64, 3) or images.dtype != np.uint8:
-        raise ConfigError(f"dataset.data_dir: {path} holds images {images.shape} {images.dtype}; expected {expected} "
-                          f"(dataset.factor_sizes {list(GRID)} gives the count), from {SOURCE}")
-    return images
+    if len(shape) != 4 or shape[1:] != (64, 64, 3) or dtype != np.uint8:
+        raise ConfigError(f"dataset.data_dir: {path} holds images {shape} {dtype}; expected {_expected('N')}, from {SOURCE}")
+    return shape, dtype, offset
+
+
+def open_images(path: Path, count: int) -> np.ndarray:
+    """The npz's ``images`` (count, 64, 64, 3) uint8: memory-mapped when stored uncompressed, else read whole."""
+    shape, dtype, offset = images_header(path)
+    if shape[0] != count:
+        raise ConfigError(f"dataset.data_dir: {path} holds {shape[0]} images; expected {_expected(count)} "
+                          f"(the product of dataset.factor_sizes), from {SOURCE}")
+    if offset is not None:
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset)
+    with np.load(path, allow_pickle=False) as stored:
+        return stored["images"]
 
 
 def read_table(path: Path, columns: Sequence[str], rows: int | None = None) -> pd.DataFrame:
@@ -153,6 +165,7 @@ class MPI3DComplexDataModule(FactorDataModule):
             raise ConfigError(f"dataset.factor_sizes: 7 positive sizes starting {list(GRID[:5])} (the caption factors), "
                               f"got {list(self.grid)}")
         name = f"{self.kind}_{self.index}"
+        images_header(self.root / IMAGES)  # fail before any work when the image file is missing or unreadable
         self.captions = {split: read_caption_lines(self.root / split / f"text_{name}.txt", "dataset.data_dir", SOURCE)
                          for split in ("train", "test")}
         self.factors = {split: read_table(self.root / split / "image_semantics.csv", list(COLUMNS.values()),
