@@ -254,3 +254,27 @@ def test_end_to_end_rows_carry_factor_role_and_setting(run_inproc, tmp_path, dat
     else:
         assert roles["object_ypos"] == "invariant" and roles["spotlight_pos"] == "omitted"
         assert set(rows[rows.target == "object_color"].metric) == {"r2"}
+
+
+def test_perturbation_sweep_tables_beside_the_paper(cli, tmp_path, capsys):
+    from mmrep.analysis import factors
+
+    data, sweep = tmp_path / "data", tmp_path / "sweep"
+    write_mpi3d(data)
+    res = cli(["-m", "experiment=mpi3d_perturbation", "bias.setting=perturbation_1,perturbation_3", "seed=0",
+               f"paths.data_dir={data}", f"dataset.factor_sizes=[{','.join(map(str, MPI3D_GRID))}]",
+               "encoder@encoders.image=small_cnn", "dataset.num_workers=0", "dataset.batch_size=64",
+               "trainer.max_steps=3", "metric.factors.probes=[linear]", "callbacks.rich_progress_bar=null",
+               "logger=none", f"hydra.sweep.dir={sweep}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert factors.main([str(sweep), "--probe", "linear", "--paper", "mpi3d_complex"]) == 0
+    table = pd.read_csv(sweep / "factors.csv")
+    assert set(table.setting) == {"perturbation_1", "perturbation_3"}
+    text = (sweep / "factors_image_vs_paper.md").read_text()
+    assert "perturbation_3" in text and "selection_0" not in text
+    size_row = next(line for line in text.splitlines() if line.lstrip("| ").startswith("size "))
+    ours = table.set_index(["modality", "factor", "setting"])["mean"]["image", "size", "perturbation_3"]
+    assert f"{ours:.2f} (0.00)" in size_row and "(0.87)" in size_row  # paper Fig. 5: size .87 at id 1, .00 at id 3
+    assert (sweep / "factors_text_vs_paper.md").is_file() and "ours (linear probe) (paper" in capsys.readouterr().out
+    assert factors.main([str(sweep), "--paper", "causal3dident"]) == 2  # no run has the Causal3DIdent factors
+    assert "is one of the paper's causal3dident settings" in capsys.readouterr().err

@@ -118,8 +118,8 @@ def test_selection_sweep_to_factor_tables(cli, tmp_path, capsys):
     assert res.returncode == 0, res.stderr[-3000:]
     assert factors.main([str(sweep), "--probe", "linear"]) == 0
     table = pd.read_csv(sweep / "factors.csv")
-    assert set(table.setting) == {"θ={color} β=∅", "θ={color, shape} β=∅"}
+    assert set(table.setting) == {"selection_0", "selection_1"}  # the paper-setting ids of θ={color}, {color, shape}
     assert set(table.modality) == {"image", "text"} and (table["count"] == 1).all() and table["mean"].between(0, 1).all()
-    roles = table[table.setting == "θ={color} β=∅"].set_index(["modality", "factor"]).role
+    roles = table[table.setting == "selection_0"].set_index(["modality", "factor"]).role
     assert roles["text", "shape"] == "omitted" and roles["image", "color"] == "invariant"
-    assert (sweep / "factors_image_linear.md").is_file() and "θ={color, shape}" in capsys.readouterr().out
+    assert (sweep / "factors_image_linear.md").is_file() and "selection_1" in capsys.readouterr().out
