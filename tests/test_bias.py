@@ -52,3 +52,14 @@ def test_bad_bias_names_key(kwargs, key, fragment):
         MisalignmentBias(**kwargs).resolve(10)
     assert str(err.value).startswith(key)
     assert fragment in str(err.value)
+
+
+def test_paper_setting_ids_need_a_dataset_that_has_them():
+    from mmrep.data.base import reject_bias
+
+    with pytest.raises(ConfigError, match="^bias.setting: this dataset has no numbered paper settings"):
+        MisalignmentBias(setting="selection_1").resolve(10)
+    assert not MisalignmentBias(name="none", setting="selection_1").is_identity
+    with pytest.raises(ConfigError, match="^bias: dataset=rus has no latent selection/perturbation"):
+        reject_bias(MisalignmentBias(name="none", setting="selection_1"), "rus")
+    reject_bias(MisalignmentBias(name="none"), "rus")  # bias=none is accepted
