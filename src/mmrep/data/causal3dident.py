@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 
 from mmrep.bias.misalignment import MisalignmentBias
 from mmrep.data.captions import read_caption_lines, token_ids
 from mmrep.data.contract import Batch, DataSpec, ModalitySpec
-from mmrep.data.factor_data import FactorDataModule
+from mmrep.data.factor_data import FactorDataModule, read_factor_table
 from mmrep.errors import ConfigError, check_positive_ints
 
 SOURCE = ("the Causal3DIdent image–text release of 'Negate or Embrace' (github.com/YichaoCai1/crossmodal_mislaignment, "
@@ -77,9 +76,9 @@ class Causal3DIdentDataModule(FactorDataModule):
         super().__init__(bias, batch_size, num_workers)
         kind, index = self.paper_setting("causal3dident")
         self.root, name = Path(data_dir), f"{kind}s_{index}"  # the files use the plural
-        self.latents = self._table(self.root / "latents_image.csv", [*SEMANTIC, *ROTATIONS])
+        self.latents = read_factor_table(self.root / "latents_image.csv", [*SEMANTIC, *ROTATIONS], SOURCE)
         self.count = len(self.latents)
-        text_latents = self._table(self.root / f"latents_text_{name}.csv", ["text_phrasing"])
+        text_latents = read_factor_table(self.root / f"latents_text_{name}.csv", ["text_phrasing"], SOURCE)
         captions = read_caption_lines(self.root / "text" / name / "text_raw.txt", "dataset.data_dir", SOURCE)
         for path, rows in ((self.root / f"latents_text_{name}.csv", len(text_latents)),
                            (self.root / "text" / name / "text_raw.txt", len(captions))):
@@ -108,23 +107,6 @@ class Causal3DIdentDataModule(FactorDataModule):
         )
         self._mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(STD).view(1, 3, 1, 1)
-
-    @staticmethod
-    def _table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-        expected = f"a CSV with columns {list(columns)}"
-        try:
-            table = pd.read_csv(path)
-        except FileNotFoundError:
-            raise ConfigError(f"dataset.data_dir: no such file {path}; expected {expected}, from {SOURCE}") from None
-        except (OSError, ValueError, pd.errors.ParserError) as err:
-            raise ConfigError(f"dataset.data_dir: {path} is not a readable CSV ({type(err).__name__}); expected "
-                              f"{expected}, from {SOURCE}") from None
-        missing = [c for c in columns if c not in table.columns]
-        numeric = all(pd.api.types.is_numeric_dtype(table[c]) for c in columns if c in table.columns)
-        if missing or not numeric:
-            raise ConfigError(f"dataset.data_dir: {path} has columns {list(table.columns)}"
-                              f"{' lacking ' + str(missing) if missing else ' with non-numeric values'}; expected {expected}")
-        return table
 
     def _read_images(self, indices: Sequence[int]) -> np.ndarray:
         """(B, H, W, 3) uint8 from the PNG files; a missing or odd file is a one-line error naming it."""

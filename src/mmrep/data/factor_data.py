@@ -12,11 +12,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Mapping, Sequence
 
+import pandas as pd
+
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
 from mmrep.data.base import InMemorySplitDataModule
 from mmrep.data.captions import build_vocabulary, load_vocabulary, one_hot, save_vocabulary
 from mmrep.data.contract import Batch
 from mmrep.errors import ConfigError
+
+
+def read_factor_table(path: Path, columns: Sequence[str], source: str, integer: bool = False) -> pd.DataFrame:
+    """A CSV of factor values with at least ``columns`` (numeric; ``integer``: integer), else a one-line ConfigError
+    naming ``dataset.data_dir``, the file, the expected format and ``source``."""
+    expected = f"a CSV with {'integer' if integer else 'numeric'} columns {list(columns)}"
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ConfigError(f"dataset.data_dir: no such file {path}; expected {expected}, from {source}") from None
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise ConfigError(f"dataset.data_dir: {path} is not a readable CSV ({type(err).__name__}); expected {expected}, "
+                          f"from {source}") from None
+    missing = [c for c in columns if c not in table.columns]
+    is_kind = pd.api.types.is_integer_dtype if integer else pd.api.types.is_numeric_dtype
+    if missing or not all(is_kind(table[c]) for c in columns):
+        raise ConfigError(f"dataset.data_dir: {path} has columns {list(table.columns)}"
+                          f"{' lacking ' + str(missing) if missing else ' of another type'}; expected {expected}")
+    return table
 
 
 class FactorDataModule(InMemorySplitDataModule):

@@ -35,7 +35,7 @@ import torch
 from mmrep.bias.misalignment import MisalignmentBias
 from mmrep.data.captions import read_caption_lines, token_ids
 from mmrep.data.contract import Batch, DataSpec, ModalitySpec
-from mmrep.data.factor_data import FactorDataModule
+from mmrep.data.factor_data import FactorDataModule, read_factor_table
 from mmrep.errors import ConfigError, check_positive_ints
 from mmrep.utils.files import atomic_write
 
@@ -121,18 +121,7 @@ def open_images(path: Path, count: int) -> np.ndarray:
 
 def read_table(path: Path, columns: Sequence[str], rows: int | None = None) -> pd.DataFrame:
     """An integer CSV with at least ``columns`` (and ``rows`` rows), else a one-line ConfigError."""
-    expected = f"a CSV with integer columns {list(columns)}"
-    try:
-        table = pd.read_csv(path)
-    except FileNotFoundError:
-        raise ConfigError(f"dataset.data_dir: no such file {path}; expected {expected}, from {SOURCE}") from None
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise ConfigError(f"dataset.data_dir: {path} is not a readable CSV ({type(err).__name__}); expected {expected}, "
-                          f"from {SOURCE}") from None
-    missing = [c for c in columns if c not in table.columns]
-    if missing or not all(pd.api.types.is_integer_dtype(table[c]) for c in columns):
-        raise ConfigError(f"dataset.data_dir: {path} has columns {list(table.columns)}"
-                          f"{' lacking ' + str(missing) if missing else ' with non-integer values'}; expected {expected}")
+    table = read_factor_table(path, columns, SOURCE, integer=True)
     if rows is not None and len(table) != rows:
         raise ConfigError(f"dataset.data_dir: {path} has {len(table)} rows but its split has {rows} captions; "
                           f"regenerate the captions with `python -m mmrep.data.mpi3d render-text`")
