@@ -95,19 +95,16 @@ def write_mpi3d(data_dir: Path, grid=MPI3D_GRID, compressed: bool = False, seed:
     return root
 
 
-C3D_SHAPES = ("teapot", "hare", "dragon", "cow", "armadillo", "horse", "head")
-
-
 def write_causal3dident(data_dir: Path, n: int = 60, size: int = 128, seed: int = 0) -> Path:
-    """``<data_dir>/causal3dident/``: ``latents_image.csv`` (the 11 columns, drawn as spec §4.1), the 14
-    ``latents_text_{selections|perturbations}_{i}.csv`` (selected columns + ``text_phrasing``),
-    ``text/<setting>/text_raw.txt`` and ``images/{i:0Wd}.png`` (flat colours from the hues, the object a square)."""
+    """``<data_dir>/causal3dident/``: ``latents_image.csv`` (the 11 columns, drawn as spec §4.1),
+    ``images/{i:0Wd}.png`` (flat colours from the hues, the object a square placed by its x/y position) and every
+    caption file of ``python -m mmrep.data.causal3dident render-text``."""
     import colorsys
 
     import pandas as pd
     from PIL import Image
 
-    from mmrep.data.causal3dident import SETTINGS, image_path
+    from mmrep.data.causal3dident import image_path, render_text
 
     rng = np.random.default_rng(seed)
     root = Path(data_dir) / "causal3dident"
@@ -127,17 +124,5 @@ def write_causal3dident(data_dir: Path, n: int = 60, size: int = 128, seed: int 
         cx, cy, half = int((0.25 + 0.25 * row.object_xpos) * size), int((0.25 + 0.25 * row.object_ypos) * size), size // 8
         image[cy - half : cy + half, cx - half : cx + half] = colorsys.hsv_to_rgb(row.object_color, 1, 1)
         Image.fromarray((255 * image).astype(np.uint8)).save(image_path(root, i, n))
-    phrasing = rng.integers(0, 5, n)
-    for kind, table in SETTINGS.items():
-        for index, factors in enumerate(table):
-            shown = factors if kind == "selection" else SETTINGS["selection"][-1]
-            text = latents[list(shown)].copy()
-            for f in (factors if kind == "perturbation" else ()):
-                text[f] = rng.integers(0, 3, n) if f.endswith("pos") and f != "spotlight_pos" else rng.random(n)
-            text["text_phrasing"] = phrasing if kind == "selection" else rng.integers(0, 5, n)
-            text.to_csv(root / f"latents_text_{kind}s_{index}.csv", index=False)
-            words = [" ".join([f'A "{C3D_SHAPES[int(r.object_shape)]}"',
-                               *(f"{f.split('_')[1]} {r[f]:.1f}" for f in shown[1:])]) + "." for _, r in text.iterrows()]
-            (root / "text" / f"{kind}s_{index}").mkdir(parents=True, exist_ok=True)
-            (root / "text" / f"{kind}s_{index}" / "text_raw.txt").write_text("".join(w + "\n" for w in words))
+    render_text(root, seed=seed)
     return root

@@ -278,3 +278,55 @@ def test_perturbation_sweep_tables_beside_the_paper(cli, tmp_path, capsys):
     assert (sweep / "factors_text_vs_paper.md").is_file() and "ours (linear probe) (paper" in capsys.readouterr().out
     assert factors.main([str(sweep), "--probe", "linear", "--paper", "causal3dident"]) == 2  # not its factors
     assert "is one of the paper's causal3dident settings" in capsys.readouterr().err
+
+
+def _nearest_color_reference(hue: float, palette_name: str) -> str:
+    """The original's loop (spec §4.1): hsv(h, 1, 1), nearest RGB of the palette's RGB → name map, first on ties."""
+    import colorsys
+
+    import matplotlib.colors as mcolors
+
+    rgb_to_name = {mcolors.to_rgb(v): k for k, v in getattr(mcolors, palette_name).items()}
+    target, best, best_d = np.array(colorsys.hsv_to_rgb(hue, 1.0, 1.0)), None, np.inf
+    for rgb in rgb_to_name:
+        d = np.linalg.norm(np.array(rgb) - target)
+        if d < best_d:
+            best, best_d = rgb, d
+    return rgb_to_name[best]
+
+
+def test_causal3dident_render_text_names_colours_as_the_original_and_perturbs_its_factors(c3d_root):
+    from mmrep.data.causal3dident import PALETTES, SHAPES, color_indices, palette
+
+    hues = np.linspace(0, 1, 97)
+    for palette_name in PALETTES.values():
+        names = palette(palette_name)[0]
+        assert [names[i] for i in color_indices(hues, palette_name)] == [_nearest_color_reference(h, palette_name) for h in hues]
+    latents = pd.read_csv(c3d_root / "latents_image.csv")
+    sel = pd.read_csv(c3d_root / "latents_text_selections_4.csv")
+    assert list(sel.columns) == ["object_shape", "object_xpos", "object_ypos", "spotlight_pos", "object_color_name",
+                                 "object_color_index", "text_phrasing"]
+    assert list(sel.object_color_name) == [_nearest_color_reference(h, "TABLEAU_COLORS") for h in latents.object_color]
+    lines = (c3d_root / "text" / "selections_4" / "text_raw.txt").read_text().splitlines()
+    for line, row in zip(lines, sel.itertuples()):
+        assert f'"{row.object_color_name}" {SHAPES[row.object_shape]}' in line and "spotlight" in line
+    assert (pd.read_csv(c3d_root / "latents_text_selections_0.csv").text_phrasing == sel.text_phrasing).all()  # drawn once
+    pert = pd.read_csv(c3d_root / "latents_text_perturbations_5.csv")
+    assert (pert.object_xpos == latents.object_xpos).all() and (pert.object_shape == latents.object_shape).all()
+    assert (pert.spotlight_pos != latents.spotlight_pos).all()  # redrawn with probability 1 (spec §4.1)
+    unperturbed = pd.read_csv(c3d_root / "latents_text_perturbations_0.csv")
+    expected = [_nearest_color_reference(h, "XKCD_COLORS") for h in latents.background_color]
+    assert list(unperturbed.background_color_name) == expected  # the background hue, not the object's (spec §6.9)
+
+
+def test_causal3dident_render_text_command_line_is_seeded(c3d_root, cli, tmp_path):
+    import shutil
+
+    copy = tmp_path / "c3d"
+    shutil.copytree(c3d_root, copy, ignore=shutil.ignore_patterns("images", "vocab_*"))
+    result = cli(["render-text", "--root", str(copy), "--seed", "0"], module="mmrep.data.causal3dident")
+    assert result.returncode == 0 and "wrote 28 files" in result.stdout
+    for name in ("text/perturbations_3/text_raw.txt", "latents_text_selections_6.csv"):
+        assert (copy / name).read_text() == (c3d_root / name).read_text()  # the fixture used seed 0 too
+    missing = cli(["render-text", "--root", str(tmp_path / "none")], module="mmrep.data.causal3dident")
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "latents_image.csv" in missing.stderr

@@ -21,11 +21,14 @@ invariant.
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -34,6 +37,7 @@ from mmrep.data.captions import read_caption_lines, token_ids
 from mmrep.data.contract import Batch, DataSpec, ModalitySpec
 from mmrep.data.factor_data import FactorDataModule, read_factor_table
 from mmrep.errors import ConfigError, check_positive_ints
+from mmrep.utils.files import atomic_write
 
 SOURCE = ("the Causal3DIdent image–text release of 'Negate or Embrace' (github.com/YichaoCai1/crossmodal_mislaignment, "
           "rendering_data/Causal3DIdent)")
@@ -144,3 +148,139 @@ class Causal3DIdentDataModule(FactorDataModule):
                               f"{tuple(images.shape[1:3])} vs {tuple(self.image_size)}")
         x = images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         return {**super().decode_batch(batch), "image": (x - self._mean) / self._std}
+
+
+# ---- render-text --------------------------------------------------------------------------------------------------
+SHAPES = ("teapot", "hare", "dragon", "cow", "armadillo", "horse", "head")  # spec §4.2, by object_shape
+XPOS, YPOS = ("left", "center", "right"), ("top", "mid", "bottom")
+SPOTLIGHT_BINS = ("northwest", "northeast", "center", "southwest", "southeast")  # spotlight_pos in bins of 0.2
+PALETTES = {"object_color": "TABLEAU_COLORS", "spotlight_color": "CSS4_COLORS", "background_color": "XKCD_COLORS"}
+TEXT_COLUMNS = {  # the caption tables' columns per factor (the original's, "splotlight" sic)
+    "object_shape": ("object_shape",), "object_xpos": ("object_xpos",), "object_ypos": ("object_ypos",),
+    "spotlight_pos": ("spotlight_pos",), "object_color": ("object_color_name", "object_color_index"),
+    "spotlight_color": ("splotlight_color_name", "splotlight_color_index"),
+    "background_color": ("background_color_name", "background_color_index"),
+}
+# Our wording of the spec's structure (§4.2): five phrasings; level 1 adds the x location, level 2 "y-x", level 3 a
+# spotlight clause, level 4 the quoted object colour, level 5 the quoted spotlight colour, level 6 the background.
+SUBJECTS = ("A {obj} is visible", "A {obj} appears", "The image shows a {obj}", "The picture is of a {obj}",
+            "There is an object in the form of a {obj}")
+SPOTLIGHTS = (", lit by a {light} from the {spos}", ", under a {light} shining from the {spos}",
+              ", highlighted by a {light} coming from the {spos}", ", standing out under a {light} from the {spos}",
+              ", with a {light} from the {spos}")
+BACKGROUNDS = (", in front of a {bg} background", ", against a {bg} backdrop")
+
+
+def palette(name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A matplotlib palette as (sorted names, candidate RGBs, each candidate's name index). Candidates are the distinct
+    RGB values in the palette's order, named by the *last* name with that value, as the original's RGB → name map."""
+    import matplotlib.colors as mcolors
+
+    colors = getattr(mcolors, name)
+    names = sorted(colors)
+    by_rgb: dict[tuple[float, ...], str] = {}
+    for color_name, hex_value in colors.items():
+        by_rgb[mcolors.to_rgb(hex_value)] = color_name
+    rgbs = np.array(list(by_rgb), np.float64)
+    return names, rgbs, np.array([names.index(n) for n in by_rgb.values()])
+
+
+def color_indices(hues: np.ndarray, palette_name: str) -> np.ndarray:
+    """Each hue's colour index: ``hsv(h, 1, 1)`` snapped to the nearest palette RGB (Euclidean; first on ties), its
+    position in the palette's sorted names (spec §4.1)."""
+    import matplotlib.colors as mcolors
+
+    _, rgbs, index = palette(palette_name)
+    rgb = mcolors.hsv_to_rgb(np.stack([hues, np.ones_like(hues), np.ones_like(hues)], axis=1))
+    out = np.empty(len(hues), np.int64)
+    for lo in range(0, len(hues), 4096):
+        d = ((rgb[lo : lo + 4096, None, :] - rgbs[None]) ** 2).sum(-1)
+        out[lo : lo + 4096] = index[d.argmin(1)]
+    return out
+
+
+def caption_values(values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Caption factor values (shape, positions, spotlight_pos, the three hues) → the caption table's columns."""
+    table = {f: values[f] for f in ("object_shape", "object_xpos", "object_ypos", "spotlight_pos")}
+    for factor, palette_name in PALETTES.items():
+        names = palette(palette_name)[0]
+        index = color_indices(np.asarray(values[factor], np.float64), palette_name)
+        table[TEXT_COLUMNS[factor][0]], table[TEXT_COLUMNS[factor][1]] = np.array(names)[index], index
+    return pd.DataFrame(table)
+
+
+def caption(row, level: int, phrasing: int) -> str:
+    """One caption of selection level ``level`` (0..6; perturbations use 6) from a caption-table row."""
+    shape = SHAPES[int(row["object_shape"])]
+    obj = f'"{row["object_color_name"]}" {shape}' if level >= 4 else shape
+    text = SUBJECTS[phrasing].format(obj=obj)
+    if level == 1:
+        text += f" at the {XPOS[int(row['object_xpos'])]} of the {('image', 'picture')[phrasing % 2]}"
+    elif level >= 2:
+        text += f" at the {YPOS[int(row['object_ypos'])]}-{XPOS[int(row['object_xpos'])]} of the image"
+    if level >= 3:
+        light = f'"{row["splotlight_color_name"]}" spotlight' if level >= 5 else "spotlight"
+        spos = SPOTLIGHT_BINS[min(int(float(row["spotlight_pos"]) / 0.2), 4)]  # the last bin includes 1.0
+        text += SPOTLIGHTS[phrasing].format(light=light, spos=spos)
+    if level >= 6:
+        text += BACKGROUNDS[phrasing % 2].format(bg=f'"{row["background_color_name"]}"')
+    return text + "."
+
+
+def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Path]:
+    """Write ``latents_text_{selections,perturbations}_{i}.csv`` and ``text/<setting>/text_raw.txt`` for i = 0..6 from
+    ``latents_image.csv`` under ``root`` (spec §4.1): selection ``i`` captions the first i + 1 factors with one
+    phrasing per sample shared by all selections; perturbation ``i`` captions everything after redrawing each factor
+    of its set (probability ``change_prob``, spec: 1) from U[0, 1] (hues, spotlight_pos) or {0, 1, 2} (positions),
+    with a fresh phrasing. Unlike the original, setting 0's background caption uses the background hue (§6.9)."""
+    root, written = Path(root), []
+    latents = read_factor_table(root / "latents_image.csv", SEMANTIC, SOURCE)
+    n = len(latents)
+    truth = {f: latents[f].to_numpy() for f in SEMANTIC}
+    phrasing = np.random.default_rng(np.random.SeedSequence([seed, 0])).integers(len(SUBJECTS), size=n)
+    for k, kind in enumerate(SETTINGS):
+        for index, factors in enumerate(SETTINGS[kind]):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, k + 1, index]))
+            values = {f: v.copy() for f, v in truth.items()}
+            if kind == "perturbation":
+                for f in factors:
+                    redraw = rng.random(n) < change_prob
+                    fresh = rng.integers(3, size=n) if f in ("object_xpos", "object_ypos") else rng.random(n)
+                    values[f][redraw] = fresh[redraw]
+            table = caption_values(values)
+            table["text_phrasing"] = phrasing if kind == "selection" else rng.integers(len(SUBJECTS), size=n)
+            level = index if kind == "selection" else len(SEMANTIC) - 1
+            lines = [caption(row, level, int(row["text_phrasing"])) for row in table.to_dict("records")]
+            shown = factors if kind == "selection" else SEMANTIC
+            table = table[[c for f in shown for c in TEXT_COLUMNS[f]] + ["text_phrasing"]]
+            name = f"{kind}s_{index}"
+            with atomic_write(root / f"latents_text_{name}.csv") as fh:
+                table.to_csv(fh, index=False)
+            with atomic_write(root / "text" / name / "text_raw.txt") as fh:
+                fh.write("".join(line + "\n" for line in lines))
+            written += [root / f"latents_text_{name}.csv", root / "text" / name / "text_raw.txt"]
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmrep.data.causal3dident",
+                                     description="Causal3DIdent captions for the 'Negate or Embrace' settings")
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser("render-text", help="write the caption tables and texts of settings 0..6")
+    render.add_argument("--root", type=Path, default=Path("data/causal3dident"))
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--change-prob", type=float, default=1.0, help="perturbation redraw probability (spec: 1)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.change_prob <= 1:
+        parser.error(f"--change-prob: must lie in [0, 1], got {args.change_prob}")
+    try:
+        written = render_text(args.root, args.seed, args.change_prob)
+    except (ConfigError, OSError) as err:
+        print(f"mmrep.data.causal3dident: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files under {args.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
