@@ -165,6 +165,11 @@ def test_missing_or_malformed_mpi3d_files_are_one_line_errors_and_write_nothing(
     assert f"no such file {root / mpi3d.IMAGES}" in lines[0] and "key 'images' of shape (N, 64, 64, 3) uint8" in lines[0]
     assert "rr-learning/disentanglement_dataset" in lines[0]
     assert not (tmp_path / "run").exists() and not list(root.glob("vocab_*.json"))
+    result = cli(["dataset=causal3dident", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and not (tmp_path / "run").exists(), result.stderr[-2000:]
+    assert f"no such file {tmp_path / 'causal3dident' / 'latents_image.csv'}; expected a CSV" in lines[0]
+    assert "rendering_data/Causal3DIdent" in lines[0]
 
     np.savez(root / mpi3d.IMAGES, images=np.zeros((10, 64, 64, 3), np.uint8))
     with pytest.raises(ConfigError, match=r"holds 10 images; expected an npz with key 'images' of shape \(1152, 64"):
