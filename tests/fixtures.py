@@ -74,6 +74,9 @@ def write_all(data_dir: Path) -> None:
     write_avmnist(data_dir)
     write_mpi3d(data_dir)
     write_causal3dident(data_dir)
+    write_caption_uniqueness(data_dir)
+    write_tiny_lm(Path(data_dir) / "models" / "tiny_lm")
+    write_tiny_vit(Path(data_dir) / "models" / "tiny_vit")
 
 
 MPI3D_GRID = (4, 4, 2, 3, 3, 2, 2)  # the real grid with 2 positions per axis: 1,152 images
@@ -126,3 +129,62 @@ def write_causal3dident(data_dir: Path, n: int = 60, size: int = 128, seed: int 
         Image.fromarray((255 * image).astype(np.uint8)).save(image_path(root, i, n))
     render_text(root, seed=seed)
     return root
+
+
+VL_WORDS = ("a", "red", "blue", "green", "dog", "cat", "house", "tree", "on", "the", "beach", "street", "at", "night",
+            "day", "snowy", "old", "small", "big", "car")
+
+
+def write_caption_uniqueness(data_dir: Path, n: int = 24, seed: int = 0) -> Path:
+    """``<data_dir>/caption_uniqueness/``: ``data.json`` in the variants layout (spec rus-alignment §7.1: per entry
+    ``{"Index - i": {"sentences": {"Caption 0 - 0%": ..., "Caption k - P%": ...}, "similarities": [...]}}``, each rewrite
+    swapping more words) and ``images/<i>.png`` (sizes vary; colour and a bar encode the original caption's words)."""
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(data_dir) / "caption_uniqueness"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(n):
+        words = list(rng.choice(VL_WORDS, 6))
+        sentences = {"Caption 0 - 0%": " ".join(words) + "."}
+        for k in range(1, 11):
+            words[rng.integers(6)] = str(rng.choice(VL_WORDS))
+            sentences[f"Caption {k} - {10 * k}%"] = " ".join(words) + "."
+        entries.append({f"Index - {i}": {"sentences": sentences, "similarities": list(np.linspace(0.9, 0.4, 10))}})
+        size = (40 + 4 * (i % 3), 32 + 2 * (i % 5))
+        pixels = np.zeros((size[1], size[0], 3), np.uint8)
+        first = VL_WORDS.index(sentences["Caption 0 - 0%"].split()[0].rstrip("."))
+        pixels[:] = (12 * first, 255 - 12 * first, 40 * (i % 6))
+        pixels[:, : 2 * (1 + VL_WORDS.index(sentences["Caption 0 - 0%"].split()[1].rstrip(".")))] = 255
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+    (root / "data.json").write_text(json.dumps(entries))
+    return root
+
+
+def write_tiny_lm(folder: Path) -> Path:
+    """A randomly initialised 2-layer GPT-2 and a word-level tokenizer, saved as a local model folder (no weights
+    are downloaded)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "</s>", ".", *VL_WORDS])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="</s>").save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=1,
+                        eos_token_id=1)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return Path(folder)
+
+
+def write_tiny_vit(folder: Path) -> Path:
+    """A randomly initialised 2-block ViT (32×32, patches of 8) and its image processor, as a local model folder."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64)).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return Path(folder)

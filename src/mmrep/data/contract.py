@@ -38,7 +38,9 @@ class ModalitySpec:
     Args:
         shape: per-sample shape of the modality's tensor (its ``"x"`` entry when ``masked``), e.g. ``(12,)`` for
             a vector, ``(T, F)`` for a sequence of T tokens with F features, ``(C, H, W)`` for an image.
-        kind: ``vector`` | ``sequence`` | ``image`` (what encoders may assume about the axes).
+        kind: ``vector`` | ``sequence`` | ``image`` | ``text`` (what encoders may assume about the axes). A ``text``
+            modality is raw UTF-8: masked ``{"x": (B, T) uint8 bytes, "mask": (B, T) bool}`` with ``shape = (T,)``,
+            for encoders that bring their own tokenizer (see :func:`encode_texts`, :func:`decode_texts`).
         masked: the value is ``{"x": (B, *shape), "mask": (B, T) bool}`` instead of a bare tensor.
         encoding_size: this modality's own representation width, for objectives that give each modality its own
             space (unimodal: spec rus §2.2 uses E = the feature size); ``None`` = the dataset's shared default.
@@ -53,8 +55,10 @@ class ModalitySpec:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if not self.shape or any(s < 1 for s in self.shape):
             raise ValueError(f"ModalitySpec.shape: needs positive sizes, got {self.shape}")
-        if self.kind not in ("vector", "sequence", "image"):
-            raise ValueError(f"ModalitySpec.kind: vector, sequence or image, got {self.kind!r}")
+        if self.kind not in ("vector", "sequence", "image", "text"):
+            raise ValueError(f"ModalitySpec.kind: vector, sequence, image or text, got {self.kind!r}")
+        if self.kind == "text" and (not self.masked or len(self.shape) != 1):
+            raise ValueError(f"ModalitySpec: a text modality is masked UTF-8 bytes of shape (T,), got {self.shape}")
 
     @property
     def features(self) -> int:
@@ -172,3 +176,22 @@ def slice_input(value: ModalityInput, index) -> ModalityInput:
     if isinstance(value, torch.Tensor):
         return value[index]
     return {k: slice_input(v, index) for k, v in value.items()}
+
+
+def encode_texts(texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Strings → a ``text`` modality input: ``{"x": (N, T) uint8 UTF-8 bytes, right-padded with 0, "mask": (N, T)
+    bool}`` with T the longest text's byte length (at least 1)."""
+    encoded = [t.encode("utf-8") for t in texts]
+    width = max([1, *map(len, encoded)])
+    x = torch.zeros((len(encoded), width), dtype=torch.uint8)
+    mask = torch.zeros((len(encoded), width), dtype=torch.bool)
+    for i, raw in enumerate(encoded):
+        x[i, : len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else x[i, :0]
+        mask[i, : len(raw)] = True
+    return {"x": x, "mask": mask}
+
+
+def decode_texts(value: Mapping[str, torch.Tensor]) -> list[str]:
+    """Inverse of :func:`encode_texts`."""
+    x, mask = value["x"].cpu(), value["mask"].cpu()
+    return [bytes(row[m].tolist()).decode("utf-8") for row, m in zip(x, mask)]

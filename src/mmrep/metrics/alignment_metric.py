@@ -16,7 +16,8 @@ from torch import nn
 from mmrep.data.contract import concat_batches
 from mmrep.encoders.features import layer_features
 from mmrep.errors import ConfigError
-from mmrep.metrics.alignment import AlignmentInputError, LayerAlignment, layerwise_alignment, resolve_metrics
+from mmrep.metrics.alignment import (AlignmentInputError, LayerAlignment, layerwise_alignment, remove_outliers,
+                                    resolve_metrics)
 from mmrep.metrics.alignment.preprocess import check_k, check_q
 
 
@@ -75,6 +76,10 @@ class Alignment:
             encoders when ``None`` (MMCL: its contrasted pair; unimodal: all trained modalities).
         include_output: also use each encoder's final output as a layer (the paper hooks activations only).
         per_layer: also write every layer pair's value, not just ``max`` and ``last``.
+        concat_layers: add a layer ``all``, every layer side by side (the vision–language code's layer −1, spec
+            rus-alignment §7.3).
+        clamp: ``layer`` clamps outliers per layer (spec §4.2); ``encoder`` clamps each encoder's layers together,
+            one threshold per encoder (the vision–language code's ``remove_outliers`` on [N, L, D], §7.3).
 
     Rows, per pair: ``metric, modality ("a|b"), aggregate (max|last|layer), layer_a, layer_b, value, split, n, k, q``.
     """
@@ -91,6 +96,8 @@ class Alignment:
         pairs: Sequence[Sequence[str]] | None = None,
         include_output: bool = False,
         per_layer: bool = True,
+        concat_layers: bool = False,
+        clamp: str = "layer",
         config_key: str = "metric.alignment",
     ) -> None:
         self.key = config_key  # error messages name this config node
@@ -102,19 +109,34 @@ class Alignment:
             check_q(q)
         except AlignmentInputError as err:
             raise ConfigError(f"{self.key}.{err}") from None
+        if clamp not in ("layer", "encoder"):
+            raise ConfigError(f"{self.key}.clamp: layer or encoder, got {clamp!r}")
         self.n, self.pairs, self.include_output, self.per_layer = int(n), pairs, include_output, per_layer
+        self.concat_layers, self.clamp = concat_layers, clamp
         self.options = dict(k=int(k), q=float(q), exact_quantile=exact_quantile, rbf_sigma=rbf_sigma, svcca_dim=svcca_dim)
 
     def features(self, model, inputs: dict) -> dict[str, tuple[list[str], list[torch.Tensor]]]:
-        """Per-layer features of each modality's encoder on its held-out inputs."""
-        return {m: layer_features(model.encoders[m], [x], self.include_output) for m, x in inputs.items()}
+        """Per-layer features of each modality's encoder on its held-out inputs (clamped per encoder and with the
+        ``all`` layer when so configured)."""
+        out = {}
+        for m, x in inputs.items():
+            names, layers = layer_features(model.encoders[m], [x], self.include_output)
+            if self.clamp == "encoder":
+                widths = [h.shape[1] for h in layers]
+                clamped = remove_outliers(torch.cat(layers, dim=1), self.options["q"], self.options["exact_quantile"])
+                layers = list(torch.split(clamped, widths, dim=1))
+            if self.concat_layers:
+                names, layers = ["all", *names], [torch.cat(layers, dim=1), *layers]  # first, as the code's -1
+            out[m] = (names, layers)
+        return out
 
     def compute(self, pairs, features: dict) -> pd.DataFrame:
         frames = []
         for a, b in pairs:
             (names_a, layers_a), (names_b, layers_b) = features[a], features[b]
+            options = {**self.options, "q": 1.0} if self.clamp == "encoder" else self.options  # clamped already
             try:
-                results = layerwise_alignment(layers_a, layers_b, self.metrics, **self.options)
+                results = layerwise_alignment(layers_a, layers_b, self.metrics, **options)
             except AlignmentInputError as err:
                 raise ConfigError(f"{self.key}: {a}|{b}: {err}") from None
             columns = dict(modality=f"{a}|{b}", split="align", n=layers_a[0].shape[0], k=self.options["k"], q=self.options["q"])
