@@ -24,7 +24,7 @@ VL = ["dataset=caption_uniqueness", "dataset.images=${paths.data_dir}/caption_un
       "encoders.text.model=${paths.data_dir}/models/tiny_lm", "encoders.image.model=${paths.data_dir}/models/tiny_vit"]
 NEEDS = {("objective", "unimodal"): ["dataset=rus"], ("paper_scale", "image_text"): ["dataset=shapes_text"],
          ("dataset", "caption_uniqueness"): VL, ("encoder", "hf_lm"): VL, ("encoder", "hf_vit"): VL,
-         ("metric", "vl_alignment"): VL}
+         ("metric", "vl_alignment"): VL, ("experiment", "vl_uniqueness"): VL[1:]}
 # encoders for images and token sequences are tried on the toy dataset's modality of that kind
 ENCODER_ON = {"resnet18": "image", "small_cnn": "image", "text_cnn2d": "tokens"}
 

@@ -200,6 +200,8 @@ class HFVisionTransformer(_Frozen):
         super().__init__(model, revision, cache_dir, dtype, feature_cache, batch_size)
         transformers = self._transformers()
         loaded = self._load(transformers.AutoModel)
+        if hasattr(loaded.config, "mask_ratio"):  # MAE masks 75 % of the patches by default: see them all
+            loaded.config.mask_ratio = 0.0
         self.vit = getattr(loaded, "vision_model", loaded).to(self.dtype).eval().requires_grad_(False)
         self.processor = self._load(transformers.AutoImageProcessor, "image processor")
 

@@ -1,0 +1,101 @@
+"""Tables of the vision–language uniqueness sweep (``experiment=vl_uniqueness``, spec rus-alignment §7.3).
+
+    python -m mmrep.analysis.vl_uniqueness outputs/vl_uniqueness/multiruns/<date> [--out DIR]
+
+From every run's max-over-layer-pairs mutual-kNN alignment and its language model's performance (−bits per byte):
+
+* per vision family, Spearman ρ between U and alignment for each vision model (pooling every (U, LM) point),
+  averaged over the family's models (``vl_rho_uniqueness.csv``);
+* per family and U, the Spearman ρ and the least-squares slope of alignment against LM performance (one point per
+  LM) for each vision model, averaged over the family's models (``vl_performance.csv``).
+
+Also writes the tidy per-run table ``vl_runs.csv`` and prints both tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mmrep.analysis.runs import load_runs, markdown
+from mmrep.utils.files import atomic_write
+
+CONFIG_KEYS = {"uniqueness": "dataset.uniqueness", "language_model": "encoders.text.model",
+               "vision_model": "encoders.image.model", "seed": "seed"}
+FAMILIES = (  # (substring of the model name, family), first match wins (spec §7.2 groups)
+    ("dinov2", "DINOv2"), ("mae", "MAE"), ("in12k", "CLIP (IN-12k fine-tuned)"), ("clip", "CLIP"),
+    ("in21k", "ImageNet-21k"),
+)
+
+
+def vision_family(name: str) -> str:
+    lowered = str(name).lower()
+    return next((family for key, family in FAMILIES if key in lowered), "other")
+
+
+def run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: uniqueness, language_model, vision_model, family, alignment (max), lm_performance."""
+    align = runs[(runs.metric == "mutual_knn") & (runs["aggregate"] == "max")]
+    perf = runs[runs.metric == "lm_performance"]
+    if align.empty or perf.empty:
+        raise ValueError("need mutual_knn max rows and lm_performance rows (metric=vl_alignment)")
+    keys = ["run", "uniqueness", "language_model", "vision_model"]
+    table = align[keys + ["value"]].rename(columns={"value": "alignment"}).merge(
+        perf[["run", "value"]].rename(columns={"value": "lm_performance"}), on="run")
+    table["family"] = table.vision_model.map(vision_family)
+    return table
+
+
+def _spearman(x, y) -> float:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def rho_uniqueness(table: pd.DataFrame) -> pd.DataFrame:
+    """Per family: mean over its vision models of Spearman ρ(U, alignment) over every (U, LM) point."""
+    per_model = (table.groupby(["family", "vision_model"])
+                 .apply(lambda g: _spearman(g.uniqueness, g.alignment), include_groups=False).rename("rho"))
+    return per_model.groupby("family").agg(["mean", "count"]).rename(columns={"count": "models"}).reset_index()
+
+
+def performance_trend(table: pd.DataFrame) -> pd.DataFrame:
+    """Per family and U: mean over vision models of ρ and slope of alignment against LM performance."""
+    def fit(g):
+        if len(g) < 2 or np.ptp(g.lm_performance) == 0:
+            return pd.Series({"rho": float("nan"), "slope": float("nan")})
+        return pd.Series({"rho": _spearman(g.lm_performance, g.alignment),
+                          "slope": float(np.polyfit(g.lm_performance, g.alignment, 1)[0])})
+
+    per_model = table.groupby(["family", "uniqueness", "vision_model"]).apply(fit, include_groups=False)
+    return per_model.groupby(["family", "uniqueness"]).mean().reset_index()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.vl_uniqueness", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        table = run_table(load_runs(args.sweep, CONFIG_KEYS))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"mmrep.analysis.vl_uniqueness: error: {err}", file=sys.stderr)
+        return 2
+    out = args.out or args.sweep
+    rho, trend = rho_uniqueness(table), performance_trend(table)
+    for name, frame in (("vl_runs", table), ("vl_rho_uniqueness", rho), ("vl_performance", trend)):
+        with atomic_write(out / f"{name}.csv") as fh:
+            frame.to_csv(fh, index=False, float_format="%.4g")
+    print("Spearman ρ(U, alignment) per vision family (mean over its models)\n" + markdown(rho.set_index("family").round(3)))
+    print("\nalignment vs LM performance (−bits per byte) per U: Spearman ρ and slope (mean over the family's models)\n"
+          + markdown(trend.set_index(["family", "uniqueness"]).round(3)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
