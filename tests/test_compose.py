@@ -20,8 +20,8 @@ SELECT = {
     "optimizer": "optimizer@objective.optimizer={}",
     "scheduler": "scheduler@objective.scheduler={}",
 }
-VL = ["dataset=caption_uniqueness", "dataset.images=${paths.data_dir}/caption_uniqueness/images",  # the fixture's
-      "encoders.text.model=${paths.data_dir}/models/tiny_lm", "encoders.image.model=${paths.data_dir}/models/tiny_vit"]
+VL = ["dataset=caption_uniqueness", "encoders.text.model=${paths.data_dir}/models/tiny_lm",  # the fixture's models
+      "encoders.image.model=${paths.data_dir}/models/tiny_vit"]
 NEEDS = {("objective", "unimodal"): ["dataset=rus"], ("paper_scale", "image_text"): ["dataset=shapes_text"],
          ("dataset", "caption_uniqueness"): VL, ("encoder", "hf_lm"): VL, ("encoder", "hf_vit"): VL,
          ("metric", "vl_alignment"): VL, ("experiment", "vl_uniqueness"): VL[1:]}

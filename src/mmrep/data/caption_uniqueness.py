@@ -18,6 +18,7 @@ nothing is trained.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -29,6 +30,8 @@ from PIL import Image
 from mmrep.data.base import InMemorySplitDataModule, reject_bias
 from mmrep.data.contract import DataSpec, ModalitySpec, encode_texts
 from mmrep.errors import ConfigError, check_positive_ints
+
+log = logging.getLogger(__name__)
 
 SOURCE = ("the caption variants of 'Understanding the Emergence of Multimodal Representation Alignment' "
           "(github.com/MeganTj/platonic-rep-unique, perturbed/data.json)")
@@ -119,7 +122,7 @@ class CaptionUniquenessDataModule(InMemorySplitDataModule):
 
     Args:
         data_json: the caption variants file. uniqueness: U in 0, 10, …, 100.
-        images: a folder of ``<i>.<ext>`` images (used when set); else ``hf_dataset`` (a dataset name read offline from the local
+        images: a folder of ``<i>.<ext>`` images (used when it exists); else ``hf_dataset`` (a dataset name read offline from the local
             cache / ``hf_cache_dir``, or a ``save_to_disk`` folder) with ``hf_revision``, ``hf_split``.
         image_size: S. batch_size: loader batches (frozen feature extraction batches on its own).
     """
@@ -138,12 +141,14 @@ class CaptionUniquenessDataModule(InMemorySplitDataModule):
         super().__init__(batch_size, align_split="test")
         self.uniqueness, self.image_size = int(uniqueness), int(image_size)
         self.indices, self.captions = read_variants(Path(data_json), self.uniqueness)
-        if images is not None:
+        if images is not None and (Path(images).is_dir() or hf_dataset is None):
             folder = Path(images)
             if not folder.is_dir():
                 raise ConfigError(f"dataset.images: no such folder {folder}; expected <i>.jpg per data.json entry")
             self._source = lambda: folder_images(folder, self.indices)
         else:
+            if images is not None:
+                log.info("no image folder %s; reading the images from the Hugging Face dataset %s", images, hf_dataset)
             self._source = lambda: hf_images(hf_dataset, hf_revision, hf_split, hf_cache_dir, len(self.indices))
         width = max(len(c.encode("utf-8")) for c in self.captions)
         self.spec = DataSpec(modalities={"image": ModalitySpec((3, self.image_size, self.image_size), "image"),
