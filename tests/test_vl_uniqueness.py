@@ -178,6 +178,7 @@ def test_uniqueness_sweep_and_analysis_end_to_end(vl, cli, tmp_path, capsys):
     trend = pd.read_csv(sweep / "vl_performance.csv")
     assert set(trend.uniqueness) == {0, 50, 100} and {"rho", "slope"} <= set(trend.columns)
     assert "Spearman ρ(U, alignment)" in capsys.readouterr().out
+    assert (sweep / "vl_alignment_vs_U.png").stat().st_size > 0 and (sweep / "vl_alignment_vs_performance.png").is_file()
 
 
 def test_vision_families_follow_the_spec_groups():

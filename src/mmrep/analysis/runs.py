@@ -43,3 +43,14 @@ def markdown(table: pd.DataFrame) -> str:
         return table.to_markdown()
     except ImportError:  # pandas needs the optional tabulate package for markdown
         return table.to_string()
+
+
+def save_figure(fig, ax, path: Path) -> Path:
+    """Legend, tight layout, write ``path`` (PNG, 120 dpi), close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mmrep.analysis.runs import load_runs
+from mmrep.analysis.runs import load_runs, save_figure
 
 CONFIG_KEYS = {"r": "dataset.redundancy", "D_phi": "dataset.depth", "d": "encoders.x1.depth", "seed": "seed"}
 
@@ -117,7 +117,7 @@ def plot(df: pd.DataFrame, maxima: pd.DataFrame, perf: pd.DataFrame, out: Path) 
             best = maxima[(maxima.metric == metric) & (maxima.D_phi == d_phi)]
             ax.plot(best["U"], best["alignment"], "o-", color="tab:red", ms=4, label=f"max, D_φ={d_phi}")
         ax.set(xlabel="uniqueness U = 8 − r", ylabel=f"{metric} (max over layers)", title="alignment vs uniqueness")
-        written.append(_save(fig, ax, out / f"alignment_vs_U_{metric}.png"))
+        written.append(save_figure(fig, ax, out / f"alignment_vs_U_{metric}.png"))
 
         sub = perf[(perf.metric == metric) & (perf.quantity == "alignment_performance")]
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -127,18 +127,8 @@ def plot(df: pd.DataFrame, maxima: pd.DataFrame, perf: pd.DataFrame, out: Path) 
                         marker=marker, capsize=3, label=name)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set(xlabel="uniqueness U", ylabel="corr(performance, alignment)", title=f"{metric}: alignment–performance")
-        written.append(_save(fig, ax, out / f"alignment_performance_{metric}.png"))
+        written.append(save_figure(fig, ax, out / f"alignment_performance_{metric}.png"))
     return written
-
-
-def _save(fig, ax, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def analyze(root: Path, out: Path | None = None, bootstrap: int = 1000) -> dict[str, pd.DataFrame]:

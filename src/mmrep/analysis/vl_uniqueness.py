@@ -9,7 +9,9 @@ From every run's max-over-layer-pairs mutual-kNN alignment and its language mode
 * per family and U, the Spearman ρ and the least-squares slope of alignment against LM performance (one point per
   LM) for each vision model, averaged over the family's models (``vl_performance.csv``).
 
-Also writes the tidy per-run table ``vl_runs.csv`` and prints both tables.
+Also writes the tidy per-run table ``vl_runs.csv``, prints both tables and draws ``vl_alignment_vs_U.png`` (per
+family, alignment against U averaged over LMs, one line per vision model) and ``vl_alignment_vs_performance.png``
+(alignment against LM performance, one line per U, averaged over vision models).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mmrep.analysis.runs import load_runs, markdown
+from mmrep.analysis.runs import load_runs, markdown, save_figure
 from mmrep.utils.files import atomic_write
 
 CONFIG_KEYS = {"uniqueness": "dataset.uniqueness", "language_model": "encoders.text.model",
@@ -76,6 +78,30 @@ def performance_trend(table: pd.DataFrame) -> pd.DataFrame:
     return per_model.groupby(["family", "uniqueness"]).mean().reset_index()
 
 
+def plot(table: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = sorted(table.family.unique())
+    fig, axes = plt.subplots(1, len(families), figsize=(4 * len(families), 3.2), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for model, part in table[table.family == family].groupby("vision_model"):
+            means = part.groupby("uniqueness").alignment.mean()
+            ax.plot(means.index, means.values, "o-", ms=3, label=str(model).split("/")[-1])
+        ax.set(xlabel="caption uniqueness U (%)", ylabel="mutual kNN (max over layers)", title=family)
+    written = [save_figure(fig, axes[0][-1], out / "vl_alignment_vs_U.png")]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for u, part in table.groupby("uniqueness"):
+        means = part.groupby("lm_performance").alignment.mean()
+        ax.plot(means.index, means.values, "o-", ms=3, label=f"U = {u}")
+    ax.set(xlabel="LM performance (−bits per byte)", ylabel="mutual kNN (mean over vision models)",
+           title="alignment vs language-model performance")
+    written.append(save_figure(fig, ax, out / "vl_alignment_vs_performance.png"))
+    return written
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.vl_uniqueness", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", type=Path)
@@ -91,6 +117,7 @@ def main(argv=None) -> int:
     for name, frame in (("vl_runs", table), ("vl_rho_uniqueness", rho), ("vl_performance", trend)):
         with atomic_write(out / f"{name}.csv") as fh:
             frame.to_csv(fh, index=False, float_format="%.4g")
+    plot(table, out)
     print("Spearman ρ(U, alignment) per vision family (mean over its models)\n" + markdown(rho.set_index("family").round(3)))
     print("\nalignment vs LM performance (−bits per byte) per U: Spearman ρ and slope (mean over the family's models)\n"
           + markdown(trend.set_index(["family", "uniqueness"]).round(3)))
