@@ -101,3 +101,40 @@ def read_caption_lines(path: Path, key: str, source: str) -> list[list[str]]:
         raise ConfigError(f"{key}: {path} is not a readable UTF-8 text file ({type(err).__name__}); expected one "
                           f"caption per line, from {source}") from None
     return [tokenize(line) for line in text.splitlines() if line.strip()]
+
+
+def write_caption_files(table_path: Path, table, text_path: Path, captions: Sequence[str]) -> list[Path]:
+    """One setting's caption-factor CSV and its one-caption-per-line text file, each written atomically."""
+    with atomic_write(table_path) as fh:
+        table.to_csv(fh, index=False)
+    with atomic_write(text_path) as fh:
+        fh.write("".join(c + "\n" for c in captions))
+    return [table_path, text_path]
+
+
+def render_text_main(argv, dataset: str, default_root: str, change_prob: float, render, add_arguments=None) -> int:
+    """The ``python -m mmrep.data.<dataset> render-text`` command: ``--root``, ``--seed``, ``--change-prob`` (and
+    ``add_arguments(parser)``'s), then ``render(args)`` returning the written paths; errors are one line, exit 2."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=f"python -m mmrep.data.{dataset}",
+                                     description=f"{dataset} captions for the 'Negate or Embrace' settings")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sub = commands.add_parser("render-text", help="write every paper setting's caption files, seeded")
+    sub.add_argument("--root", type=Path, default=Path(default_root))
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--change-prob", type=float, default=change_prob,
+                     help=f"perturbation redraw probability (spec: {change_prob:g})")
+    if add_arguments is not None:
+        add_arguments(sub)
+    args = parser.parse_args(argv)
+    if not 0 <= args.change_prob <= 1:
+        parser.error(f"--change-prob: must lie in [0, 1], got {args.change_prob}")
+    try:
+        written = render(args)
+    except (ConfigError, OSError) as err:
+        print(f"mmrep.data.{dataset}: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files under {args.root}")
+    return 0

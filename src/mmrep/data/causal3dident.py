@@ -21,9 +21,7 @@ invariant.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -33,11 +31,10 @@ import torch
 from PIL import Image
 
 from mmrep.bias.misalignment import MisalignmentBias
-from mmrep.data.captions import read_caption_lines, token_ids
+from mmrep.data.captions import read_caption_lines, render_text_main, token_ids, write_caption_files
 from mmrep.data.contract import Batch, DataSpec, ModalitySpec
 from mmrep.data.factor_data import FactorDataModule, read_factor_table
 from mmrep.errors import ConfigError, check_positive_ints
-from mmrep.utils.files import atomic_write
 
 SOURCE = ("the Causal3DIdent image–text release of 'Negate or Embrace' (github.com/YichaoCai1/crossmodal_mislaignment, "
           "rendering_data/Causal3DIdent)")
@@ -254,32 +251,14 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Pat
             shown = factors if kind == "selection" else SEMANTIC
             table = table[[c for f in shown for c in TEXT_COLUMNS[f]] + ["text_phrasing"]]
             name = f"{kind}s_{index}"
-            with atomic_write(root / f"latents_text_{name}.csv") as fh:
-                table.to_csv(fh, index=False)
-            with atomic_write(root / "text" / name / "text_raw.txt") as fh:
-                fh.write("".join(line + "\n" for line in lines))
-            written += [root / f"latents_text_{name}.csv", root / "text" / name / "text_raw.txt"]
+            written += write_caption_files(root / f"latents_text_{name}.csv", table, root / "text" / name / "text_raw.txt",
+                                           lines)
     return written
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrep.data.causal3dident",
-                                     description="Causal3DIdent captions for the 'Negate or Embrace' settings")
-    commands = parser.add_subparsers(dest="command", required=True)
-    render = commands.add_parser("render-text", help="write the caption tables and texts of settings 0..6")
-    render.add_argument("--root", type=Path, default=Path("data/causal3dident"))
-    render.add_argument("--seed", type=int, default=0)
-    render.add_argument("--change-prob", type=float, default=1.0, help="perturbation redraw probability (spec: 1)")
-    args = parser.parse_args(argv)
-    if not 0 <= args.change_prob <= 1:
-        parser.error(f"--change-prob: must lie in [0, 1], got {args.change_prob}")
-    try:
-        written = render_text(args.root, args.seed, args.change_prob)
-    except (ConfigError, OSError) as err:
-        print(f"mmrep.data.causal3dident: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(written)} files under {args.root}")
-    return 0
+    return render_text_main(argv, "causal3dident", "data/causal3dident", 1.0,
+                            lambda args: render_text(args.root, args.seed, args.change_prob))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ then the spec's mean/std); captions are kept as token ids and one-hot encoded pe
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +31,7 @@ import pandas as pd
 import torch
 
 from mmrep.bias.misalignment import MisalignmentBias
-from mmrep.data.captions import read_caption_lines, token_ids
+from mmrep.data.captions import read_caption_lines, render_text_main, token_ids, write_caption_files
 from mmrep.data.contract import Batch, DataSpec, ModalitySpec
 from mmrep.data.factor_data import FactorDataModule, read_factor_table
 from mmrep.errors import ConfigError, check_positive_ints
@@ -265,33 +263,18 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 0.9, grid: Seque
             for index in range(len(SETTINGS[kind])):
                 rng = np.random.default_rng(np.random.SeedSequence([seed, s, k, index]))
                 captions, values = caption_setting(factors, kind, index, rng, change_prob)
-                with atomic_write(root / split / f"text_semantics_{kind}_{index}.csv") as fh:
-                    values.to_csv(fh, index=False)
-                with atomic_write(root / split / f"text_{kind}_{index}.txt") as fh:
-                    fh.write("".join(c + "\n" for c in captions))
-                written += [root / split / f"text_semantics_{kind}_{index}.csv", root / split / f"text_{kind}_{index}.txt"]
+                written += write_caption_files(root / split / f"text_semantics_{kind}_{index}.csv", values,
+                                               root / split / f"text_{kind}_{index}.txt", captions)
     return written
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrep.data.mpi3d",
-                                     description="MPI3D-complex captions for the 'Negate or Embrace' settings")
-    commands = parser.add_subparsers(dest="command", required=True)
-    render = commands.add_parser("render-text", help="write train/ and test/ caption files for settings 0..4")
-    render.add_argument("--root", type=Path, default=Path("data/mpi3d_complex"))
-    render.add_argument("--seed", type=int, default=0)
-    render.add_argument("--change-prob", type=float, default=0.9, help="perturbation redraw probability (spec: 0.9)")
-    render.add_argument("--factor-sizes", type=int, nargs=7, default=list(GRID), metavar="N")
-    args = parser.parse_args(argv)
-    if not 0 <= args.change_prob <= 1:
-        parser.error(f"--change-prob: must lie in [0, 1], got {args.change_prob}")
-    try:
-        written = render_text(args.root, args.seed, args.change_prob, args.factor_sizes)
-    except (ConfigError, OSError) as err:
-        print(f"mmrep.data.mpi3d: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(written)} files under {args.root}")
-    return 0
+    def factor_sizes(parser):
+        parser.add_argument("--factor-sizes", type=int, nargs=7, default=list(GRID), metavar="N")
+
+    return render_text_main(argv, "mpi3d", "data/mpi3d_complex", 0.9,
+                            lambda args: render_text(args.root, args.seed, args.change_prob, args.factor_sizes),
+                            factor_sizes)
 
 
 if __name__ == "__main__":
