@@ -96,6 +96,7 @@ def hf_images(name: str, revision: str | None, split: str, cache_dir: str | None
     how = (f"download it once on a machine with internet (datasets.load_dataset({name!r}, revision={revision!r}, "
            f"split={split!r}, cache_dir=...)) and point dataset.hf_cache_dir at that cache, or save it with "
            "save_to_disk and give that folder as dataset.hf_dataset, or export the images to a folder (dataset.images)")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # read when datasets is imported: never download
     try:
         import datasets
     except ImportError:
@@ -106,7 +107,6 @@ def hf_images(name: str, revision: str | None, split: str, cache_dir: str | None
             table = datasets.load_from_disk(name)
             table = table[split] if isinstance(table, datasets.DatasetDict) else table
         else:
-            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
             table = datasets.load_dataset(name, revision=revision, split=split, cache_dir=cache_dir)
     except Exception as err:  # datasets raises many types for a missing cache; all mean "not available offline"
         raise ConfigError(f"dataset.hf_dataset: {name!r} (revision {revision}, split {split}) is not available "

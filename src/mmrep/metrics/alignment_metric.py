@@ -40,9 +40,9 @@ def encoder_pairs(model, pairs: Sequence[Sequence[str]] | None, key: str) -> lis
     return out
 
 
-def heldout_inputs(datamodule, modalities: Sequence[str], n: int, key: str) -> dict:
+def heldout_inputs(datamodule, modalities: Sequence[str], n: int | None, key: str) -> dict:
     """The fixed alignment samples, ``datamodule.heldout("align", n)``, as one input per modality (a tensor or a
-    dict of tensors with N rows; N may be below ``n`` when the dataset's held-out split is smaller)."""
+    dict of tensors with N rows; N may be below ``n`` when the dataset's held-out split is smaller; ``None``: all)."""
     if datamodule is None or not hasattr(datamodule, "heldout"):
         raise ConfigError(f"{key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
     return concat_batches(datamodule.heldout("align", n), modalities)

@@ -30,8 +30,7 @@ class LanguageModelPerformance:
     def __call__(self, model, datamodule) -> pd.DataFrame:
         rows = []
         for m in self._scorers(model):
-            x = heldout_inputs(datamodule, [m], self.n or len(datamodule.split(datamodule.align_split)),
-                               "metric.lm_performance")[m]
+            x = heldout_inputs(datamodule, [m], self.n, "metric.lm_performance")[m]
             bpb = model.encoders[m].bits_per_byte(x)
             for metric, value in (("bits_per_byte", bpb.mean()), ("lm_performance", -bpb.mean())):
                 rows.append({"metric": metric, "modality": m, "value": float(value), "split": "align", "n": len(bpb)})
