@@ -37,7 +37,8 @@ def per_sample_dataset(r: int, nets, num_data: int, temperature: float = 0.05):
                 q[row] = [x / sum(e) for x in e]
                 row += 1
     q = rus.balance(q, np.full(4, 0.25)).reshape(256, 16, 16, 4)
-    xc, xu1, xu2 = rng.choice(256, num_data), rng.choice(16, num_data), rng.choice(16, num_data)
+    xc = rng.choice(256, num_data, p=[1 / 256] * 256)  # the original passes a uniform p (another stream)
+    xu1, xu2 = rng.choice(16, num_data, p=[1 / 16] * 16), rng.choice(16, num_data, p=[1 / 16] * 16)
     y = np.array([rng.choice(4, p=q[a, b, c]) for a, b, c in zip(xc, xu1, xu2)])
     x0 = np.array([xc_bits[a] + xu_bits[b] for a, b in zip(xc, xu1)], dtype=np.float32)
     raw1 = torch.tensor([xc_bits[a] + xu_bits[c] for a, c in zip(xc, xu2)], dtype=torch.float32)

@@ -61,17 +61,28 @@ def test_information_quantities_match_the_spec(r):
     np.testing.assert_allclose(got, MI[r], atol=1e-3)
 
 
-def test_vectorised_labels_equal_the_per_sample_original():
-    table, rng = rus.conditional_table(5)
-    state = rng.get_state()
-    xc, xu1, xu2, y = rus.sample_inputs_and_labels(table, rng, 3000)
+def _original_draws(table, state, n):
+    """The original's procedure, literally: ids by ``choice`` with an explicit uniform ``p``, then one
+    ``choice(4, p=...)`` per sample (the issue-13 finding: without ``p`` numpy takes another stream)."""
     slow = np.random.RandomState()
     slow.set_state(state)
-    ids = [slow.choice(256, 3000), slow.choice(16, 3000), slow.choice(16, 3000)]
+    ids = [slow.choice(256, n, p=[1 / 256] * 256), slow.choice(16, n, p=[1 / 16] * 16), slow.choice(16, n, p=[1 / 16] * 16)]
     labels = [slow.choice(4, p=table[a, b, c]) for a, b, c in zip(*ids)]
+    return ids, labels
+
+
+@pytest.mark.parametrize("redundancy", [0, 3, 4, 8])
+def test_ids_and_labels_equal_the_original_draw_for_draw(redundancy):
+    table, rng = rus.conditional_table(redundancy)
+    state = rng.get_state()
+    xc, xu1, xu2, y = rus.sample_inputs_and_labels(table, rng, 65_536 if redundancy == 4 else 4_000)
+    ids, labels = _original_draws(table, state, len(y))
     for fast, ref in zip((xc, xu1, xu2), ids):
         np.testing.assert_array_equal(fast, ref)
     np.testing.assert_array_equal(y, labels)
+    other = np.random.RandomState()
+    other.set_state(state)
+    assert (other.choice(256, len(y)) == xc).mean() < 0.05  # the p-less stream really differs (chance: 1/256)
 
 
 def test_label_statistics_follow_the_table():

@@ -29,7 +29,7 @@ from mmrep.utils.files import atomic_write
 log = logging.getLogger(__name__)
 
 SHARED_BITS, UNIQUE_BITS, LABEL_BITS = 8, 4, 8  # spec §1.1 (shared_feature_dim, unique_feature_dim), §1.3 max_red
-FORMAT_VERSION = 1  # bump when the cached arrays' meaning changes
+FORMAT_VERSION = 2  # bump when the cached arrays' meaning changes (2: the original's id stream, p= passed)
 
 
 def bit_table(n_bits: int) -> np.ndarray:
@@ -128,14 +128,17 @@ def mutual_information(table: np.ndarray) -> dict[str, float]:
 def sample_inputs_and_labels(
     table: np.ndarray, rng: np.random.RandomState, num_data: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Draw ``x_c``, ``x_u1``, ``x_u2`` ids then one label per sample (spec §1.5), vectorised.
+    """Draw ``x_c``, ``x_u1``, ``x_u2`` ids then one label per sample (spec §1.5), vectorised, draw for draw the
+    original's stream.
 
-    The original calls ``rng.choice(C, p=p_i)`` per sample; each call consumes one uniform and picks the first
-    class whose normalised cumulative probability exceeds it, so one ``random_sample(N)`` and a row-wise count
-    give the identical labels."""
-    xc = rng.choice(256, num_data)
-    xu1 = rng.choice(16, num_data)
-    xu2 = rng.choice(16, num_data)
+    The original passes an explicit uniform ``p`` to ``choice`` for the ids, which numpy samples by
+    ``random_sample`` + ``searchsorted`` — a different stream from ``choice`` without ``p``, so ``p`` is passed here
+    too. For the labels it calls ``rng.choice(C, p=p_i)`` per sample; each call consumes one uniform and picks the
+    first class whose normalised cumulative probability exceeds it, so one ``random_sample(N)`` and a row-wise
+    count give the identical labels."""
+    xc = rng.choice(256, num_data, p=np.full(256, 1 / 256))
+    xu1 = rng.choice(16, num_data, p=np.full(16, 1 / 16))
+    xu2 = rng.choice(16, num_data, p=np.full(16, 1 / 16))
     cdf = table[xc, xu1, xu2].cumsum(axis=1)
     cdf /= cdf[:, -1:]
     u = rng.random_sample(num_data)
