@@ -187,9 +187,24 @@ def test_analysis_correlations_and_figures(tmp_path):
     ap = perf[perf.quantity == "alignment_performance"].set_index("U")
     assert ap.loc[0, "pearson"] == pytest.approx(1.0) and ap.loc[0, "pearson_lo"] <= 1.0
     assert abs(ap.loc[8, "spearman"]) < 0.95
-    for name in ("rus_runs.csv", "alignment_vs_U.csv", "alignment_performance.csv",
+    assert set(perf.quantity) >= {"alignment_performance_given_depth"}
+    assert set(result["alignment_performance_by_seed"].seed) == {0}
+    for name in ("rus_runs.csv", "alignment_vs_U.csv", "alignment_performance.csv", "alignment_performance_by_seed.csv",
                  "alignment_vs_U_unbiased_cka.png", "alignment_performance_unbiased_cka.png"):
         assert (tmp_path / name).is_file()
+
+
+def test_partial_correlation_removes_what_depth_explains():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=400)
+    x, y = z + 0.5 * rng.normal(size=400), z + 0.5 * rng.normal(size=400)  # related only through z
+    plain, partial = analysis.correlation(x, y, 0), analysis.partial_correlation(x, y, z, bootstrap=300)
+    assert plain["pearson"] > 0.7 and abs(partial["pearson"]) < 0.12 and partial["pearson_lo"] < 0 < partial["pearson_hi"]
+    r = np.corrcoef([x, y, z])  # the textbook formula (r_xy − r_xz r_yz) / √((1 − r_xz²)(1 − r_yz²))
+    textbook = (r[0, 1] - r[0, 2] * r[1, 2]) / np.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2))
+    assert partial["pearson"] == pytest.approx(textbook, abs=1e-10)
+    shared = rng.normal(size=400)
+    assert analysis.partial_correlation(z + shared, z + shared + 0.1 * rng.normal(size=400), z, 0)["pearson"] > 0.9
 
 
 def test_analysis_errors_without_runs(tmp_path):

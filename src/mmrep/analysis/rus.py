@@ -9,7 +9,10 @@ modality-1 encoders (max over layer pairs) and ``p`` = the modality-1 test accur
 * ``alignment_vs_U.csv`` — per metric and D_φ: the maximum alignment at each U, and the correlation of those
   maxima with U (Pearson and Spearman, bootstrap 95% CIs resampling the runs within each U);
 * ``alignment_performance.csv`` — per metric, U and D_φ: corr(p, a) pooled over seeds and depths (paper Fig. 7
-  left), Pearson and Spearman with bootstrap CIs; plus corr(p, d) and corr(d, a);
+  left), Pearson and Spearman with bootstrap CIs; plus corr(p, d), corr(d, a) and the partial correlation of p and
+  a controlling for the encoder depth d (``alignment_performance_given_depth``: the paper's claim is about
+  alignment, and at low U accuracy, alignment and depth all move together);
+* ``alignment_performance_by_seed.csv`` — the same per seed (how much of it is noise);
 * ``alignment_vs_U_<metric>.png`` and ``alignment_performance_<metric>.png``.
 
 The original computed Pearson only (and never filled the U = 8 maximum, §9 item 3); both are done here.
@@ -61,6 +64,36 @@ def correlation(x, y, bootstrap: int = 1000, seed: int = 0, groups=None) -> dict
     return out
 
 
+def _residuals(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``a`` minus its least-squares fit on ``[1, c]``."""
+    design = np.column_stack([np.ones_like(c), c])
+    return a - design @ np.linalg.lstsq(design, a, rcond=None)[0]
+
+
+def partial_correlation(x, y, z, bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Correlation of ``x`` and ``y`` controlling for ``z``: Pearson of the residuals of linear fits on ``z``;
+    Spearman the same on ranks. Percentile bootstrap 95% CIs resample the (x, y, z) points."""
+    x, y, z = (np.asarray(v, float) for v in (x, y, z))
+
+    def partial(a, b, c, rank):
+        if rank:
+            a, b, c = (stats.rankdata(v) for v in (a, b, c))
+        return _safe(lambda u, v: stats.pearsonr(u, v)[0], _residuals(a, c), _residuals(b, c))
+
+    out = {"n": len(x)}
+    for name, rank in (("pearson", False), ("spearman", True)):
+        out[name] = partial(x, y, z, rank) if len(x) > 3 else float("nan")
+        draws = []
+        if bootstrap and len(x) > 3:
+            rng = np.random.default_rng(seed)
+            for _ in range(bootstrap):
+                idx = rng.integers(0, len(x), len(x))
+                draws.append(partial(x[idx], y[idx], z[idx], rank))
+        draws = np.asarray([d for d in draws if np.isfinite(d)])
+        out[f"{name}_lo"], out[f"{name}_hi"] = np.percentile(draws, [2.5, 97.5]) if len(draws) else (np.nan, np.nan)
+    return out
+
+
 def _safe(fn, x, y) -> float:
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
@@ -90,16 +123,20 @@ def alignment_vs_u(df: pd.DataFrame, bootstrap: int) -> tuple[pd.DataFrame, pd.D
     return maxima, pd.DataFrame(rows)
 
 
-def alignment_performance(df: pd.DataFrame, bootstrap: int) -> pd.DataFrame:
-    """Per (metric, U, D_phi): corr(accuracy, alignment), corr(accuracy, d), corr(d, alignment), pooled over seeds."""
+def alignment_performance(df: pd.DataFrame, bootstrap: int, by=("metric", "U", "D_phi")) -> pd.DataFrame:
+    """Per ``by`` group (default pooled over seeds): corr(accuracy, alignment), corr(accuracy, d), corr(d, alignment)
+    and the partial corr(accuracy, alignment | d)."""
     rows = []
-    for (metric, u, d_phi), part in df.groupby(["metric", "U", "D_phi"]):
+    for key, part in df.groupby(list(by)):
+        group = dict(zip(by, key))
         for quantity, x, y in (
             ("alignment_performance", part["accuracy"], part["alignment"]),
             ("performance_depth", part["accuracy"], part["d"]),
             ("alignment_depth", part["d"], part["alignment"]),
         ):
-            rows.append({"metric": metric, "U": u, "D_phi": d_phi, "quantity": quantity, **correlation(x, y, bootstrap)})
+            rows.append({**group, "quantity": quantity, **correlation(x, y, bootstrap)})
+        rows.append({**group, "quantity": "alignment_performance_given_depth",
+                     **partial_correlation(part["accuracy"], part["alignment"], part["d"], bootstrap)})
     return pd.DataFrame(rows)
 
 
@@ -137,12 +174,15 @@ def analyze(root: Path, out: Path | None = None, bootstrap: int = 1000) -> dict[
     df = tidy_runs(load_runs(root, CONFIG_KEYS))
     maxima, vs_u = alignment_vs_u(df, bootstrap)
     perf = alignment_performance(df, bootstrap)
+    by_seed = alignment_performance(df, 0, by=("metric", "U", "D_phi", "seed"))
     df.to_csv(out / "rus_runs.csv", index=False)
+    by_seed.to_csv(out / "alignment_performance_by_seed.csv", index=False)
     vs_u.merge(maxima.pivot_table(index=["metric", "D_phi"], columns="U", values="alignment").add_prefix("max_U").reset_index(),
                on=["metric", "D_phi"]).to_csv(out / "alignment_vs_U.csv", index=False)
     perf.to_csv(out / "alignment_performance.csv", index=False)
     plot(df, maxima, perf, out)
-    return {"runs": df, "maxima": maxima, "alignment_vs_U": vs_u, "alignment_performance": perf}
+    return {"runs": df, "maxima": maxima, "alignment_vs_U": vs_u, "alignment_performance": perf,
+            "alignment_performance_by_seed": by_seed}
 
 
 def main(argv=None) -> int:
@@ -160,9 +200,11 @@ def main(argv=None) -> int:
     print("alignment (max over runs) vs U, per metric and D_phi:")
     print(vs_u[["metric", "D_phi", "n", "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi"]].round(3).to_string(index=False))
     perf = result["alignment_performance"]
-    ap = perf[perf.quantity == "alignment_performance"].groupby(["metric", "U"])[["pearson", "spearman"]].median()
-    print("\ncorr(performance, alignment) per U (median over D_phi):")
-    print(ap.round(3).to_string())
+    for quantity, title in (("alignment_performance", "corr(performance, alignment)"),
+                            ("alignment_performance_given_depth", "partial corr(performance, alignment | encoder depth)")):
+        ap = perf[perf.quantity == quantity].groupby(["metric", "U"])[["pearson", "pearson_lo", "pearson_hi"]].median()
+        print(f"\n{title} per U (median over D_phi, 95% bootstrap CI):")
+        print(ap.round(3).to_string())
     return 0
 
 
