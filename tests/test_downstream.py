@@ -50,3 +50,38 @@ def test_downstream_metric_end_to_end(cli, tiny, tmp_path):
     }
     assert down.value.between(-10, 1).all()
     assert (df.metric == "r2").sum() == 60 + 4
+
+
+def test_label_rules_median_kmeans_and_the_originals_per_batch_kmeans():
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    from mmrep.errors import ConfigError
+    from mmrep.metrics.downstream import Downstream, kmeans_labels_per_batch
+
+    rng = np.random.default_rng(0)
+    y2 = {k: np.concatenate([rng.normal(0, 1, 5000), rng.normal(6 + 2 * i, 1, 3192)])[rng.permutation(8192)]
+          for i, k in enumerate(("fit", "test", "shifted"))}
+    per_batch = Downstream(label_rule="kmeans_per_batch").labels(y2)
+    for k, y in y2.items():  # the original, literally: KMeans(2) per 4096 block, lower centre = class 0
+        expected = []
+        for lo in range(0, len(y), 4096):
+            fit = KMeans(n_clusters=2, n_init=10, random_state=42).fit(y[lo : lo + 4096].reshape(-1, 1))
+            order = np.argsort(fit.cluster_centers_.ravel())
+            expected.extend(np.where(fit.labels_ == order[1], 1, 0))
+        np.testing.assert_array_equal(per_batch[k], expected)
+    assert 0.3 < per_batch["fit"].mean() < 0.45  # clusters, not halves: classes need not be balanced
+    median = Downstream(label_rule="median").labels(y2)
+    assert median["fit"].mean() == pytest.approx(0.5, abs=1e-3)  # the paper's rule balances the fit set
+    one_threshold = Downstream(label_rule="kmeans").labels(y2)
+    assert (one_threshold["shifted"] != per_batch["shifted"]).any()  # one fit-set midpoint vs each batch's own
+    assert (kmeans_labels_per_batch(y2["test"]) == per_batch["test"]).all()
+    with pytest.raises(ConfigError, match=r"^metric.downstream.label_rule: one of \['median', 'kmeans', 'kmeans_per_batch'\]"):
+        Downstream(label_rule="kmean")
+
+
+def test_paper_scale_sets_the_papers_downstream_sizes(compose):
+    small = compose(["metric=identifiability_downstream"])
+    assert (small.metric.downstream.n_fit, small.metric.downstream.n_eval, small.metric.downstream.epochs) == (8192, 8192, 2000)
+    paper = compose(["metric=identifiability_downstream", "paper_scale=numeric"])
+    assert (paper.metric.downstream.n_fit, paper.metric.downstream.n_eval, paper.metric.downstream.epochs) == (20480, 20480, 10000)

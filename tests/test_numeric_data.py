@@ -43,6 +43,15 @@ def test_independent_marginals_and_perturbation_law():
     assert diff.var().item() == pytest.approx(1.0, abs=0.02)
 
 
+@pytest.mark.parametrize("scale", [False, True])
+def test_margin_std_scales_s_and_with_the_originals_option_also_m(scale):
+    dm = make(margin_std=2.0, scale_modality_latents=scale)
+    lat = dm.latent_model.sample(100_000, torch.Generator().manual_seed(1))
+    assert lat["s"].std(0).sub(2.0).abs().max() < 0.03
+    for m in ("m_x", "m_t"):
+        assert lat[m].std(0).sub(2.0 if scale else 1.0).abs().max() < 0.03
+
+
 def test_dependent_regime_covariance():
     dm = make(dependent=True)
     chol = dm.latent_model.chol["s"].double()

@@ -28,7 +28,9 @@ from mmrep.errors import ConfigError, check_positive_ints
 class LatentModel:
     """Distribution of ``(s, s̃, m_x, m_t)`` (spec §1.2 and §1.4).
 
-    Independent regime: ``s ~ N(0, margin_std² I)``, ``m_x, m_t ~ N(0, I)``, noise ``ε ~ N(0, noise_std² I)``.
+    Independent regime: ``s ~ N(0, margin_std² I)``, ``m_x, m_t ~ N(0, I)`` (spec §1.2; the original code also
+    scaled ``m_x, m_t`` by ``margin_std``: ``scale_modality_latents=True``, the same at σ = 1, every published run),
+    noise ``ε ~ N(0, noise_std² I)``.
     Dependent regime: Gaussian with Wishart(df=n, I) covariances. The original drew ``Σ_a`` with the same seed as
     ``Σ_s`` and ``Σ_mt`` with the same seed as ``Σ_mx`` (spec §6 bug 2); by default we draw all four
     independently, as the paper describes; ``share_covariances=True`` reproduces the original code.
@@ -40,6 +42,7 @@ class LatentModel:
     margin_std: float = 1.0
     seed: int = 0
     share_covariances: bool = False
+    scale_modality_latents: bool = False
 
     def __post_init__(self) -> None:
         n_s, n_m = self.bias.n_semantics, self.n_modality
@@ -65,8 +68,9 @@ class LatentModel:
         """``n`` i.i.d. latent draws: ``s`` (n, n_s), ``s_tilde`` (n, n_s), ``m_x``/``m_t`` (n, n_modality)."""
         n_s, n_m = self.bias.n_semantics, self.n_modality
         s = self._gaussian(n, n_s, "s", self.margin_std, gen)
-        m_x = self._gaussian(n, n_m, "m_x", 1.0, gen)
-        m_t = self._gaussian(n, n_m, "m_t", 1.0, gen)
+        m_std = self.margin_std if self.scale_modality_latents else 1.0
+        m_x = self._gaussian(n, n_m, "m_x", m_std, gen)
+        m_t = self._gaussian(n, n_m, "m_t", m_std, gen)
         changed = torch.rand(n, n_s, generator=gen) < self.bias.change_prob  # b ~ Bernoulli(p), §1.4
         noise = self._gaussian(n, n_s, "a", self.bias.noise_std, gen)
         s_tilde = s + self.perturb_mask * changed * noise
@@ -115,6 +119,8 @@ class NumericDataModule(pl.LightningDataModule):
         bias: the selection/perturbation bias (``bias=`` group); ``None`` means no bias.
         n_semantics, n_modality: latent block sizes (spec defaults 10 and 5).
         dependent: Wishart-covariance (causally dependent) latents instead of independent ones.
+        margin_std: σ of the semantic latents in the independent regime; ``scale_modality_latents`` also scales
+            ``m_x, m_t`` by it, as the original code did (the spec's table: N(0, I)).
         batch_size: pairs per training step (the spec's 6144 at paper scale); each step also draws as many negatives.
         steps_per_epoch: length of one training epoch of the infinite stream (checkpoint/validation cadence).
         n_val: size of the fixed validation set (loss only). n_probe: default size of the probe fit/eval sets.
@@ -128,6 +134,7 @@ class NumericDataModule(pl.LightningDataModule):
         dependent: bool = False,
         margin_std: float = 1.0,
         share_covariances: bool = False,
+        scale_modality_latents: bool = False,
         mixing_layers: int = 3,
         mixing_slope: float = 0.2,
         cond_quantile: float = 0.001,
@@ -152,7 +159,8 @@ class NumericDataModule(pl.LightningDataModule):
             raise ConfigError(f"dataset.margin_std: must be > 0, got {margin_std}")
         self.bias = (bias or MisalignmentBias(name="none")).resolve(n_semantics)
         self.latent_model = LatentModel(
-            self.bias, n_modality, dependent, margin_std, seed, share_covariances=share_covariances
+            self.bias, n_modality, dependent, margin_std, seed, share_covariances=share_covariances,
+            scale_modality_latents=scale_modality_latents,
         )
         self.n_semantics, self.n_modality = n_semantics, n_modality
         self.batch_size, self.steps_per_epoch, self.n_val = batch_size, steps_per_epoch, n_val
