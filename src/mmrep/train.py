@@ -11,6 +11,7 @@ The run directory receives ``.hydra/config.yaml`` (the resolved config), ``check
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -65,5 +66,13 @@ def main(cfg: DictConfig) -> float | None:
         return run(cfg)[1]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line: Hydra's, except that ``--cfg`` beside ``-m`` prints the config a sweep's job would get
+    (Hydra itself refuses the pair), e.g. ``python -m mmrep.train -m hydra/launcher=slurm --cfg hydra``."""
+    if {"--cfg", "-c"} & set(sys.argv) and {"-m", "--multirun"} & set(sys.argv):
+        sys.argv = [a for a in sys.argv if a not in ("-m", "--multirun")]
     main()
+
+
+if __name__ == "__main__":
+    cli()
