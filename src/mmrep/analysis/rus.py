@@ -160,7 +160,9 @@ def plot(df: pd.DataFrame, maxima: pd.DataFrame, perf: pd.DataFrame, out: Path) 
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for name, marker in (("pearson", "o"), ("spearman", "s")):
             means = sub.groupby("U")[[name, f"{name}_lo", f"{name}_hi"]].mean()
-            ax.errorbar(means.index, means[name], yerr=[means[name] - means[f"{name}_lo"], means[f"{name}_hi"] - means[name]],
+            # a percentile CI need not contain the point estimate (few points): no negative bar lengths
+            below, above = (means[name] - means[f"{name}_lo"]).clip(lower=0), (means[f"{name}_hi"] - means[name]).clip(lower=0)
+            ax.errorbar(means.index, means[name], yerr=[below, above],
                         marker=marker, capsize=3, label=name)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set(xlabel="uniqueness U", ylabel="corr(performance, alignment)", title=f"{metric}: alignment–performance")
