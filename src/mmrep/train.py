@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from mmrep.utils import run as R
+from mmrep.utils import threads
 from mmrep.utils.results import write_csv_atomic
 
 log = logging.getLogger("mmrep.train")
@@ -34,6 +35,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 def run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     """Build, fit (unless ``fit: false``), measure and write one run; returns the results and the optimised value."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    threads.apply(cfg.get("cpu_threads", "auto"))
     datamodule, model = R.build(cfg)
     metrics = R.instantiate_group(cfg.get("metric"))
     R.check_metrics(metrics, model, datamodule)

@@ -47,7 +47,10 @@ def make_callbacks(cfg: DictConfig, loggers: list) -> list:
         return []
     from pytorch_lightning.callbacks import LearningRateMonitor
 
+    from mmrep.utils.threads import ThreadBudget
+
     callbacks = list(instantiate_group(cfg.get("callbacks")).values())
+    callbacks.append(ThreadBudget(cfg.get("cpu_threads", "auto")))
     return [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
 
 
