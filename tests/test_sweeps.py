@@ -61,18 +61,25 @@ def test_table_errors_on_empty_dir(tmp_path, capsys):
     assert "no run directories" in capsys.readouterr().err
 
 
-def test_optuna_sweep_records_trials_and_resumes(cli, tiny, tmp_path):
+def test_optuna_sweep_resumes_without_duplicates_or_stale_trials(cli, tiny, tmp_path):
+    import optuna
+
     db = tmp_path / "study.db"
     args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=2", *tiny]
-    res = cli(args)
+            f"hydra.sweeper.storage=sqlite:///{db}", *tiny]
+    res = cli([*args, "hydra.sweeper.n_trials=2"])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert cli(args).returncode == 0  # same command again: the study resumes
-    with sqlite3.connect(db) as con:
-        states = [r[0] for r in con.execute("select state from trials")]
-        values = [r[0] for r in con.execute("select value from trial_values")]
-    assert len(states) == 4 and all(s == "COMPLETE" for s in states)
-    assert all(-1 <= v <= 1 for v in values)
+    assert cli([*args, "hydra.sweeper.n_trials=2"]).returncode == 0  # rerun: the study is complete, nothing new
+    study = optuna.load_study(study_name="numeric_mmcl", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    killed = study.ask()  # a trial left RUNNING by a killed sweep
+    assert cli([*args, "hydra.sweeper.n_trials=4"]).returncode == 0  # topped up to 4 completed trials
+    study = optuna.load_study(study_name="numeric_mmcl", storage=f"sqlite:///{db}")
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[killed.number] == "FAIL" and list(states.values()).count("COMPLETE") == 4 and len(states) == 5
+    params = [tuple(sorted(t.params.items())) for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(set(params)) == 4  # the resumed proposals repeat none of the completed ones
+    assert all(-1 <= t.value <= 1 for t in study.trials if t.state.name == "COMPLETE")
 
 
 @pytest.mark.ddp
