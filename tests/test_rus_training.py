@@ -145,7 +145,7 @@ def test_rus_optuna_study_resumes(cli, tmp_path):
             "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
             f"paths.data_dir={tmp_path / 'data'}", "callbacks.rich_progress_bar=null"]
     assert cli(args).returncode == 0
-    res = cli(args)
+    res = cli([*args, "hydra.sweeper.n_trials=4"])  # the same study, topped up from 2 to 4 trials
     assert res.returncode == 0, res.stderr[-3000:]
     with sqlite3.connect(db) as con:
         names = [r[0] for r in con.execute("select study_name from studies")]
