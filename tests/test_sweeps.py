@@ -83,9 +83,21 @@ def test_optuna_sweep_resumes_without_duplicates_or_stale_trials(cli, tiny, tmp_
 
 
 @pytest.mark.ddp
-def test_ddp_cpu_two_processes(cli, tiny, tmp_path):
-    out = tmp_path / "run"
-    res = cli([*tiny, "trainer=ddp_cpu", f"hydra.run.dir={out}"])
-    assert res.returncode == 0, res.stderr[-3000:]
-    df = pd.read_csv(out / "results.csv")
-    assert len(df[df.metric == "r2"]) == 60
+def test_two_gloo_processes_give_the_metrics_of_one_process_within_tolerance(cli, tmp_path):
+    """The same experiment (300 steps, 256 pairs per step) on 1 process and on 2 DDP processes of 128 each: every
+    rank draws its own stream, so the data differ and metrics agree within a tolerance, stated here as 0.05 R² for
+    the invariant block and the modality-specific latents (measured: 0.671/0.678 vs 0.654/0.673)."""
+    common = ["trainer.max_steps=300", "dataset.steps_per_epoch=100", "metric.identifiability.n_fit=2048",
+              "metric.identifiability.n_eval=2048", "metric.identifiability.probes=[linear]", "logger=none",
+              "callbacks.rich_progress_bar=null"]
+    scores = {}
+    for name, overrides in (("one", ["dataset.batch_size=256"]), ("two", ["trainer=ddp_cpu", "dataset.batch_size=128"])):
+        res = cli([*overrides, *common, f"hydra.run.dir={tmp_path / name}"])
+        assert res.returncode == 0, res.stderr[-3000:]
+        df = pd.read_csv(tmp_path / name / "results.csv")
+        assert len(df[df.metric == "r2"]) == 30  # one results table, written by rank 0 only
+        scores[name] = df[df.metric == "r2"].set_index(["modality", "target"]).value
+    for target in ("s_inv", "m_x", "m_t"):
+        for modality in ("x", "t"):
+            assert abs(scores["one"][modality, target] - scores["two"][modality, target]) < 0.05, (modality, target, scores)
+    assert scores["two"]["x", "s_inv"] > 0.5  # and the run learned (not two equal failures)
