@@ -35,12 +35,23 @@ def _hydra_run_names(task_name: str) -> tuple[str, str | None]:
     return f"{task_name}/{Path(hc.sweep.dir).name}", f"{hc.job.num}:{overrides}" if overrides else str(hc.job.num)
 
 
+def choice_tags() -> list[str]:
+    """``group=option`` for the run's chosen config groups (``dataset=rus``, ``objective=unimodal``, ...)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    choices = HydraConfig.get().runtime.choices
+    return [f"{group}={option}" for group, option in choices.items()
+            if option and not group.startswith("hydra") and "@" not in group and group not in ("paths", "callbacks")]
+
+
 def wandb_logger(offline: bool | str = "auto", task_name: str = "train", group: str | None = None,
-                 name: str | None = None, **kwargs):
+                 name: str | None = None, tags: list[str] | None = None, **kwargs):
     """A ``WandbLogger``; ``offline="auto"`` goes offline when no API key is configured and ``WANDB_MODE`` is unset.
 
     ``group``/``name`` default to the experiment (``task_name``) and, in a multirun, the sweep and the job, so every
-    job of a sweep is its own W&B run and a sweep is one group. Offline runs land in
+    job of a sweep is its own W&B run and a sweep is one group; ``tags`` default to the chosen group options. Offline runs land in
     ``<save_dir>/wandb/offline-run-*``; upload them later with ``wandb sync``.
     """
     from pytorch_lightning.loggers import WandbLogger
@@ -50,4 +61,5 @@ def wandb_logger(offline: bool | str = "auto", task_name: str = "train", group: 
         if offline:
             log.info("W&B: no API key configured, logging offline (sync later with `wandb sync`)")
     default_group, default_name = _hydra_run_names(task_name)
-    return WandbLogger(offline=bool(offline), group=group or default_group, name=name or default_name, **kwargs)
+    return WandbLogger(offline=bool(offline), group=group or default_group, name=name or default_name,
+                       tags=list(tags) if tags is not None else choice_tags(), **kwargs)

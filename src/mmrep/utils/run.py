@@ -124,12 +124,23 @@ def log_config(loggers: list, config: DictConfig) -> None:
         logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))
 
 
+def result_key(row: pd.Series) -> str:
+    """A row's summary name from its identifying columns, e.g. ``r2/mlp/x/s_inv`` or ``mutual_knn/x0|x1/max``."""
+    parts = [row.get(c) for c in ("metric", "probe", "modality", "target", "aggregate", "split")]
+    return "/".join(str(p) for p in parts if p is not None and not (isinstance(p, float) and pd.isna(p)))
+
+
 def log_results(loggers: list, results: pd.DataFrame) -> None:
-    """The final results table to the loggers that take tables (W&B: a ``results`` table; the CSV logger's is
-    ``results.csv`` itself)."""
+    """The final results to the loggers: W&B gets a ``results`` table and one summary value per row (the CSV
+    logger's table is ``results.csv`` itself); TensorBoard gets each row as a scalar at the last step."""
     for logger in loggers:
         if hasattr(logger, "log_table"):
             logger.log_table(key="results", dataframe=results.astype(object).where(results.notna(), None))
+            summary = logger.experiment.summary
+            for _, row in results.iterrows():
+                summary[f"results/{result_key(row)}"] = float(row["value"])
+        elif type(logger).__name__ == "TensorBoardLogger":
+            logger.log_metrics({f"results/{result_key(row)}": float(row["value"]) for _, row in results.iterrows()})
 
 
 def finish_loggers() -> None:
