@@ -133,3 +133,22 @@ def test_probe_targets():
     assert t["s_inv"].shape == (10, 6) and t["m_x"].shape == (10, 5)
     torch.testing.assert_close(t["tilde_s_1"][:, 0], lat["s_tilde"][:, 1])
     assert "tilde_s_2" not in t
+
+
+def test_training_stream_follows_the_trainer_device():
+    dm = make(device="auto")
+    assert dm.stream_device().type == "cpu"  # no trainer yet
+    dm.trainer = type("T", (), {"strategy": type("S", (), {"root_device": torch.device("cpu")})()})()
+    assert dm.stream_device().type == "cpu"
+    with pytest.raises(ConfigError, match=r"^dataset.device: cpu or auto"):
+        make(device="cuda:0")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_stream_is_generated_on_the_gpu_reproducibly():
+    dm = make(device="auto")
+    dm.trainer = type("T", (), {"strategy": type("S", (), {"root_device": torch.device("cuda")})(),
+                                "global_step": 0, "global_rank": 0})()
+    first, again = next(iter(dm.train_dataloader())), next(iter(dm.train_dataloader()))
+    assert first["x"].is_cuda and first["neg"]["t"].is_cuda
+    torch.testing.assert_close(first["x"], again["x"])

@@ -21,6 +21,7 @@ import pandas as pd
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from mmrep.utils import resolvers  # noqa: F401  (config resolvers)
 from mmrep.utils import run as R
 from mmrep.utils import threads
 from mmrep.utils.results import write_csv_atomic

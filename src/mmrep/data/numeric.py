@@ -8,6 +8,8 @@ is reproducible and a resumed run sees the same data; held-out sets are fixed by
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -60,9 +62,9 @@ class LatentModel:
         self.perturb_mask = mask
 
     def _gaussian(self, n: int, dim: int, key: str, std: float, gen: torch.Generator) -> torch.Tensor:
-        eps = torch.randn(n, dim, generator=gen)
+        eps = torch.randn(n, dim, generator=gen, device=gen.device)
         chol = self.chol[key]
-        return eps @ chol.T if chol is not None else eps * std
+        return eps @ chol.to(gen.device).T if chol is not None else eps * std
 
     def sample(self, n: int, gen: torch.Generator) -> Batch:
         """``n`` i.i.d. latent draws: ``s`` (n, n_s), ``s_tilde`` (n, n_s), ``m_x``/``m_t`` (n, n_modality)."""
@@ -71,9 +73,9 @@ class LatentModel:
         m_std = self.margin_std if self.scale_modality_latents else 1.0
         m_x = self._gaussian(n, n_m, "m_x", m_std, gen)
         m_t = self._gaussian(n, n_m, "m_t", m_std, gen)
-        changed = torch.rand(n, n_s, generator=gen) < self.bias.change_prob  # b ~ Bernoulli(p), §1.4
+        changed = torch.rand(n, n_s, generator=gen, device=gen.device) < self.bias.change_prob  # b ~ Bernoulli(p), §1.4
         noise = self._gaussian(n, n_s, "a", self.bias.noise_std, gen)
-        s_tilde = s + self.perturb_mask * changed * noise
+        s_tilde = s + self.perturb_mask.to(gen.device) * changed * noise
         return {"s": s, "s_tilde": s_tilde, "m_x": m_x, "m_t": m_t}
 
 
@@ -93,8 +95,9 @@ class _TrainStream(IterableDataset):
         trainer = self.dm.trainer
         start = trainer.global_step if trainer is not None else 0
         rank = trainer.global_rank if trainer is not None else 0
+        device = self.dm.stream_device()
         for j in range(self.dm.steps_per_epoch):
-            gen = torch_generator(self.dm.seed, "train", start + j, rank)
+            gen = torch_generator(self.dm.seed, "train", start + j, rank, device=device)
             yield self.dm.generate(self.dm.batch_size, gen, with_latents=False)
 
 
@@ -124,6 +127,8 @@ class NumericDataModule(pl.LightningDataModule):
         batch_size: pairs per training step (the spec's 6144 at paper scale); each step also draws as many negatives.
         steps_per_epoch: length of one training epoch of the infinite stream (checkpoint/validation cadence).
         n_val: size of the fixed validation set (loss only). n_probe: default size of the probe fit/eval sets.
+        device: ``auto`` generates the training stream on the training device (a CUDA generator on a GPU run:
+            no CPU bottleneck at B = 6144; its draws differ from the CPU generator's), ``cpu`` always on the CPU.
     """
 
     def __init__(
@@ -143,9 +148,13 @@ class NumericDataModule(pl.LightningDataModule):
         steps_per_epoch: int = 1000,
         n_val: int = 4096,
         negatives: bool = True,
+        device: str = "cpu",
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if device not in ("cpu", "auto"):
+            raise ConfigError(f"dataset.device: cpu or auto (the training device), got {device!r}")
+        self.device = device
         check_positive_ints(
             "dataset",
             n_semantics=n_semantics,
@@ -199,12 +208,29 @@ class NumericDataModule(pl.LightningDataModule):
             }
         return self._mixing
 
+    def stream_device(self) -> torch.device:
+        """Where the training stream is generated: the CPU, or with ``device: auto`` the trainer's device (no
+        host-to-GPU copy and no CPU bottleneck at B = 6144). Held-out sets stay on the CPU generator."""
+        trainer = getattr(self, "trainer", None)
+        if self.device == "auto" and trainer is not None:
+            return trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _mixing_on(self, device: torch.device) -> dict[str, torch.nn.Module]:
+        if device.type == "cpu":
+            return self.mixing
+        cache = self.__dict__.setdefault("_mixing_devices", {})
+        if device not in cache:
+            cache[device] = {k: copy.deepcopy(m).to(device) for k, m in self.mixing.items()}
+        return cache[device]
+
     @torch.no_grad()
     def views(self, latents: Batch) -> Batch:
-        """Observations ``x = g_x([s, m_x])`` and ``t = g_t([s̃[I_θ], m_t])`` of latent draws."""
+        """Observations ``x = g_x([s, m_x])`` and ``t = g_t([s̃[I_θ], m_t])`` of latent draws (on their device)."""
         z_x = torch.cat([latents["s"], latents["m_x"]], dim=1)
         z_t = torch.cat([latents["s_tilde"][:, list(self.bias.selected)], latents["m_t"]], dim=1)
-        return {"x": self.mixing["x"](z_x), "t": self.mixing["t"](z_t)}
+        mixing = self._mixing_on(z_x.device)
+        return {"x": mixing["x"](z_x), "t": mixing["t"](z_t)}
 
     def generate(self, n: int, gen: torch.Generator, *, with_latents: bool = True, shift=None) -> Batch:
         """One batch of ``n`` pairs (plus ``n`` independent negatives when ``negatives``).

@@ -24,7 +24,8 @@ def seed_sequence(seed: int, purpose: str, *extra: int) -> np.random.SeedSequenc
     return np.random.SeedSequence([int(seed), _PURPOSES[purpose], *[int(e) for e in extra]])
 
 
-def torch_generator(seed: int, purpose: str, *extra: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded from (seed, purpose, *extra)."""
+def torch_generator(seed: int, purpose: str, *extra: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded from (seed, purpose, *extra). CPU and CUDA generators are
+    different algorithms: the same seed gives different (equally reproducible) draws on each device type."""
     state = seed_sequence(seed, purpose, *extra).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))

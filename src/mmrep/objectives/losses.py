@@ -38,6 +38,7 @@ class _RowLogSumExp(torch.autograd.Function):
         return buf
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # under bf16 autocast: float32 sums
     def forward(ctx, u, v, w, scale, exclude_self, chunk):
         n = u.shape[0]
         lse = torch.empty(n, dtype=u.dtype, device=u.device)
@@ -52,6 +53,7 @@ class _RowLogSumExp(torch.autograd.Function):
         return lse
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_lse):
         u, v, w, lse = ctx.saved_tensors
         scale, chunk = ctx.scale, ctx.chunk
