@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 
@@ -128,3 +129,17 @@ def test_a_value_meant_for_another_encoder_is_a_config_error(compose, tmp_path):
     cfg = compose(["paper_scale=numeric", "encoder@encoders.x=transformer"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match="^encoders.x: .*unexpected keyword argument 'hidden'"):
         build(cfg)
+
+
+def test_compile_encoders_switch(compose, tmp_path, monkeypatch):
+    from mmrep.errors import ConfigError
+    from mmrep.utils.run import build
+
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.append((type(self).__name__, kw)))
+    build(compose(["compile_encoders=max-autotune"], output_dir=tmp_path))
+    assert calls == [("MLP", {"mode": "max-autotune"})] * 2  # both encoders, in place
+    build(compose([], output_dir=tmp_path))
+    assert len(calls) == 2  # null: eager
+    with pytest.raises(ConfigError, match=r"^compile_encoders: null or one of \['default'"):
+        build(compose(["compile_encoders=fast"], output_dir=tmp_path))

@@ -65,7 +65,22 @@ def build(cfg: DictConfig):
                           "(a `spec: DataSpec` and `heldout(purpose, n)`; see README, Contracts)")
     encoders = instantiate(cfg.get("encoders") or {}, _convert_="all")
     objective = instantiate(cfg.objective, _partial_=True, _convert_="all")  # the spec must reach it as is
-    return datamodule, objective(data=datamodule.spec, encoders=encoders)
+    model = objective(data=datamodule.spec, encoders=encoders)
+    compile_encoders(model, cfg.get("compile_encoders"))
+    return datamodule, model
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def compile_encoders(model, mode: str | None) -> None:
+    """``torch.compile`` each encoder in place (its state-dict keys and checkpoints unchanged); ``None``: eager."""
+    if mode is None:
+        return
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"compile_encoders: null or one of {list(COMPILE_MODES)}, got {mode!r}")
+    for encoder in getattr(model, "encoders", {}).values():
+        encoder.compile(mode=mode)
 
 
 def check_metrics(metrics: dict, model, datamodule) -> None:
