@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmrep.data.contract import MultimodalDataModule
 from mmrep.errors import ConfigError
 from mmrep.utils.results import select_value, tidy
+from mmrep.utils.threads import ThreadBudget
 
 log = logging.getLogger("mmrep.train")
 
@@ -46,8 +47,6 @@ def make_callbacks(cfg: DictConfig, loggers: list) -> list:
     if not cfg.fit:
         return []
     from pytorch_lightning.callbacks import LearningRateMonitor
-
-    from mmrep.utils.threads import ThreadBudget
 
     callbacks = list(instantiate_group(cfg.get("callbacks")).values())
     callbacks.append(ThreadBudget(cfg.get("cpu_threads", "auto")))
