@@ -22,7 +22,7 @@ TOLERANCE = 0.03  # around the paper's accuracy ranges
 
 
 @pytest.mark.slow
-def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, tmp_path):
+def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     res = cli(["-m", "experiment=rus_alignment_small", "dataset.redundancy=0,4,8", "seed=0,1", f"hydra.sweep.dir={sweep}",
                "callbacks.rich_progress_bar=null", f"paths.data_dir={tmp_path / 'data'}"], timeout=1500)
@@ -57,3 +57,9 @@ def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, 
             assert ap[metric, seed, 0] >= 0.6, ap  # measured 0.85–0.97
     partial = result["alignment_performance"]
     assert set(partial[partial.quantity == "alignment_performance_given_depth"].U) == {0, 4, 8}  # reported, not asserted
+
+    from test_notebooks import execute_notebook, figures  # the notebook of this result runs on these tables
+
+    outputs = execute_notebook("rus_alignment.ipynb", sweep, tmp_path, monkeypatch)
+    assert figures(outputs) == 2
+    assert any("alignment_performance_given_depth" in str(o.get("data", {}).get("text/plain", "")) for o in outputs)

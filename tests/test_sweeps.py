@@ -8,7 +8,7 @@ import pytest
 from mmrep.analysis.numeric import identification_table, main as table_main, pivot
 
 
-def test_selection_sweep_to_table_and_heatmap(cli, tiny, tmp_path):
+def test_selection_sweep_to_table_heatmap_and_notebook(cli, tiny, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     res = cli(["-m", "experiment=numeric_selection", "bias.theta=967,55", "seed=0", f"hydra.sweep.dir={sweep}", *tiny])
     assert res.returncode == 0, res.stderr[-3000:]
@@ -20,6 +20,10 @@ def test_selection_sweep_to_table_and_heatmap(cli, tiny, tmp_path):
     assert (sweep / "identification_x_linear.png").stat().st_size > 10_000
     md = (sweep / "identification_x_linear.md").read_text()
     assert "s_9" in md and "m_x" in md
+    from test_notebooks import execute_notebook, figures
+
+    outputs = execute_notebook("numeric_identifiability.ipynb", sweep, tmp_path, monkeypatch)
+    assert figures(outputs) == 2  # the staircase and the heatmap
 
 
 def _fake_runs(root, settings, seeds):
