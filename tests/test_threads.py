@@ -44,3 +44,15 @@ def test_apply_sets_torch_threads_and_the_callback_follows_the_registry(registry
         assert torch.get_num_threads() == 4  # 8 cores, 2 live processes
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_process_holds_its_share_only_while_a_run_lasts(registry, run_inproc, tiny, tmp_path):
+    seen = []
+    original = threads.live_processes
+    threads.live_processes = lambda: seen.append((registry / str(os.getpid())).exists()) or original()
+    try:
+        run_inproc([*tiny, "callbacks.rich_progress_bar=null", "logger=none"], tmp_path / "run")
+    finally:
+        threads.live_processes = original
+    assert seen and all(seen)  # registered during the run (the budget was computed with it) ...
+    assert not (registry / str(os.getpid())).exists()  # ... and not after: an idle test runner takes no share

@@ -36,7 +36,14 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 def run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     """Build, fit (unless ``fit: false``), measure and write one run; returns the results and the optimised value."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    threads.apply(cfg.get("cpu_threads", "auto"))
+    threads.apply(cfg.get("cpu_threads", "auto"))  # this process takes its share of the cores while the run lasts
+    try:
+        return _run(cfg)
+    finally:
+        threads.release()
+
+
+def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     datamodule, model = R.build(cfg)
     metrics = R.instantiate_group(cfg.get("metric"))
     R.check_metrics(metrics, model, datamodule)

@@ -55,6 +55,11 @@ def register() -> None:
         log.debug("cannot register in %s: %s", REGISTRY, err)
 
 
+def release() -> None:
+    """Leave the registry (a run ended: an idle process, e.g. a test runner between runs, takes no share)."""
+    (REGISTRY / str(os.getpid())).unlink(missing_ok=True)
+
+
 def live_processes() -> int:
     """Registered mmrep processes still running (stale entries of killed processes are removed); at least 1."""
     count = 0
