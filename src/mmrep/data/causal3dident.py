@@ -109,8 +109,9 @@ class Causal3DIdentDataModule(FactorDataModule):
         self._mean = torch.tensor(MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(STD).view(1, 3, 1, 1)
 
-    def _read_images(self, indices: Sequence[int]) -> np.ndarray:
-        """(B, H, W, 3) uint8 from the PNG files; a missing or odd file is a one-line error naming it."""
+    def _read_images(self, indices: Sequence[int], expected: tuple[int, ...] | None = None) -> np.ndarray:
+        """(B, H, W, 3) uint8 from the PNG files; a missing or unreadable file, or one whose shape differs from
+        ``expected`` (default: the first one read), is a one-line error naming it."""
         out = []
         for i in indices:
             path = image_path(self.root, int(i), self.count)
@@ -120,9 +121,10 @@ class Causal3DIdentDataModule(FactorDataModule):
             except OSError as err:
                 raise ConfigError(f"dataset.data_dir: {path} is not a readable image ({type(err).__name__}); from "
                                   f"{SOURCE}") from None
-            if out and pixels.shape != out[0].shape:
+            expected = expected or pixels.shape
+            if pixels.shape != expected:
                 raise ConfigError(f"dataset.data_dir: {path} is {pixels.shape[1]}×{pixels.shape[0]}, other images are "
-                                  f"{out[0].shape[1]}×{out[0].shape[0]}")
+                                  f"{expected[1]}×{expected[0]}")
             out.append(pixels)
         return np.stack(out)
 
@@ -139,10 +141,7 @@ class Causal3DIdentDataModule(FactorDataModule):
 
     def decode_batch(self, batch: Batch) -> Batch:
         """Sample indices → normalised float images (B, 3, H, W); token ids → one-hot (spec §4.2)."""
-        images = torch.from_numpy(self._read_images(batch["image"].tolist()))
-        if tuple(images.shape[1:3]) != tuple(self.image_size):
-            raise ConfigError(f"dataset.data_dir: images under {self.root / 'images'} differ in size: "
-                              f"{tuple(images.shape[1:3])} vs {tuple(self.image_size)}")
+        images = torch.from_numpy(self._read_images(batch["image"].tolist(), (*self.image_size, 3)))
         x = images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         return {**super().decode_batch(batch), "image": (x - self._mean) / self._std}
 

@@ -54,6 +54,7 @@ class FactorDataModule(InMemorySplitDataModule):
     SETTINGS: ClassVar[Mapping[str, Sequence[Sequence[str]]] | None] = None
 
     vocab_size: int
+    _unsaved_vocabulary: Path | None = None  # set by use_vocabulary when it built a new one
 
     def __init__(self, bias: MisalignmentBias | None, batch_size: int, num_workers: int = 0) -> None:
         super().__init__(batch_size, align_split="test", num_workers=num_workers)
@@ -69,7 +70,7 @@ class FactorDataModule(InMemorySplitDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        if getattr(self, "_unsaved_vocabulary", None) is not None:
+        if self._unsaved_vocabulary is not None:
             save_vocabulary(self._unsaved_vocabulary, self.vocab)
             self._unsaved_vocabulary = None
 

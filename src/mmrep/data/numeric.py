@@ -181,6 +181,7 @@ class NumericDataModule(pl.LightningDataModule):
             n_cond_samples=n_cond_samples,
         )
         self._mixing: dict[str, torch.nn.Module] | None = None
+        self._mixing_devices: dict[torch.device, dict[str, torch.nn.Module]] = {}  # copies for non-CPU streams
         self._val: list[Batch] | None = None
         self.spec = DataSpec(
             modalities={
@@ -219,10 +220,9 @@ class NumericDataModule(pl.LightningDataModule):
     def _mixing_on(self, device: torch.device) -> dict[str, torch.nn.Module]:
         if device.type == "cpu":
             return self.mixing
-        cache = self.__dict__.setdefault("_mixing_devices", {})
-        if device not in cache:
-            cache[device] = {k: copy.deepcopy(m).to(device) for k, m in self.mixing.items()}
-        return cache[device]
+        if device not in self._mixing_devices:
+            self._mixing_devices[device] = {k: copy.deepcopy(m).to(device) for k, m in self.mixing.items()}
+        return self._mixing_devices[device]
 
     @torch.no_grad()
     def views(self, latents: Batch) -> Batch:

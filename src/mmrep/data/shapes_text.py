@@ -135,7 +135,8 @@ class ShapesTextDataModule(FactorDataModule):
                            perturbed=list(self.bias.perturbed_selected), change_prob=self.bias.change_prob,
                            format=FORMAT_VERSION)
         arrays = self._arrays()
-        n_train = int(self.fractions[0] * self.num_samples)
+        n_train, n_val = (int(f * self.num_samples) for f in self.fractions[:2])
+        self.bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, self.num_samples)}
         self.tokens = [tokenize(c) for c in arrays["captions"]]
         self.vocab = build_vocabulary(self.tokens[:n_train])
         self.vocab_size = len(self.vocab)
@@ -175,11 +176,8 @@ class ShapesTextDataModule(FactorDataModule):
 
     def load_splits(self) -> dict[str, dict]:
         arrays = self._arrays()
-        n_train = int(self.fractions[0] * self.num_samples)
-        n_val = int(self.fractions[1] * self.num_samples)
-        bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, self.num_samples)}
         out = {}
-        for split, (lo, hi) in bounds.items():
+        for split, (lo, hi) in self.bounds.items():
             factors = arrays["factors"][lo:hi]
             latents = {name: torch.from_numpy(factors[:, j : j + 1].astype(np.float32)) for j, name in enumerate(FACTORS)}
             out[split] = {
