@@ -112,12 +112,15 @@ class MisalignmentBias:
         ``settings`` are the dataset's numbered paper settings: ``{"selection": [θ_0, θ_1, ...], "perturbation":
         [β_0, β_1, ...]}`` as factor names (θ of a perturbation setting: every factor); a resolved bias that equals
         one of them carries its id in ``setting``."""
-        theta, beta = self.theta, self.beta
+        theta, beta, setting_id = self.theta, self.beta, None
         if self.setting is not None:
             if theta is not None or not _is_empty_beta(beta):
                 raise ConfigError(f"bias.setting: {self.setting!r} fixes θ and β; leave bias.theta and bias.beta null "
                                   "(e.g. bias=none bias.setting=...)")
-            theta, beta = _setting_sets(self.setting, settings)
+            kind, index = _parse_setting(self.setting, settings)
+            chosen = list(settings[kind][index])  # a perturbation setting selects every factor
+            theta, beta = (chosen, []) if kind == "selection" else (None, chosen)
+            setting_id = f"{kind}_{index}"
         if not 0.0 <= float(self.change_prob) <= 1.0:
             raise ConfigError(f"bias.change_prob: must lie in [0, 1], got {self.change_prob}")
         if float(self.noise_std) < 0:
@@ -134,7 +137,7 @@ class MisalignmentBias:
             perturbed=perturbed,
             change_prob=float(self.change_prob),
             noise_std=float(self.noise_std),
-            setting=_setting_id(self.setting, selected, perturbed, settings, names),
+            setting=setting_id or _matching_setting(selected, perturbed, settings, names),
         )
         stray = [i for i in perturbed if i not in selected]
         if stray:
@@ -167,18 +170,8 @@ def _parse_setting(setting: str, settings) -> tuple[str, int]:
     return kind, int(index)
 
 
-def _setting_sets(setting: str, settings) -> tuple[list[str] | None, list[str]]:
-    """θ and β (factor names) of a paper setting; a perturbation setting selects every factor."""
-    kind, index = _parse_setting(setting, settings)
-    chosen = list(settings[kind][index])
-    return (chosen, []) if kind == "selection" else (None, chosen)
-
-
-def _setting_id(setting, selected, perturbed, settings, names) -> str | None:
-    """The canonical id of the setting this bias equals: the given one, else the first match in the table."""
-    if setting is not None:
-        kind, index = _parse_setting(setting, settings)
-        return f"{kind}_{index}"
+def _matching_setting(selected, perturbed, settings, names) -> str | None:
+    """The id of the first paper setting equal to this θ and β (``None`` when none is, or there are none)."""
     if not settings or names is None:
         return None
     everything = tuple(range(len(names)))
