@@ -86,6 +86,45 @@ def test_optuna_sweep_resumes_without_duplicates_or_stale_trials(cli, tiny, tmp_
     assert all(-1 <= t.value <= 1 for t in study.trials if t.state.name == "COMPLETE")
 
 
+def test_optuna_prunes_a_trial_that_trails_the_median(cli, tiny, tmp_path):
+    """Pruning through Lightning: a first trial (lr 1e-2) completes; a second (lr 1e-7, hardly learning) reports a
+    validation loss above the first's at step 20 and is stopped there by the median rule, recorded PRUNED."""
+    import optuna
+
+    db = tmp_path / "study.db"
+    args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"hydra.sweeper.storage=sqlite:///{db}",
+            "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0", "objective.temperature=1.0",
+            "metric.identifiability.probes=[mlp]", *tiny]
+    res = cli([*args, "hydra.sweeper.n_trials=1", "objective.optimizer.lr=1e-2"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = cli([*args, "hydra.sweeper.n_trials=2", "objective.optimizer.lr=1e-7", f"hydra.sweep.dir={tmp_path / 'sweep2'}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "trial 1 pruned: pruned at step 20 on val/loss" in res.stdout + res.stderr
+    study = optuna.load_study(study_name="numeric_mmcl", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+    assert list(study.trials[1].intermediate_values) == [20]  # stopped at its first validation, of two
+    assert -study.trials[1].intermediate_values[20] > -study.trials[0].intermediate_values[20]  # −loss reported
+    pruned_run = tmp_path / "sweep2" / "0"
+    assert (pruned_run / "checkpoints" / "last.ckpt").is_file() and not (pruned_run / "results.csv").exists()
+
+
+def test_a_failed_optuna_trial_is_recorded_and_the_study_goes_on(cli, tiny, tmp_path):
+    """Trials whose batch size is invalid fail with a one-line reason; the others complete and the sweep exits 0.
+    The study lives in <paths.log_dir>/optuna_numeric.db wherever the command is launched."""
+    import optuna
+
+    tiny = [a for a in tiny if not a.startswith("dataset.batch_size")]
+    args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path / 'logs'}",
+            "dataset.batch_size=choice(64,0)", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null", *tiny]
+    res = cli(args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    study = optuna.load_study(study_name="numeric_mmcl", storage=f"sqlite:///{tmp_path / 'logs' / 'optuna_numeric.db'}")
+    states = {t.params["dataset.batch_size"]: t.state.name for t in study.trials}
+    assert states == {64: "COMPLETE", 0: "FAIL"}, [(t.params, t.state.name) for t in study.trials]
+    assert "failed (ConfigError: dataset.batch_size: must be a positive integer, got 0); recorded as FAIL, the study " \
+           "goes on" in res.stdout + res.stderr  # the failing trial's reason, in one line
+
+
 @pytest.mark.ddp
 def test_two_gloo_processes_give_the_metrics_of_one_process_within_tolerance(cli, tmp_path):
     """The same experiment (300 steps, 256 pairs per step) on 1 process and on 2 DDP processes of 128 each: every

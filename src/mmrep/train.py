@@ -55,6 +55,7 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
         started = time.perf_counter()
         if cfg.fit:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            R.raise_if_pruned(callbacks)
         else:
             R.load_for_evaluation(model, datamodule, cfg.get("ckpt_path"), trainer.strategy.root_device)
         if not trainer.is_global_zero:

@@ -48,9 +48,21 @@ def make_callbacks(cfg: DictConfig, loggers: list) -> list:
         return []
     from pytorch_lightning.callbacks import LearningRateMonitor
 
+    from mmrep.callbacks import optuna_pruning
+
     callbacks = list(instantiate_group(cfg.get("callbacks")).values())
     callbacks.append(ThreadBudget(cfg.get("cpu_threads", "auto")))
-    return [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
+    callbacks.append(optuna_pruning.from_sweep())
+    return [c for c in callbacks if c is not None and (loggers or not isinstance(c, LearningRateMonitor))]
+
+
+def raise_if_pruned(callbacks: list) -> None:
+    """A pruned Optuna trial ends its job with ``optuna.TrialPruned`` (the sweeper records it PRUNED), unmeasured."""
+    for callback in callbacks:
+        if getattr(callback, "pruned_at", None) is not None:
+            import optuna
+
+            raise optuna.TrialPruned(f"pruned at step {callback.pruned_at} on {callback.monitor}")
 
 
 def build(cfg: DictConfig):
