@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmrep.metrics.alignment import METRICS, AlignmentInputError, alignment_scores
+from mmrep.metrics.alignment import METRICS, AlignmentInputError, alignment_scores, resolve_metrics
+from mmrep.metrics.alignment.preprocess import check_pair
 
 
 class InputFileError(ValueError):
     pass
+
+
+class OptionError(ValueError):
+    """A command-line option the run cannot use; the message starts with the option's name."""
 
 
 def load_features(spec: str, name: str) -> np.ndarray:
@@ -79,27 +85,45 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if args.device == "auto" else args.device))
+        # options first (cheap, and nothing is loaded, computed or written before they are known to work)
+        if args.svcca_dim < 1:
+            raise OptionError(
+                f"--svcca-dim: must be >= 1 and <= the number of feature columns of A and B, got {args.svcca_dim}"
+            )
+        metrics = resolve_metrics(args.metrics)
+        device = _resolve_device(args.device)
+        if args.csv:
+            _check_writable(args.csv)
         dtype = getattr(torch, args.dtype)
         X = torch.from_numpy(np.array(load_features(args.A, "A"))).to(device=device, dtype=dtype)
         Y = torch.from_numpy(np.array(load_features(args.B, "B"))).to(device=device, dtype=dtype)
+        X, Y = check_pair(X, Y, ("A", "B"))
+        for name, spec, H in (("A", args.A, X), ("B", args.B, Y)):
+            if bool((H == H[:1]).all()):
+                # every row identical: variances are 0, so CKA / CCA / CMD divide 0 by 0 (NaN or an arbitrary value)
+                raise InputFileError(
+                    f"{name}: every feature column of {spec} is constant (zero variance); correlation-based "
+                    "metrics are undefined for it; pass features that vary across samples"
+                )
+        metrics = _fit_svcca(metrics, args.metrics, args.svcca_dim, X.shape[1], Y.shape[1])
         started = time.perf_counter()
         scores = alignment_scores(
-            X, Y, args.metrics, k=args.k, q=args.q, exact_quantile=not args.approx_quantile,
+            X, Y, metrics, k=args.k, q=args.q, exact_quantile=not args.approx_quantile,
             rbf_sigma=args.rbf_sigma, svcca_dim=args.svcca_dim,
         )
         seconds = time.perf_counter() - started
-    except (InputFileError, AlignmentInputError) as err:
-        print(f"mmrep.align: error: {_cli_name(str(err))}", file=sys.stderr)
-        return 2
+    except (InputFileError, OptionError, AlignmentInputError) as err:
+        return _error(_cli_name(str(err)))
     table = pd.DataFrame(
         [{"metric": m, "value": v, "k": args.k if METRICS[m].uses_k else None, "q": args.q} for m, v in scores.items()]
     )
     table["k"] = table["k"].astype("Int64")
     if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
+        try:
+            args.csv.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(args.csv, index=False)
+        except OSError as err:  # checked up front, but e.g. a read-only file system only shows when writing
+            return _error(f"--csv: cannot write {args.csv} ({err.strerror or err}); choose a writable path")
     if args.format == "csv":
         print(table.to_csv(index=False), end="")
     elif args.format == "json":
@@ -109,10 +133,77 @@ def main(argv=None) -> int:
     return 0
 
 
+def _error(message: str) -> int:
+    """Report ``message`` as one ``mmrep.align: error: ...`` line (wrapped library text is joined) and return 2."""
+    print(f"mmrep.align: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _resolve_device(spec: str) -> torch.device:
+    """``--device`` as a torch device that exists here: auto → cuda if available, else cpu."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise OptionError(f"--device: invalid device {spec!r}; use auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"--device: CUDA is not available on this machine ({spec!r}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise OptionError(
+                f"--device: {spec!r} does not exist, this machine has {torch.cuda.device_count()} CUDA device(s); "
+                "use cuda:0 .. cuda:<count - 1> or --device cpu"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise OptionError(f"--device: MPS is not available on this machine ({spec!r}); use --device cpu")
+    elif device.type != "cpu":  # meta, xla, ...: parse but cannot hold the features or run the metrics here
+        raise OptionError(f"--device: unsupported device {spec!r}; use auto, cpu, cuda or cuda:<index>")
+    return device
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before any metric is computed if ``--csv`` cannot be written (the directory is made only at the end)."""
+    if path.is_dir():
+        raise OptionError(f"--csv: {path} is a directory; give a file path such as {path / 'alignment.csv'}")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise OptionError(f"--csv: {path} is not writable; choose another path")
+        return
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OptionError(f"--csv: cannot create {path}: {ancestor} is not a directory; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OptionError(f"--csv: cannot create {path}: directory {ancestor} is not writable; choose another path")
+
+
+def _fit_svcca(metrics: list[str], requested: str, dim: int, cols_a: int, cols_b: int) -> list[str]:
+    """SVCCA needs ``--svcca-dim`` <= the columns of both inputs. Under ``--metrics all`` it is dropped with a
+    note (the rest of the suite is still meaningful, e.g. on 5-d MOSI audio); asked for by name, it is an error."""
+    if "svcca" not in metrics or dim <= min(cols_a, cols_b):
+        return metrics
+    narrow = ", ".join(f"{name} has {cols}" for name, cols in (("A", cols_a), ("B", cols_b)) if cols < dim)
+    if [m.strip() for m in requested.split(",") if m.strip()] == ["all"]:
+        print(
+            f"mmrep.align: note: skipping svcca: --svcca-dim {dim} exceeds the feature columns ({narrow}); "
+            f"pass --svcca-dim {min(cols_a, cols_b)} or less to include it",
+            file=sys.stderr,
+        )
+        return [m for m in metrics if m != "svcca"]
+    raise OptionError(
+        f"--svcca-dim: must be >= 1 and <= the number of feature columns (A has {cols_a}, B has {cols_b}), "
+        f"got {dim}; lower it or leave svcca out of --metrics"
+    )
+
+
 def _cli_name(message: str) -> str:
     """Argument names of the library (X, Y, k, q, ...) as the CLI spells them (A, B, --k, --q, ...)."""
     head, sep, rest = message.partition(": ")
-    renamed = {"X": "A", "Y": "B", "X, Y": "A, B", "k": "--k", "q": "--q", "metrics": "--metrics", "rbf_sigma": "--rbf-sigma"}
+    renamed = {"X": "A", "Y": "B", "X, Y": "A, B", "k": "--k", "q": "--q", "metrics": "--metrics",
+               "rbf_sigma": "--rbf-sigma", "svcca_dim": "--svcca-dim"}
     return f"{renamed.get(head, head)}{sep}{rest}".replace("[1, N-1]", "[1, N-1] (N = rows of A)")
 
 
