@@ -21,16 +21,54 @@ The original computed Pearson only (and never filled the U = 8 maximum, §9 item
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 from scipy import stats
 
-from mmrep.analysis.runs import load_runs, save_figure
+from mmrep.analysis.runs import find_runs, load_runs, save_figure
+
+log = logging.getLogger(__name__)
 
 CONFIG_KEYS = {"r": "dataset.redundancy", "D_phi": "dataset.depth", "d": "encoders.x1.depth", "seed": "seed"}
+RESULT_COLUMNS = ("metric", "value", "aggregate", "modality", "split")  # the results.csv columns read here
+
+
+def _dataset_name(run: Path) -> str:
+    """The dataset config a run used: Hydra's recorded choice, else the module of ``dataset._target_``."""
+    hydra = run / ".hydra" / "hydra.yaml"
+    if hydra.exists():
+        choice = OmegaConf.select(OmegaConf.load(hydra), "hydra.runtime.choices.dataset", default=None)
+        if choice:
+            return str(choice)
+    target = OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), "dataset._target_", default=None)
+    return str(target).rsplit(".", 2)[-2] if target and "." in str(target) else str(target or "none")
+
+
+def select_rus_runs(raw: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """The rows of the RUS runs in ``raw`` (from :func:`load_runs` with :data:`CONFIG_KEYS`): runs whose config has
+    ``dataset.redundancy`` and whose results hold an alignment (aggregate=max) and the modality-1 test accuracy.
+    Other runs are skipped with a warning; a ValueError naming the datasets found when there are none."""
+    # a results.csv without one of the columns holds none of its rows
+    raw = raw.reindex(columns=list(dict.fromkeys([*raw.columns, *RESULT_COLUMNS])))
+    configured = set(raw.loc[raw["r"].notna(), "run"])
+    aligned = set(raw.loc[raw["aggregate"].eq("max"), "run"])
+    accuracy = set(raw.loc[raw["metric"].eq("accuracy") & raw["split"].eq("test") & raw["modality"].eq("x1"), "run"])
+    rus = configured & aligned & accuracy
+    runs = raw["run"].nunique()
+    if not rus:
+        found = sorted({_dataset_name(run) for run in find_runs(root)})
+        why = ("none has dataset.redundancy" if not configured else "those with dataset.redundancy lack the "
+               "alignment (aggregate=max) or modality-1 test accuracy rows of metric=accuracy_alignment")
+        raise ValueError(f"{root} holds no RUS runs ({runs} run{'s' * (runs != 1)}, found dataset={','.join(found)}: "
+                         f"{why}); run it on a sweep of experiment=rus_alignment")
+    if len(rus) < runs:
+        log.warning("%s: skipping %d of %d runs that are not RUS alignment runs", root, runs - len(rus), runs)
+    return raw[raw["run"].isin(rus)]
 
 
 def tidy_runs(raw: pd.DataFrame) -> pd.DataFrame:
@@ -173,7 +211,7 @@ def plot(df: pd.DataFrame, maxima: pd.DataFrame, perf: pd.DataFrame, out: Path) 
 def analyze(root: Path, out: Path | None = None, bootstrap: int = 1000) -> dict[str, pd.DataFrame]:
     out = Path(out or root)
     out.mkdir(parents=True, exist_ok=True)
-    df = tidy_runs(load_runs(root, CONFIG_KEYS))
+    df = tidy_runs(select_rus_runs(load_runs(root, CONFIG_KEYS), root))
     maxima, vs_u = alignment_vs_u(df, bootstrap)
     perf = alignment_performance(df, bootstrap)
     by_seed = alignment_performance(df, 0, by=("metric", "U", "D_phi", "seed"))

@@ -29,6 +29,7 @@ from mmrep.utils.files import atomic_write
 log = logging.getLogger(__name__)
 
 SHARED_BITS, UNIQUE_BITS, LABEL_BITS = 8, 4, 8  # spec §1.1 (shared_feature_dim, unique_feature_dim), §1.3 max_red
+INFORMATION_KEYS = ("I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)")  # mutual_information's, spec §1.4 step 5
 FORMAT_VERSION = 2  # bump when the cached arrays' meaning changes (2: the original's id stream, p= passed)
 
 
@@ -213,35 +214,99 @@ def generate_grid(
 
 
 # ---- on-disk cache --------------------------------------------------------------------------------------
+DIGEST_KEY = "params_sha256"  # the cache file's own record of the parameters it was generated for
+_unwritable_dirs: set[Path] = set()  # cache folders already warned about (warn once per process)
+
+
 def cache_path(data_dir: Path, params: dict) -> Path:
     """``<data_dir>/rus_r{r}_d{D}_<hash of every generation parameter>.npz``."""
-    key = json.dumps({**params, "format": FORMAT_VERSION}, sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return Path(data_dir) / f"rus_r{params['redundancy']}_d{params['depth']}_{digest}.npz"
+    return Path(data_dir) / f"rus_r{params['redundancy']}_d{params['depth']}_{params_digest(params)[:12]}.npz"
+
+
+def params_digest(params: dict) -> str:
+    """sha256 of the canonical JSON of ``params`` and :data:`FORMAT_VERSION`, stored in the cache file as
+    ``params_sha256``: the 12-character name hash alone cannot tell a file generated for other parameters."""
+    key = json.dumps({**params, "format": FORMAT_VERSION}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def cache_schema(params: dict) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The (shape, dtype) of every array :func:`generate_rus` returns for ``params``."""
+    n, width = params["num_data"], SHARED_BITS + UNIQUE_BITS
+    ids = np.dtype(np.intp)  # what ``RandomState.choice(..., p=...)`` returns
+    schema = {"x0": ((n, width), np.dtype(np.float32)), "x1": ((n, width), np.dtype(np.float32)),
+              "label": ((n,), np.dtype(np.int64)), "xc": ((n,), ids), "xu1": ((n,), ids), "xu2": ((n,), ids)}
+    schema.update({f"mi/{k}": ((), np.dtype(np.float64)) for k in INFORMATION_KEYS})
+    return schema
+
+
+def cache_problem(arrays: dict[str, np.ndarray], params: dict) -> str | None:
+    """Why ``arrays`` read from a cache file are not the data for ``params`` (None: they are)."""
+    digest = arrays.get(DIGEST_KEY)
+    if digest is None:
+        return f"no {DIGEST_KEY} (written before the cache recorded its parameters)"
+    if digest.shape != () or digest.dtype.kind != "U" or str(digest) != params_digest(params):
+        return f"{DIGEST_KEY} does not match the parameters (generated for other ones)"
+    schema = cache_schema(params)
+    missing = [k for k in schema if k not in arrays]
+    if missing:
+        return f"missing arrays {missing}"
+    for key, (shape, dtype) in schema.items():
+        if arrays[key].shape != shape:
+            return f"{key} has shape {arrays[key].shape}, expected {shape}"
+        if arrays[key].dtype != dtype:
+            return f"{key} has dtype {arrays[key].dtype}, expected {dtype}"
+    label = arrays["label"]
+    if label.size and not 0 <= label.min() <= label.max() < params["num_classes"]:
+        return f"labels outside 0..{params['num_classes'] - 1}"
+    return None
+
+
+def read_cache(path: Path, params: dict) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """``(arrays, None)`` from a valid cache file for ``params``, else ``(None, why not)``."""
+    try:
+        stored = np.load(path, allow_pickle=False)
+        if not isinstance(stored, np.lib.npyio.NpzFile):
+            return None, f"not an npz archive (holds one {type(stored).__name__})"
+        with stored:
+            arrays = {k: stored[k] for k in stored.files}
+    except Exception as err:  # damaged bytes raise BadZipFile, EOFError, OSError, ValueError, zlib.error,
+        # tokenize.TokenError, NotImplementedError, ... from zipfile's and numpy's parsers: any of them means regenerate
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    problem = cache_problem(arrays, params)
+    if problem:
+        return None, problem
+    return {k: arrays[k] for k in cache_schema(params)}, None
 
 
 def load_or_generate(data_dir: Path, params: dict, use_cache: bool = True) -> dict[str, np.ndarray]:
     """Read the cached arrays for ``params`` or generate and cache them (written atomically; plain arrays,
-    no pickles). A corrupt or incomplete cache file is regenerated."""
+    no pickles). A cache file that is unreadable or does not hold the data for ``params`` (see
+    :func:`cache_problem`) is regenerated and overwritten, with a warning; a cache folder that cannot be written
+    is warned about once and the data are generated in memory."""
     path = cache_path(data_dir, params)
     if use_cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                arrays = {k: stored[k] for k in stored.files}
-            if {"x0", "x1", "label"} <= arrays.keys():
-                return arrays
-        except (OSError, ValueError):
-            pass
+        arrays, problem = read_cache(path, params)
+        if arrays is not None:
+            return arrays
+        log.warning("RUS cache %s: %s; regenerating it", path, problem)
     arrays = generate_rus(**params)
     if use_cache:
-        write_cache(path, arrays)
+        try:
+            write_cache(path, arrays, params)
+        except OSError as err:
+            if path.parent not in _unwritable_dirs:
+                _unwritable_dirs.add(path.parent)
+                log.warning("RUS cache: cannot write %s (%s: %s); generating the data in memory instead (set "
+                            "dataset.data_dir to a writable folder to cache it)", path, type(err).__name__, err)
     return arrays
 
 
-def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` (npz) atomically, so no half-written cache is ever read."""
+def write_cache(path: Path, arrays: dict[str, np.ndarray], params: dict) -> None:
+    """Write ``arrays`` (generated for ``params``, whose digest is stored beside them) to ``path`` (npz)
+    atomically, so no half-written cache is ever read."""
     with atomic_write(path, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays, **{DIGEST_KEY: np.array(params_digest(params))})
 
 
 class RUSDataModule(InMemorySplitDataModule):
@@ -256,7 +321,8 @@ class RUSDataModule(InMemorySplitDataModule):
         num_data, num_classes, temperature, features_seed, weights_seed, transforms_seed: the generator
             (spec §1.1: 65,536, 4, 0.05, 1, 2, 0).
         splits: train/val/test fractions (spec: 0.7/0.15/0.15). split_seed: their stratified shuffle.
-        batch_size: spec 512. data_dir: cache folder. cache: read/write the npz cache.
+        batch_size: spec 512. data_dir: cache folder (one that cannot be written: the data are generated in
+            memory, with a warning). cache: read/write the npz cache.
     """
 
     def __init__(
@@ -353,7 +419,7 @@ def main(argv=None) -> int:
     from rich.table import Table
 
     table = Table(title="RUS label information (nats)")
-    for col in ("r", "U", "I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)"):
+    for col in ("r", "U", *INFORMATION_KEYS):
         table.add_column(col, justify="right")
     pairs = [(r, d) for r in args.redundancy for d in args.depths]
     # the datamodule's parameters (the spec defaults) are the cache key runs will look up
@@ -361,10 +427,10 @@ def main(argv=None) -> int:
     del generator["redundancy"], generator["depth"]
     grid = generate_grid(args.redundancy, args.depths, **generator)
     for (r, depth), arrays in track(grid, total=len(pairs), description="generating"):
-        write_cache(cache_path(args.data_dir, {"redundancy": r, "depth": depth, **generator}), arrays)
+        params = {"redundancy": r, "depth": depth, **generator}
+        write_cache(cache_path(args.data_dir, params), arrays, params)
         if depth == args.depths[0]:
-            table.add_row(str(r), str(LABEL_BITS - r), *[f"{float(arrays[f'mi/{k}']):.4f}" for k in
-                                                         ("I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)")])
+            table.add_row(str(r), str(LABEL_BITS - r), *[f"{float(arrays[f'mi/{k}']):.4f}" for k in INFORMATION_KEYS])
     Console().print(table)
     print(f"{len(pairs)} datasets cached under {args.data_dir}")
     return 0
