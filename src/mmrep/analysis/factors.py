@@ -123,12 +123,12 @@ def main(argv=None) -> int:
         table.to_csv(fh, index=False, float_format="%.4g")
     for modality, part in table.groupby("modality", sort=False):
         wide = part.pivot_table(index="factor", columns="setting", values="mean", sort=False).round(2)
-        text = markdown(wide)
+        text = markdown(wide, floatfmt=".2f")
         with atomic_write(out / f"factors_{modality}_{args.probe}.md") as fh:
             fh.write(text + "\n")
         print(f"\n{modality} ({args.probe} probe, mean over seeds of scores clipped to [0, 1])\n{text}")
     for modality, wide in comparison.items():
-        text = markdown(wide)
+        text = markdown(wide, floatfmt=".2f")
         with atomic_write(out / f"factors_{modality}_vs_paper.md") as fh:
             fh.write(text + "\n")
         print(f"\n{modality}: ours ({args.probe} probe) (paper, MLP probe, {args.paper})\n{text}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -37,12 +38,131 @@ def load_runs(root: Path, config_keys: dict[str, str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    """``table`` as a markdown table when ``tabulate`` is installed, else as plain text."""
-    try:
-        return table.to_markdown()
-    except ImportError:  # pandas needs the optional tabulate package for markdown
-        return table.to_string()
+OVERRIDE_UNSET = "(default)"
+
+
+def run_overrides(run: Path) -> dict[str, str]:
+    """The command-line overrides Hydra saved for ``run`` (``.hydra/overrides.yaml``) as key → raw value text.
+
+    ``+key=v`` and ``++key=v`` count as ``key=v``; ``~key`` as ``key`` with the value ``(deleted)``; a run
+    without the file has none.
+    """
+    path = Path(run) / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return {}
+    out = {}
+    for item in OmegaConf.to_container(OmegaConf.load(path)) or []:
+        text = str(item).strip()
+        if text.startswith("~"):
+            out[text[1:].split("=", 1)[0]] = "(deleted)"
+            continue
+        key, sep, value = text.lstrip("+").partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _run_choices(run: Path) -> dict:
+    """Hydra's config-group choices of ``run`` (``.hydra/hydra.yaml``: ``hydra.runtime.choices``), or {}."""
+    path = Path(run) / ".hydra" / "hydra.yaml"
+    if not path.exists():
+        return {}
+    choices = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default=None)
+    return OmegaConf.to_container(choices) if OmegaConf.is_config(choices) else {}
+
+
+def _list_text(value: list) -> str:
+    return "[" + ", ".join(_list_text(v) if isinstance(v, list) else str(v) for v in value) + "]"
+
+
+def _override_value(run: Path, cfg, key: str, raw: str | None):
+    """One run's value of an override key, comparable across runs.
+
+    A config value (``objective.optimizer.lr``) is read from the run's resolved config, so ``1e-3`` and ``0.001``
+    are equal and a run that did not override the key contributes its default; a config-group choice
+    (``bias=perturbation``, ``encoder@encoders.x=mlp``) is the override's text, else the run's recorded choice.
+    Lists become text (``[0, 1]``) so the value can be grouped; an unknown value is ``(default)``.
+    """
+    if "@" not in key and raw != "(deleted)":
+        try:
+            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        except Exception:  # an interpolation that needs Hydra's runtime (${hydra:...}): fall back to the text
+            value = None
+        if OmegaConf.is_config(value):
+            container = OmegaConf.to_container(value, resolve=False)
+            if isinstance(container, list):
+                return _list_text(container)
+        elif value is not None:
+            return value
+    if raw is not None:
+        return raw
+    return _run_choices(run).get(key) or OVERRIDE_UNSET
+
+
+def differing_overrides(root: Path, ignore=()) -> pd.DataFrame:
+    """The override keys whose values differ between the runs under ``root``, one column each.
+
+    The keys are those of every run's ``.hydra/overrides.yaml`` (Hydra's record of the job's command-line
+    overrides, e.g. ``objective.optimizer.lr=0.001``), minus ``ignore`` and ``hydra.*``; the values are compared as
+    :func:`_override_value` reads them. Indexed by the ``run`` names of :func:`load_runs`; no columns (but a row per
+    run) when nothing differs.
+    """
+    root = Path(root)
+    runs = find_runs(root)
+    names = [str(run.relative_to(root)) if run != root else "." for run in runs]
+    overrides = [run_overrides(run) for run in runs]
+    ignored = set(ignore)
+    keys = [k for k in dict.fromkeys(k for o in overrides for k in o)
+            if k not in ignored and not k.startswith("hydra.")]
+    columns = {}
+    configs = {}
+    for key in keys:
+        values = []
+        for run, over in zip(runs, overrides):
+            if run not in configs:
+                configs[run] = OmegaConf.load(run / ".hydra" / "config.yaml")
+            values.append(_override_value(run, configs[run], key, over.get(key)))
+        if len(set(values)) > 1:
+            columns[key] = values
+    return pd.DataFrame(columns, index=pd.Index(names, name="run"))
+
+
+def _cell(value, floatfmt: str) -> str:
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        text = format(float(value), floatfmt)
+    elif isinstance(value, tuple):
+        text = " · ".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(table: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """``table`` as a Markdown pipe table (no extra package): the index first, a header row, a ``|---|`` separator.
+
+    Index levels with names head their column (unnamed: blank); the labels of multi-level columns are joined with
+    `` · ``; floats are written with ``floatfmt`` (3 decimals), missing values blank, ``|`` escaped. Numbers are
+    right-aligned within the padding so the plain text reads as a table too.
+    """
+    index = table.index
+    n_index = index.nlevels
+    header = [_cell(name, floatfmt) if name is not None else "" for name in index.names]
+    header += [_cell(col, floatfmt) for col in table.columns]
+    body = []
+    for label, values in zip(index, table.itertuples(index=False, name=None)):
+        labels = label if n_index > 1 else (label,)
+        body.append([_cell(v, floatfmt) for v in (*labels, *values)])
+    numeric = [False] * n_index + [pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+                                   for dtype in table.dtypes]
+    widths = [max([3, len(h)] + [len(row[i]) for row in body]) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+        return "| " + " | ".join(padded) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
 
 
 def save_figure(fig, ax, path: Path) -> Path:
