@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--paper", choices=sorted(PAPER), default=None,
                         help="print each table beside the paper's MLP-probe numbers")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the tables to W&B, in the group of the sweep's runs")
     args = parser.parse_args(argv)
     try:
         table = factor_table(load_runs(args.sweep, CONFIG_KEYS), args.probe)
@@ -132,6 +134,11 @@ def main(argv=None) -> int:
         with atomic_write(out / f"factors_{modality}_vs_paper.md") as fh:
             fh.write(text + "\n")
         print(f"\n{modality}: ours ({args.probe} probe) (paper, MLP probe, {args.paper})\n{text}")
+    if args.wandb:
+        from mmrep.analysis.publish import publish_cli
+
+        tables = {"factors": table, **{f"factors_{m}_vs_paper": wide for m, wide in comparison.items()}}
+        return publish_cli(parser.prog, args.sweep, tables, [], "factors")
     return 0
 
 

@@ -156,7 +156,11 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=4096, help="samples per split (spec §4.1: 4096)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep)")
     parser.add_argument("--tune", action="store_true", help="the sweeps are multibench_grid sweeps: pick (lr, wd)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the tables to W&B, in the group of the first sweep's runs (not with --tune)")
     args = parser.parse_args(argv)
+    if args.tune and args.wandb:
+        parser.error("--wandb does not apply to --tune")
     if args.tune:
         return _print_tuned(args.sweeps)
     frames, runs = [], []
@@ -186,6 +190,11 @@ def main(argv=None) -> int:
             table.add_row(str(dataset), *["—" if pd.isna(v) else f"{v:.3f}" for v in row.values])
         Console().print(table)
     print(f"wrote {out / 'multibench_alignment.csv'} and {out / 'multibench_runs.csv'}")
+    if args.wandb:
+        from mmrep.analysis.publish import publish_cli
+
+        tables = {"multibench_alignment": summary, "multibench_runs": per_run}
+        return publish_cli(parser.prog, args.sweeps[0], tables, [], "multibench")
     return 0
 
 

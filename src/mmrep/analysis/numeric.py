@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", default="mlp", choices=["linear", "mlp"])
     parser.add_argument("--modality", default="x", help="encoder whose representation is probed (x or t)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: sweep_dir)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the tables and figures to W&B, in the group of the sweep's runs")
     args = parser.parse_args(argv)
     try:
         runs, by = load_grouped_runs(args.sweep_dir)
@@ -227,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     heatmap(wide, out / f"{stem}.png", f"{args.probe} R² of ẑ_{args.modality} (mean over {seeds_title})")
     print(display(wide).to_string())
     print(f"\nwrote {out / 'identification.csv'}, {out / (stem + '.md')}, {out / (stem + '.png')}")
+    if args.wandb:
+        from mmrep.analysis.publish import publish_cli
+
+        return publish_cli(parser.prog, args.sweep_dir, {"identification": table}, [out / f"{stem}.png"], "numeric")
     return 0
 
 

@@ -230,6 +230,8 @@ def main(argv=None) -> int:
     parser.add_argument("root", type=Path, help="a multirun directory (or any folder holding RUS runs)")
     parser.add_argument("--out", type=Path, help="output folder (default: the root)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the tables and figures to W&B, in the group of the sweep's runs")
     args = parser.parse_args(argv)
     try:
         result = analyze(args.root, args.out, args.bootstrap)
@@ -245,6 +247,13 @@ def main(argv=None) -> int:
         ap = perf[perf.quantity == quantity].groupby(["metric", "U"])[["pearson", "pearson_lo", "pearson_hi"]].median()
         print(f"\n{title} per U (median over D_phi, 95% bootstrap CI):")
         print(ap.round(3).to_string())
+    if args.wandb:
+        from mmrep.analysis.publish import publish_cli
+
+        out = Path(args.out or args.root)
+        figures = [out / f"{kind}_{metric}.png" for metric in sorted(result["runs"]["metric"].unique())
+                   for kind in ("alignment_vs_U", "alignment_performance")]  # what plot() wrote
+        return publish_cli(parser.prog, args.root, result, figures, "rus")
     return 0
 
 

@@ -106,6 +106,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.vl_uniqueness", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the tables and figures to W&B, in the group of the sweep's runs")
     args = parser.parse_args(argv)
     try:
         table = run_table(load_runs(args.sweep, CONFIG_KEYS))
@@ -117,10 +119,15 @@ def main(argv=None) -> int:
     for name, frame in (("vl_runs", table), ("vl_rho_uniqueness", rho), ("vl_performance", trend)):
         with atomic_write(out / f"{name}.csv") as fh:
             frame.to_csv(fh, index=False, float_format="%.4g")
-    plot(table, out)
+    figures = plot(table, out)
     print("Spearman ρ(U, alignment) per vision family (mean over its models)\n" + markdown(rho.set_index("family").round(3)))
     print("\nalignment vs LM performance (−bits per byte) per U: Spearman ρ and slope (mean over the family's models)\n"
           + markdown(trend.set_index(["family", "uniqueness"]).round(3)))
+    if args.wandb:
+        from mmrep.analysis.publish import publish_cli
+
+        tables = {"vl_runs": table, "vl_rho_uniqueness": rho, "vl_performance": trend}
+        return publish_cli(parser.prog, args.sweep, tables, figures, "vl_uniqueness")
     return 0
 
 
