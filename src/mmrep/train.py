@@ -21,22 +21,28 @@ import pandas as pd
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from mmrep.utils import preflight, threads
+from mmrep.utils.console import print_config_tree, quiet_third_party
 from mmrep.utils import resolvers  # noqa: F401  (config resolvers)
 from mmrep.utils import run as R
-from mmrep.utils import threads
 from mmrep.utils.results import write_csv_atomic
 
 log = logging.getLogger("mmrep.train")
 # Lightning chatter that says nothing about a run: our stream defines __len__ on purpose (epoch length).
 warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+quiet_third_party()  # at import: a sweep opens its Optuna storage before main() runs
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     """Build, fit (unless ``fit: false``), measure and write one run; returns the results and the optimised value."""
+    preflight.check(cfg, R.task_overrides())
+    preflight.fit_short_runs(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    threads.apply(cfg.get("cpu_threads", "auto"))  # this process takes its share of the cores while the run lasts
+    # this process takes its share of the cores while the run lasts; the count is recorded with the run's config,
+    # since results at one seed differ slightly between thread counts (README: Failure and resume)
+    R.record_threads(cfg, threads.apply(cfg.get("cpu_threads", "auto")))
     try:
         return _run(cfg)
     finally:
@@ -47,6 +53,7 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     datamodule, model = R.build(cfg)
     metrics = R.instantiate_group(cfg.get("metric"))
     R.check_metrics(metrics, model, datamodule)
+    R.check_resume(cfg, model)
     loggers = list(R.instantiate_group(cfg.get("logger")).values())
     callbacks = R.make_callbacks(cfg, loggers)
     trainer: pl.Trainer = R.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -54,8 +61,7 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
         R.log_config(loggers, cfg)
         started = time.perf_counter()
         if cfg.fit:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            R.raise_if_pruned(callbacks)
+            R.fit(trainer, model, datamodule, cfg, callbacks)
         else:
             R.load_for_evaluation(model, datamodule, cfg.get("ckpt_path"), trainer.strategy.root_device)
         if not trainer.is_global_zero:
@@ -73,7 +79,8 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with R.one_line_errors(Path(cfg.paths.output_dir)):
+    with R.one_line_errors(Path(cfg.paths.output_dir), cfg):
+        print_config_tree(cfg)  # stderr and <run>/config_tree.log (print_config=false: neither)
         return run(cfg)[1]
 
 

@@ -144,8 +144,24 @@ class Alignment:
         return pd.concat(frames, ignore_index=True)
 
     def check(self, model, datamodule) -> None:
-        """Fail at start-up when the objective has no pair of encoders to align (or a configured pair is unknown)."""
-        encoder_pairs(model, self.pairs, self.key)
+        """Fail at start-up when the objective has no pair of encoders to align (or a configured pair is unknown),
+        or when SVCCA is asked for on layers narrower than ``svcca_dim`` (found on a stand-in batch of zeros)."""
+        pairs = encoder_pairs(model, self.pairs, self.key)
+        if "svcca" not in self.metrics:
+            return
+        modalities = list(dict.fromkeys(m for pair in pairs for m in pair))
+        try:
+            widths = {m: [h.shape[1] for h in self.features(model, {m: stand_in_batch(model.data.modalities[m])})[m][1]]
+                      for m in modalities}
+        except Exception:  # an encoder that cannot take zeros: the measurement itself will say what is wrong
+            return
+        dim = self.options["svcca_dim"]
+        for a, b in pairs:
+            for m in (a, b):
+                if min(widths[m]) < dim:
+                    raise ConfigError(f"{self.key}: {a}|{b}: svcca needs layers of at least svcca_dim={dim} features; "
+                                      f"{m} has a layer of {min(widths[m])} (set {self.key}.svcca_dim or leave svcca "
+                                      "out of its metrics)")
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
         pairs = encoder_pairs(model, self.pairs, self.key)
@@ -169,3 +185,11 @@ class Alignment:
             last = group[group["aggregate"] == "last"].iloc[0]
             table.add_row(pair, metric, f"{best['value']:.4f}", f"{best['layer_a']}/{best['layer_b']}", f"{last['value']:.4f}")
         return table
+
+
+def stand_in_batch(spec, n: int = 4):
+    """``n`` samples of zeros shaped as the modality ``spec`` describes (bytes and a full mask for text)."""
+    if spec.kind == "text":
+        return {"x": torch.zeros(n, *spec.shape, dtype=torch.uint8), "mask": torch.ones(n, spec.shape[0], dtype=torch.bool)}
+    x = torch.zeros(n, *spec.shape)
+    return {"x": x, "mask": torch.ones(n, spec.shape[0], dtype=torch.bool)} if spec.masked else x

@@ -75,6 +75,19 @@ class Objective(pl.LightningModule):
         self.optimizer_factory = optimizer or default_optimizer
         self.scheduler_factory, self.scheduler_interval = scheduler, scheduler_interval
         self._batch_checked = False
+        self._check_optimizer()
+
+    def _check_optimizer(self) -> None:
+        """Bad optimiser settings (``objective.optimizer.lr=abc``, a negative lr) fail at start-up, not at the first
+        training step: numbers are checked by name, then the optimiser is built once on a stand-in parameter."""
+        for name, value in getattr(self.optimizer_factory, "keywords", {}).items():
+            if name in ("lr", "weight_decay", "momentum", "eps", "dampening") and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f"objective.optimizer.{name}: must be a number, got {value!r}")
+        try:
+            self.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"objective.optimizer: {err}") from None
 
     def encoding_size_for(self, modality: str) -> int:
         """The representation width of ``modality``: ``objective.encoding_size`` when set; else, without a shared

@@ -6,6 +6,10 @@ import logging
 import os
 from pathlib import Path
 
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
+
 log = logging.getLogger(__name__)
 
 
@@ -56,10 +60,71 @@ def wandb_logger(offline: bool | str = "auto", task_name: str = "train", group: 
     """
     from pytorch_lightning.loggers import WandbLogger
 
+    mode = os.environ.get("WANDB_MODE")
     if offline == "auto":
-        offline = os.environ.get("WANDB_MODE") is None and not wandb_has_credentials()
+        offline = mode is None and not wandb_has_credentials()
         if offline:
             log.info("W&B: no API key configured, logging offline (sync later with `wandb sync`)")
+    if (not offline and mode in (None, "online", "run")) and not wandb_has_credentials():
+        from mmrep.errors import ConfigError
+
+        asked = f"WANDB_MODE={mode}" if mode else "logger.wandb.offline=false"
+        raise ConfigError(f"logger.wandb: {asked} but no W&B API key is configured; run `wandb login` or set "
+                          "WANDB_API_KEY, or log offline (WANDB_MODE=offline, sync later with `wandb sync`)")
     default_group, default_name = _hydra_run_names(task_name)
     return WandbLogger(offline=bool(offline), group=group or default_group, name=name or default_name,
                        tags=list(tags) if tags is not None else choice_tags(), **kwargs)
+
+
+class _ResumableWriter:
+    """Mixin for Lightning's CSV experiment writer: an existing ``metrics.csv`` is kept (not deleted on creation)
+    until :meth:`keep_until` says which of its rows the resumed run continues from."""
+
+    def _check_log_dir_exists(self) -> None:
+        import csv
+
+        self._earlier_rows, self._earlier_keys = [], []
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                reader = csv.DictReader(file)
+                self._earlier_rows, self._earlier_keys = list(reader), list(reader.fieldnames or [])
+
+    def keep_until(self, step: int) -> None:
+        """Keep the earlier rows logged at steps ≤ ``step`` (the resumed checkpoint's), drop the rest (a fresh run,
+        ``step`` 0: all of them), so the file reads as one run."""
+        import csv
+
+        from mmrep.utils.files import atomic_write
+
+        kept = [r for r in self._earlier_rows if step > 0 and r.get("step") not in (None, "") and float(r["step"]) <= step]
+        if not kept:
+            if self._fs.isfile(self.metrics_file_path):
+                self._fs.rm_file(self.metrics_file_path)
+            return
+        self.metrics_keys = sorted(set(self._earlier_keys) | set(self.metrics_keys))
+        with atomic_write(Path(self.metrics_file_path), "w") as file:
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+class _ResumableExperimentWriter(_ResumableWriter, ExperimentWriter):
+    pass
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger`` whose ``csv/metrics.csv`` survives a resume in the same run directory: rows up to
+    the checkpoint's step stay, the resumed run's rows are appended (Lightning deletes the file)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumableExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    def keep_rows_until(self, step: int) -> None:
+        writer = self.experiment
+        if hasattr(writer, "keep_until"):  # rank 0 (elsewhere a dummy experiment)
+            writer.keep_until(step)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -14,10 +16,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate as _hydra_instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmrep.data.contract import MultimodalDataModule
 from mmrep.errors import ConfigError
+from mmrep.utils import checkpoints
 from mmrep.utils.results import select_value, tidy
 from mmrep.utils.threads import ThreadBudget
 
@@ -53,7 +57,19 @@ def make_callbacks(cfg: DictConfig, loggers: list) -> list:
     callbacks = list(instantiate_group(cfg.get("callbacks")).values())
     callbacks.append(ThreadBudget(cfg.get("cpu_threads", "auto")))
     callbacks.append(optuna_pruning.from_sweep())
+    callbacks.append(checkpoints.RunBookkeeping(cfg))
     return [c for c in callbacks if c is not None and (loggers or not isinstance(c, LearningRateMonitor))]
+
+
+def fit(trainer, model, datamodule, cfg: DictConfig, callbacks: list) -> None:
+    """``trainer.fit`` (resuming ``ckpt_path``); SIGTERM ends it with :class:`checkpoints.Terminated` after the
+    bookkeeping callback wrote ``last.ckpt``, and a pruned Optuna trial with ``optuna.TrialPruned``."""
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        terminated = next((c.terminated for c in callbacks if getattr(c, "terminated", None)), None)
+        raise terminated or checkpoints.Terminated(trainer.global_step, None) from None
+    raise_if_pruned(callbacks)
 
 
 def raise_if_pruned(callbacks: list) -> None:
@@ -101,19 +117,22 @@ def check_metrics(metrics: dict, model, datamodule) -> None:
             metric.check(model, datamodule)
 
 
+def check_resume(cfg: DictConfig, model) -> None:
+    """``fit: true`` with ``ckpt_path``: the checkpoint is readable, fits the model, and was trained on the same
+    data and model settings — checked before any training starts."""
+    if cfg.fit and cfg.get("ckpt_path"):
+        checkpoint = checkpoints.read_checkpoint(cfg.ckpt_path)
+        checkpoints.check_fits(model, checkpoint, cfg.ckpt_path)
+        checkpoints.check_resume(cfg, checkpoint, cfg.ckpt_path)
+
+
 def load_for_evaluation(model, datamodule, ckpt_path: str | None, device) -> None:
     """``fit: false``: load the weights of ``ckpt_path`` (if any) into ``model``, move it to ``device`` and set up
     the data, so metrics measure the encoders as built or as trained in an earlier run."""
     if ckpt_path:
-        path = Path(ckpt_path)
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path: no such checkpoint file {str(path)!r} (e.g. <run>/checkpoints/last.ckpt)")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        try:
-            model.load_state_dict(checkpoint["state_dict"])
-        except (KeyError, RuntimeError) as err:
-            first = str(err).strip().splitlines()[0]
-            raise ConfigError(f"ckpt_path: {path} does not fit this run's objective/encoders ({first})") from None
+        checkpoint = checkpoints.read_checkpoint(ckpt_path)
+        checkpoints.check_fits(model, checkpoint, ckpt_path)
+        model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)
         model.prepare_for_evaluation()
     model.to(device)
@@ -211,16 +230,64 @@ def cleanup_failed_start(out_dir: Path) -> None:
     shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def task_overrides() -> list[str]:
+    """The command line's overrides of this run (empty outside Hydra)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def record_threads(cfg: DictConfig, count: int) -> None:
+    """``cpu_threads_used`` in the run's config (the checkpoints', the loggers' and ``.hydra/config.yaml``)."""
+    with open_dict(cfg):
+        cfg.cpu_threads_used = int(count)
+    saved = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
+    if HydraConfig.initialized() and saved.is_file():
+        OmegaConf.save(cfg, saved)
+
+
+OOM_SIZE = re.compile(r"(?:tried to allocate|Tried to allocate)\s+([\d.]+\s*[KMGT]?i?B|\d+ bytes)")
+
+
+def one_line_message(err: BaseException, cfg: DictConfig | None) -> str | None:
+    """The one line that explains a failure the user can fix, or None for a bug (shown with its traceback)."""
+    if isinstance(err, (ConfigError, FloatingPointError)):
+        return str(err)
+    text = str(err)
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
+            "can't allocate memory" in text or "out of memory" in text.lower())):
+        size = OOM_SIZE.search(text)
+        needed = ""
+        if size:
+            amount = size.group(1)
+            if amount.endswith(" bytes"):
+                amount = f"{int(amount.split()[0]) / 2**30:.1f} GiB"
+            needed = f" (one allocation needed {amount})"
+        batch = OmegaConf.select(cfg, "dataset.batch_size", default=None) if cfg is not None else None
+        lower = f"lower dataset.batch_size (now {batch})" if batch is not None else "lower the batch size"
+        return f"out of memory{needed}: {lower} or the model size"
+    if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR):
+        where = err.filename or "a file"
+        return (f"cannot write or read {where}: {err.strerror}; the run directory and paths.data_dir must be "
+                "accessible (and writable for outputs)")
+    return None
+
+
 @contextmanager
-def one_line_errors(out_dir: Path):
-    """Bad input (ConfigError) and a diverged loss end the run with one ``mmrep: error: ...`` line (exit 1) and
-    no run directory left behind; in a multirun the error propagates so the sweeper records the failure."""
+def one_line_errors(out_dir: Path, cfg: DictConfig | None = None):
+    """Bad input (ConfigError), a diverged loss, running out of memory or an unwritable directory end the run with
+    one ``mmrep: error: ...`` line (exit 1); any failure leaves no run directory unless the run produced something
+    (results, checkpoints, curves). In a multirun the error propagates so the sweeper records the failure. SIGTERM
+    ends the run (and a sweep) with exit code 143 after writing a resumable checkpoint."""
     try:
         yield
-    except (ConfigError, FloatingPointError) as err:
-        if isinstance(err, ConfigError):
-            cleanup_failed_start(out_dir)
+    except checkpoints.Terminated as err:  # a cluster's notice: the job (or the whole sweep) ends, resumable
         print(f"mmrep: error: {err}", file=sys.stderr)
+        sys.exit(143)  # 128 + SIGTERM, as a shell reports a terminated process
+    except Exception as err:
+        cleanup_failed_start(out_dir)
+        message = one_line_message(err, cfg)
+        if message is None:
+            raise
+        print(f"mmrep: error: {message}", file=sys.stderr)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         sys.exit(1)

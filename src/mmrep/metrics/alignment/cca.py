@@ -43,6 +43,8 @@ def svcca(A: torch.Tensor, B: torch.Tensor, dim: int = 10, randomized: bool = Fa
     """Mean canonical correlation between the top-``dim`` singular subspaces of the standardised features.
 
     Needs feature width >= ``dim`` (the original fails the same way, e.g. on 5-d MOSI audio)."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:  # V[:, -0:] would silently keep every column
+        raise AlignmentInputError(f"svcca_dim: must be a positive integer, got {dim!r}")
     for name, H in (("X", A), ("Y", B)):
         if H.shape[1] < dim:
             raise AlignmentInputError(f"{name}: svcca needs at least {dim} feature dimensions, got {H.shape[1]}")

@@ -1,0 +1,158 @@
+"""Checkpoints a run can trust: read with one-line errors, checked against the run before resuming, written on
+SIGTERM, and resumed in place without losing the earlier curves."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from mmrep.errors import ConfigError
+
+log = logging.getLogger("mmrep.train")
+
+CONFIG_KEY = "mmrep_config"  # the run's resolved config, stored in every checkpoint it writes
+# Config sections that define the data and the model (DESIGN.md): a resumed run must match its checkpoint here.
+DEFINING = ("dataset", "bias", "encoders", "objective")
+# ... except these, which change how the same world is served or optimised, not what it is.
+NOT_DEFINING = ("dataset.batch_size", "dataset.steps_per_epoch", "dataset.num_workers", "dataset.pin_memory",
+                "dataset.device", "dataset.data_dir", "dataset.cache", "objective.optimizer", "objective.scheduler")
+
+
+def read_checkpoint(ckpt_path) -> dict:
+    """The checkpoint at ``ckpt_path`` (on the CPU); a missing, unreadable or non-Lightning file is a ConfigError."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise ConfigError(f"ckpt_path: {path} is a directory; give a checkpoint file such as {path / 'last.ckpt'}")
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: no such checkpoint file {str(path)!r} (e.g. <run>/checkpoints/last.ckpt)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
+            AttributeError, ImportError, IndexError, KeyError) as err:  # truncated, garbage, foreign pickles
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"ckpt_path: {path} is not a readable checkpoint (truncated or not a torch file: "
+                          f"{first})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict); use a .ckpt that "
+                          "mmrep.train wrote under <run>/checkpoints/")
+    return checkpoint
+
+
+def check_fits(model: torch.nn.Module, checkpoint: dict, ckpt_path) -> None:
+    """The checkpoint's weights have this model's parameter names and shapes (else: from another model)."""
+    stored, own = checkpoint["state_dict"], model.state_dict()
+    missing, unexpected = sorted(own.keys() - stored.keys()), sorted(stored.keys() - own.keys())
+    reshaped = [k for k in own.keys() & stored.keys() if tuple(own[k].shape) != tuple(stored[k].shape)]
+    if missing or unexpected or reshaped:
+        what = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else
+                f"{reshaped[0]} has shape {tuple(stored[reshaped[0]].shape)}, the model {tuple(own[reshaped[0]].shape)}")
+        raise ConfigError(f"ckpt_path: {ckpt_path} does not fit this run's objective/encoders ({what}); use a "
+                          "checkpoint of the same model")
+
+
+def _flatten(config, prefix: str = "") -> dict[str, object]:
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: config}
+
+
+def stored_config(checkpoint: dict, ckpt_path) -> dict | None:
+    """The resolved config of the run that wrote the checkpoint: stored inside it, else its run's ``.hydra``."""
+    if CONFIG_KEY in checkpoint:
+        return checkpoint[CONFIG_KEY]
+    beside = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if beside.is_file():
+        return OmegaConf.to_container(OmegaConf.load(beside), resolve=False)
+    return None
+
+
+def defining_differences(before: dict, now: dict) -> list[str]:
+    """``key (checkpoint X, now Y)`` for every data/model-defining key whose value differs."""
+    def defining(config):
+        flat = _flatten({k: config.get(k) for k in DEFINING})
+        return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DEFINING)}
+
+    old, new = defining(before), defining(now)
+    return [f"{k} (checkpoint {old.get(k, '<unset>')}, now {new.get(k, '<unset>')})"
+            for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+
+def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
+    """Refuse to resume a checkpoint trained on other data or another model (``ckpt_strict: false`` allows it)."""
+    before = stored_config(checkpoint, ckpt_path)
+    if before is None:
+        log.warning("ckpt_path: %s records no config; cannot check it matches this run's data and model", ckpt_path)
+        return
+    differences = defining_differences(before, OmegaConf.to_container(cfg, resolve=True))
+    if not differences:
+        return
+    if not cfg.get("ckpt_strict", True):
+        log.warning("resuming %s with different data/model settings (ckpt_strict=false): %s", ckpt_path,
+                    "; ".join(differences))
+        return
+    shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+    raise ConfigError(f"ckpt_path: {ckpt_path} was trained with other data/model settings: {shown}. Resume with "
+                      "the checkpoint's settings, or set ckpt_strict=false to continue on purpose")
+
+
+class Terminated(Exception):
+    """The run received SIGTERM; a resumable checkpoint was written to ``path``."""
+
+    def __init__(self, step: int, path: Path | None) -> None:
+        resume = f"; resume with ckpt_path={path}" if path else ""
+        super().__init__(f"terminated by SIGTERM at step {step}{resume}")
+        self.step, self.path = step, path
+
+
+class RunBookkeeping(pl.Callback):
+    """Three things a run needs to be resumable:
+
+    * every checkpoint carries the run's resolved config (checked when a run resumes from it);
+    * on SIGTERM (a cluster's notice before it kills a job) every rank stops at the next step and ``last.ckpt`` is
+      written, so the run can resume where it stopped; at the end of training ``last.ckpt`` holds the final step
+      (Lightning saves it only at epoch ends);
+    * a run resumed in its own directory keeps the earlier curves up to the checkpoint's step
+      (loggers with ``keep_rows_until``).
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.config = OmegaConf.to_container(cfg, resolve=True)
+        self.terminated: Terminated | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for logger in trainer.loggers:
+            if hasattr(logger, "keep_rows_until"):
+                logger.keep_rows_until(trainer.global_step)
+
+    @staticmethod
+    def save_last(trainer) -> Path | None:
+        """Write the current state to the checkpoint callback's ``last.ckpt`` (None: no checkpointing)."""
+        checkpointing = trainer.checkpoint_callback
+        if checkpointing is None or not checkpointing.dirpath or not checkpointing.save_last:
+            return None
+        path = Path(checkpointing.dirpath) / f"{checkpointing.CHECKPOINT_NAME_LAST}{checkpointing.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        return path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # a run that stops mid-epoch (max_steps) has only saved at the last epoch end: last.ckpt is the final state
+        checkpointing = trainer.checkpoint_callback
+        if checkpointing is not None and getattr(checkpointing, "_last_global_step_saved", None) != trainer.global_step:
+            self.save_last(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.terminated = Terminated(trainer.global_step, self.save_last(trainer))
