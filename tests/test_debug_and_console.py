@@ -150,7 +150,7 @@ def test_print_config_tree_orders_groups_and_saves(compose, tmp_path, capsys):
     assert {"seed", "task_name", "fit"} <= set(heads[len(CONFIG_TREE_FIELDS):])  # then the rest
     assert "${" not in text and f"seed: {cfg.seed}" in text  # resolved (dataset.seed: ${seed})
     assert "\x1b[" not in text  # plain text
-    assert "CONFIG" in capsys.readouterr().err  # printed on stderr
+    assert "CONFIG" in capsys.readouterr().out  # printed on stdout
 
 
 def test_print_config_tree_switch(compose, tmp_path, capsys):

@@ -80,7 +80,7 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with R.one_line_errors(Path(cfg.paths.output_dir), cfg):
-        print_config_tree(cfg)  # stderr and <run>/config_tree.log (print_config=false: neither)
+        print_config_tree(cfg)  # stdout and <run>/config_tree.log (print_config=false: neither)
         return run(cfg)[1]
 
 

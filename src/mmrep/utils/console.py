@@ -3,7 +3,7 @@
 * :func:`quiet_third_party` — silence two messages that say nothing about a run: Lightning's "💡 Tip: For seamless
   cloud logging ... litlogger" (every ``Trainer``) and alembic's INFO lines ("Context impl SQLiteImpl.", "Will
   assume non-transactional DDL.", "setup plugin ...") when Optuna opens an SQLite study.
-* :func:`print_config_tree` — the resolved run config as a rich tree on stderr (groups first: dataset, encoders,
+* :func:`print_config_tree` — the resolved run config as a rich tree on stdout (groups first: dataset, encoders,
   objective, bias, metric, trainer, callbacks, logger, paths, then the rest), also saved as
   ``<output_dir>/config_tree.log``; ``print_config: false`` turns it off.
 """
@@ -114,7 +114,7 @@ def config_tree(cfg: DictConfig, fields: Sequence[str] = CONFIG_TREE_FIELDS, res
 
 def print_config_tree(cfg: DictConfig, fields: Sequence[str] = CONFIG_TREE_FIELDS, resolve: bool = True,
                       save: bool = True, output_dir: str | Path | None = None) -> Path | None:
-    """Print the composed config as a tree on stderr, as lightning-hydra-template does, and save its text.
+    """Print the composed config as a tree on stdout, as lightning-hydra-template does, and save its text.
 
     Args:
         cfg: the run config (as ``mmrep.train.main`` receives it).
@@ -135,7 +135,7 @@ def print_config_tree(cfg: DictConfig, fields: Sequence[str] = CONFIG_TREE_FIELD
     from rich.console import Console
 
     tree = config_tree(cfg, fields, resolve)
-    Console(stderr=True).print(tree)
+    Console().print(tree)  # stdout: stderr stays for warnings and the one-line errors
     if not save:
         return None
     folder = Path(output_dir) if output_dir is not None else Path(OmegaConf.select(cfg, "paths.output_dir"))

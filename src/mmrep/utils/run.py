@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import re
 import shutil
@@ -28,13 +29,40 @@ from mmrep.utils.threads import ThreadBudget
 log = logging.getLogger("mmrep.train")
 
 
+UNEXPECTED_ARGUMENT = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def unknown_key_error(err: TypeError, key: str, target) -> ConfigError | None:
+    """``<key>.<arg>: not a parameter of <target>`` for a TypeError about an unexpected keyword (a typo'd or
+    ``+``-added key), else None."""
+    match = UNEXPECTED_ARGUMENT.search(str(err))
+    if match is None:
+        return None
+    if isinstance(target, str):
+        from hydra._internal.utils import _locate  # Hydra's own lookup of a _target_ path
+
+        target = _locate(target)
+    name = getattr(target, "__name__", str(target).rsplit(".", 1)[-1])
+    try:
+        params = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        known = f" (its parameters: {', '.join(params)})"
+    except (TypeError, ValueError):
+        known = ""
+    return ConfigError(f"{key}.{match.group(1)}: not a parameter of {name}{known}")
+
+
 def instantiate(config, *args, **kwargs):
-    """``hydra.utils.instantiate`` that surfaces our ConfigError (Hydra wraps it) with its one-line message."""
+    """``hydra.utils.instantiate`` that surfaces our ConfigError (Hydra wraps it) with its one-line message, and
+    turns an unknown key of the node (``+dataset.batchsize=8``) into a ConfigError naming it."""
     try:
         return _hydra_instantiate(config, *args, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
         while cause is not None and not isinstance(cause, ConfigError):
+            if isinstance(cause, TypeError) and OmegaConf.is_config(config):
+                typo = unknown_key_error(cause, config._get_full_key(None), config.get("_target_"))
+                if typo is not None:
+                    raise typo from None
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
@@ -92,7 +120,10 @@ def build(cfg: DictConfig):
                           "(a `spec: DataSpec` and `heldout(purpose, n)`; see README, Contracts)")
     encoders = instantiate(cfg.get("encoders") or {}, _convert_="all")
     objective = instantiate(cfg.objective, _partial_=True, _convert_="all")  # the spec must reach it as is
-    model = objective(data=datamodule.spec, encoders=encoders)
+    try:
+        model = objective(data=datamodule.spec, encoders=encoders)
+    except TypeError as err:
+        raise unknown_key_error(err, "objective", objective.func) or err from None
     compile_encoders(model, cfg.get("compile_encoders"))
     return datamodule, model
 
@@ -239,8 +270,10 @@ def record_threads(cfg: DictConfig, count: int) -> None:
     """``cpu_threads_used`` in the run's config (the checkpoints', the loggers' and ``.hydra/config.yaml``)."""
     with open_dict(cfg):
         cfg.cpu_threads_used = int(count)
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
     saved = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
-    if HydraConfig.initialized() and saved.is_file():
+    if HydraConfig.initialized() and saved.is_file() and rank_zero_only.rank == 0:  # DDP ranks share the folder
         OmegaConf.save(cfg, saved)
 
 
