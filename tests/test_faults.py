@@ -44,18 +44,19 @@ def test_a_run_records_its_thread_count_and_checkpoints_carry_its_config(trained
     assert checkpoint["mmrep_config"]["dataset"]["n_cond_samples"] == 2000
 
 
-def test_resuming_on_other_data_is_refused_naming_the_keys(cli, trained, tmp_path):
+def test_resuming_on_other_data_is_refused_naming_the_keys(run_inproc, trained, tmp_path, caplog):
+    from mmrep.errors import ConfigError
+
     ckpt = trained / "checkpoints" / "last.ckpt"
-    res = cli([*FAST, "trainer.max_steps=60", f"ckpt_path={ckpt}", "dataset.n_cond_samples=3000",
-               f"hydra.run.dir={tmp_path / 'resumed'}"])
-    assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert last_line(res.stderr).startswith(f"mmrep: error: ckpt_path: {ckpt} was trained with other data/model settings: "
-                                            "dataset.n_cond_samples (checkpoint 2000, now 3000)")
-    assert not (tmp_path / "resumed").exists()  # nothing left behind
-    res = cli([*FAST, "trainer.max_steps=60", f"ckpt_path={ckpt}", "dataset.n_cond_samples=3000", "ckpt_strict=false",
-               f"hydra.run.dir={tmp_path / 'resumed'}"])
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "different data/model settings (ckpt_strict=false): dataset.n_cond_samples" in res.stdout + res.stderr
+    args = [*FAST, "trainer.max_steps=60", f"ckpt_path={ckpt}", "dataset.n_cond_samples=3000"]
+    with pytest.raises(ConfigError) as err:
+        run_inproc(args, tmp_path / "refused")
+    assert str(err.value).startswith(f"ckpt_path: {ckpt} was trained with other data/model settings: "
+                                     "dataset.n_cond_samples (checkpoint 2000, now 3000)")
+    assert not (tmp_path / "refused" / "checkpoints").exists()  # refused before training
+    run_inproc([*args, "ckpt_strict=false"], tmp_path / "resumed")  # on purpose: goes on, with a warning
+    assert "different data/model settings (ckpt_strict=false): dataset.n_cond_samples" in caplog.text
+    assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 60
 
 
 def test_resuming_in_place_appends_the_curves_and_keeps_last_ckpt_the_latest(cli, trained, tmp_path):
@@ -132,15 +133,13 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["seed=abc"], "seed: must be an integer"),
-    (["dataset.batch_size=1000000000"], "out of memory (one allocation needed 37.3 GiB): lower dataset.batch_size (now 1000000000)"),
+    (["+seeed=3"], "seeed: unknown top-level key (from +seeed=3); did you mean seed?"),
     (["callbacks.model_checkpoint.dirpath=/etc/passwd/ckpts"], "cannot write or read /etc/passwd/ckpts: Not a directory"),
     (["hydra.run.dir=/etc/passwd/run"], "hydra.run.dir: cannot create the output folder /etc/passwd/run (/etc/passwd is a file"),
-    (["+seeed=3"], "seeed: unknown top-level key (from +seeed=3); did you mean seed?"),
 ])
 def test_bad_input_is_one_line_with_nothing_left_on_disk(cli, tmp_path, overrides, message):
     """The command line's side: exit code 1, one ``mmrep: error:`` line, no traceback, no run folder — for a config
-    check, an error found while running (out of memory), an unwritable folder found by Hydra or by Lightning."""
+    check (its override named), and an unwritable folder found by Hydra or, while running, by Lightning."""
     res = cli([*FAST, "trainer.max_steps=20", *overrides], env_extra={"MMREP_ROOT": str(tmp_path)})
     assert res.returncode == 1, res.stderr[-3000:]
     assert "Traceback" not in res.stderr and last_line(res.stderr).startswith(f"mmrep: error: {message}"), res.stderr[-2000:]
@@ -174,6 +173,19 @@ def test_bad_settings_fail_before_training_naming_the_key(run_inproc, tmp_path, 
     with pytest.raises(ConfigError) as err:
         run_inproc([*base, "trainer.max_steps=20", *overrides], tmp_path)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_running_out_of_memory_is_one_line_naming_the_batch_size(run_inproc, tmp_path):
+    from omegaconf import OmegaConf
+
+    from mmrep.utils.run import one_line_message
+
+    with pytest.raises(RuntimeError) as err:  # a real failed allocation (the one_line_errors wrapper is the CLI's)
+        run_inproc([*FAST, "trainer.max_steps=20", "dataset.batch_size=1000000000"], tmp_path)
+    cfg = OmegaConf.create({"dataset": {"batch_size": 1000000000}})
+    assert one_line_message(err.value, cfg) == (
+        "out of memory (one allocation needed 37.3 GiB): lower dataset.batch_size (now 1000000000) or the model size")
     assert not (tmp_path / "checkpoints").exists()
 
 

@@ -144,15 +144,25 @@ def test_render_text_is_seeded_uses_the_spec_templates_and_the_original_split(tm
         assert changed == 0.0 if k is None else abs(changed - 0.9 * (1 - 1 / k)) < 0.06, (column, changed)
 
 
-def test_render_text_command_line(tmp_path, cli):
+def command(main, argv, capsys) -> tuple[int, str, str]:
+    """A command's ``main(argv)`` in process (argparse exits included): (exit code, stdout, stderr)."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_render_text_command_line(tmp_path, capsys):
     root = write_mpi3d(tmp_path)
     before = (root / "test" / "text_selection_0.txt").read_text()
-    result = cli(["render-text", "--root", str(root), "--seed", "0", "--factor-sizes", *map(str, MPI3D_GRID)],
-                 module="mmrep.data.mpi3d")
-    assert result.returncode == 0 and "wrote 40 files" in result.stdout
+    code, out, _ = command(mpi3d.main, ["render-text", "--root", str(root), "--seed", "0", "--factor-sizes",
+                                        *map(str, MPI3D_GRID)], capsys)
+    assert code == 0 and "wrote 40 files" in out
     assert (root / "test" / "text_selection_0.txt").read_text() == before  # write_mpi3d used seed 0 too
-    bad = cli(["render-text", "--change-prob", "2"], module="mmrep.data.mpi3d")
-    assert bad.returncode == 2 and "--change-prob: must lie in [0, 1]" in bad.stderr
+    code, _, err = command(mpi3d.main, ["render-text", "--change-prob", "2"], capsys)
+    assert code == 2 and "--change-prob: must lie in [0, 1]" in err
 
 
 def test_missing_or_malformed_mpi3d_files_are_one_line_errors_and_write_nothing(tmp_path, cli):
@@ -324,14 +334,16 @@ def test_causal3dident_render_text_names_colours_as_the_original_and_perturbs_it
     assert list(unperturbed.background_color_name) == expected  # the background hue, not the object's (spec §6.9)
 
 
-def test_causal3dident_render_text_command_line_is_seeded(c3d_root, cli, tmp_path):
+def test_causal3dident_render_text_command_line_is_seeded(c3d_root, tmp_path, capsys):
     import shutil
+
+    from mmrep.data import causal3dident
 
     copy = tmp_path / "c3d"
     shutil.copytree(c3d_root, copy, ignore=shutil.ignore_patterns("images", "vocab_*"))
-    result = cli(["render-text", "--root", str(copy), "--seed", "0"], module="mmrep.data.causal3dident")
-    assert result.returncode == 0 and "wrote 28 files" in result.stdout
+    code, out, _ = command(causal3dident.main, ["render-text", "--root", str(copy), "--seed", "0"], capsys)
+    assert code == 0 and "wrote 28 files" in out
     for name in ("text/perturbations_3/text_raw.txt", "latents_text_selections_6.csv"):
         assert (copy / name).read_text() == (c3d_root / name).read_text()  # the fixture used seed 0 too
-    missing = cli(["render-text", "--root", str(tmp_path / "none")], module="mmrep.data.causal3dident")
-    assert missing.returncode == 2 and "no such file" in missing.stderr and "latents_image.csv" in missing.stderr
+    code, _, err = command(causal3dident.main, ["render-text", "--root", str(tmp_path / "none")], capsys)
+    assert code == 2 and "no such file" in err and "latents_image.csv" in err

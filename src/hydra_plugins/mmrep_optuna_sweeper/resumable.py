@@ -28,20 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-import optuna
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobStatus
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
-from optuna.trial import TrialState
 
+# optuna (and numpy) are imported where used: Hydra imports every plugin module at each start, sweep or not
 log = logging.getLogger(__name__)
 
 TRIAL_ENV = "MMREP_OPTUNA_TRIAL"  # a job's trial number, set per job through hydra.job.env_set
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass
@@ -78,7 +74,10 @@ def anchored_storage(storage):
     return f"sqlite:///{path}"
 
 
-def _stored_trials(storage, study_name) -> tuple[optuna.Study | None, list]:
+def _stored_trials(storage, study_name) -> tuple:
+    """(the stored study or None, its trials)."""
+    import optuna
+
     if storage is None or study_name is None:
         return None, []
     try:
@@ -90,6 +89,8 @@ def _stored_trials(storage, study_name) -> tuple[optuna.Study | None, list]:
 
 def _reseed(sampler, offset: int) -> None:
     """``seed + offset`` for optuna's seeded samplers (their seed lives in ``_rng``; the TPE's startup sampler too)."""
+    import numpy as np
+
     seed = getattr(sampler, "_mmrep_seed", None)
     if seed is None:
         return
@@ -117,6 +118,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
             sampler._mmrep_seed = int(rng.get_state()[1][0]) if rng is not None else None
 
     def sweep(self, arguments):
+        from optuna.trial import TrialState
+
         impl = self.sweeper
         impl.storage = anchored_storage(impl.storage)
         study, trials = _stored_trials(impl.storage, impl.study_name)
@@ -124,7 +127,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
             stale = [t for t in trials if t.state == TrialState.RUNNING]
             for trial in stale:
                 study._storage.set_trial_state(trial._trial_id, TrialState.FAIL)
-            done = sum(t.state in FINISHED for t in trials)
+            done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
             requested, impl.n_trials = impl.n_trials, max(0, impl.n_trials - done)
             _reseed(impl.sampler, len(trials))
             log.info("study %s: %d trials stored (%d finished, %d left RUNNING by a killed sweep → FAIL); "
@@ -135,6 +138,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
     def _optimize(self, arguments) -> None:
         """hydra-optuna-sweeper's ask–launch–tell loop, with the pruner, the trial number passed to each job, and
         failed or pruned jobs told as such."""
+        import numpy as np
+        import optuna
+        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
         impl = self.sweeper
         impl._process_searchspace_config()
         distributions, fixed = create_params_from_overrides([*impl._parse_sweeper_params_config(), *arguments])
@@ -166,8 +173,11 @@ class ResumableOptunaSweeper(OptunaSweeper):
         self._save_results(study, directions)
 
     @staticmethod
-    def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret, n_directions: int) -> bool:
-        """Record one job's outcome; False when the trial failed."""
+    def _tell(study, trial, ret, n_directions: int) -> bool:
+        """Record one job's outcome in ``study`` (optuna); False when the trial failed."""
+        import optuna
+        from optuna.trial import TrialState
+
         outcome = ret._return_value
         if ret.status == JobStatus.COMPLETED:
             try:
@@ -193,7 +203,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     type(outcome).__name__, first)
         return False
 
-    def _save_results(self, study: optuna.Study, directions) -> None:
+    def _save_results(self, study, directions) -> None:
+        from optuna.trial import TrialState
+
         impl = self.sweeper
         finished = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         if not finished:

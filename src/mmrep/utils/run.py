@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import inspect
 import logging
+import os
 import re
 import shutil
 import sys
@@ -80,11 +81,12 @@ def make_callbacks(cfg: DictConfig, loggers: list) -> list:
         return []
     from pytorch_lightning.callbacks import LearningRateMonitor
 
-    from mmrep.callbacks import optuna_pruning
-
     callbacks = list(instantiate_group(cfg.get("callbacks")).values())
     callbacks.append(ThreadBudget(cfg.get("cpu_threads", "auto")))
-    callbacks.append(optuna_pruning.from_sweep())
+    if "MMREP_OPTUNA_TRIAL" in os.environ:  # a trial of an mmrep_optuna sweep (optuna is imported only then)
+        from mmrep.callbacks import optuna_pruning
+
+        callbacks.append(optuna_pruning.from_sweep())
     callbacks.append(checkpoints.RunBookkeeping(cfg))
     return [c for c in callbacks if c is not None and (loggers or not isinstance(c, LearningRateMonitor))]
 
