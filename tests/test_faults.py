@@ -59,6 +59,22 @@ def test_resuming_on_other_data_is_refused_naming_the_keys(run_inproc, trained, 
     assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 60
 
 
+def test_a_checkpoint_without_its_config_is_checked_against_its_runs_folder(run_inproc, trained, tmp_path):
+    """Checkpoints written before they carried the config: the run folder's .hydra/config.yaml (interpolations such
+    as dataset.seed: ${seed} resolved) stands in."""
+    from mmrep.errors import ConfigError
+
+    run = tmp_path / "old"
+    shutil.copytree(trained, run)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, weights_only=False)
+    del checkpoint["mmrep_config"]
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(ConfigError, match="settings: dataset.n_cond_samples \\(checkpoint 2000, now 3000\\)\\. Resume"):
+        run_inproc([*FAST, "trainer.max_steps=60", f"ckpt_path={ckpt}", "dataset.n_cond_samples=3000"], tmp_path / "a")
+    run_inproc([*FAST, "trainer.max_steps=60", f"ckpt_path={ckpt}"], tmp_path / "b")  # same settings: resumes
+
+
 def test_resuming_in_place_appends_the_curves_and_keeps_last_ckpt_the_latest(cli, trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -186,6 +202,8 @@ def test_running_out_of_memory_is_one_line_naming_the_batch_size(run_inproc, tmp
     cfg = OmegaConf.create({"dataset": {"batch_size": 1000000000}})
     assert one_line_message(err.value, cfg) == (
         "out of memory (one allocation needed 37.3 GiB): lower dataset.batch_size (now 1000000000) or the model size")
+    cuda = RuntimeError("CUDA out of memory. Tried to allocate 2.50 GiB (GPU 0; 79.2 GiB total capacity)")
+    assert one_line_message(cuda, cfg).startswith("out of memory (one allocation needed 2.50 GiB): lower dataset.batch_size")
     assert not (tmp_path / "checkpoints").exists()
 
 

@@ -71,9 +71,15 @@ def stored_config(checkpoint: dict, ckpt_path) -> dict | None:
     if CONFIG_KEY in checkpoint:
         return checkpoint[CONFIG_KEY]
     beside = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
-    if beside.is_file():
-        return OmegaConf.to_container(OmegaConf.load(beside), resolve=False)
-    return None
+    if not beside.is_file():
+        return None
+    saved, config = OmegaConf.load(beside), {}
+    for key in DEFINING:  # resolved like a running config (${seed} …); Hydra's own resolvers are not available here
+        try:
+            config[key] = OmegaConf.to_container(saved.get(key), resolve=True)
+        except Exception:  # noqa: BLE001 - an unresolvable interpolation: compare it as written
+            config[key] = OmegaConf.to_container(saved.get(key), resolve=False)
+    return config
 
 
 def defining_differences(before: dict, now: dict) -> list[str]:

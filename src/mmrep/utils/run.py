@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate as _hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmrep.data.contract import MultimodalDataModule
@@ -272,14 +272,12 @@ def record_threads(cfg: DictConfig, count: int) -> None:
     """``cpu_threads_used`` in the run's config (the checkpoints', the loggers' and ``.hydra/config.yaml``)."""
     with open_dict(cfg):
         cfg.cpu_threads_used = int(count)
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
-
     saved = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
     if HydraConfig.initialized() and saved.is_file() and rank_zero_only.rank == 0:  # DDP ranks share the folder
         OmegaConf.save(cfg, saved)
 
 
-OOM_SIZE = re.compile(r"(?:tried to allocate|Tried to allocate)\s+([\d.]+\s*[KMGT]?i?B|\d+ bytes)")
+OOM_SIZE = re.compile(r"tried to allocate\s+(\d+ bytes|[\d.]+\s*[KMGT]?i?B)", re.IGNORECASE)
 
 
 def one_line_message(err: BaseException, cfg: DictConfig | None) -> str | None:
