@@ -22,6 +22,7 @@ import torch
 
 from mmrep.metrics.alignment import METRICS, AlignmentInputError, alignment_scores, resolve_metrics
 from mmrep.metrics.alignment.preprocess import check_pair
+from mmrep.utils.files import nearest_existing
 
 
 class InputFileError(ValueError):
@@ -171,9 +172,7 @@ def _check_writable(path: Path) -> None:
         if not os.access(path, os.W_OK):
             raise OptionError(f"--csv: {path} is not writable; choose another path")
         return
-    ancestor = path.absolute().parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(path.parent)
     if not ancestor.is_dir():
         raise OptionError(f"--csv: cannot create {path}: {ancestor} is not a directory; choose another path")
     if not os.access(ancestor, os.W_OK | os.X_OK):

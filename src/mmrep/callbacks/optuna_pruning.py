@@ -12,10 +12,9 @@ import optuna
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from hydra_plugins.mmrep_optuna_sweeper.resumable import TRIAL_ENV, anchored_storage
 
 from mmrep.errors import ConfigError
-
-TRIAL_ENV = "MMREP_OPTUNA_TRIAL"
 
 
 class OptunaPruning(pl.Callback):
@@ -75,7 +74,5 @@ def from_sweep() -> OptunaPruning | None:
     study_max = str(direction).endswith("maximize")
     mode = sweeper.get("prune_mode") or ("max" if study_max else "min")
     sign = 1.0 if (mode == "max") == study_max else -1.0
-    from hydra_plugins.mmrep_optuna_sweeper.resumable import anchored_storage
-
     return OptunaPruning(anchored_storage(sweeper.storage), sweeper.study_name, int(number), sweeper.prune_on, sign,
                          instantiate(sweeper.pruner))

@@ -24,3 +24,11 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists: where creating ``path`` would start (and could fail)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

@@ -9,13 +9,13 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mmrep.utils.files import nearest_existing
+
 
 def _check_creatable(folder: str, key: str) -> None:
     """Exit with one line when ``folder`` cannot be created or written (Hydra would raise a traceback)."""
     path = Path(folder)
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = nearest_existing(path)
     if probe.exists() and not probe.is_dir():
         reason = f"{probe} is a file, not a folder"
     elif not os.access(probe, os.W_OK | os.X_OK):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+from mmrep.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +79,11 @@ def wandb_logger(offline: bool | str = "auto", task_name: str = "train", group: 
                        tags=list(tags) if tags is not None else choice_tags(), **kwargs)
 
 
-class _ResumableWriter:
-    """Mixin for Lightning's CSV experiment writer: an existing ``metrics.csv`` is kept (not deleted on creation)
+class _ResumableExperimentWriter(ExperimentWriter):
+    """Lightning's CSV experiment writer, except that an existing ``metrics.csv`` is kept (not deleted on creation)
     until :meth:`keep_until` says which of its rows the resumed run continues from."""
 
     def _check_log_dir_exists(self) -> None:
-        import csv
-
         self._earlier_rows, self._earlier_keys = [], []
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
@@ -92,10 +93,6 @@ class _ResumableWriter:
     def keep_until(self, step: int) -> None:
         """Keep the earlier rows logged at steps ≤ ``step`` (the resumed checkpoint's), drop the rest (a fresh run,
         ``step`` 0: all of them), so the file reads as one run."""
-        import csv
-
-        from mmrep.utils.files import atomic_write
-
         kept = [r for r in self._earlier_rows if step > 0 and r.get("step") not in (None, "") and float(r["step"]) <= step]
         if not kept:
             if self._fs.isfile(self.metrics_file_path):
@@ -106,10 +103,6 @@ class _ResumableWriter:
             writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
             writer.writeheader()
             writer.writerows(kept)
-
-
-class _ResumableExperimentWriter(_ResumableWriter, ExperimentWriter):
-    pass
 
 
 class ResumableCSVLogger(CSVLogger):

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate as _hydra_instantiate
+from hydra_plugins.mmrep_optuna_sweeper.resumable import TRIAL_ENV
 from omegaconf import DictConfig, OmegaConf, open_dict
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -83,7 +84,7 @@ def make_callbacks(cfg: DictConfig, loggers: list) -> list:
 
     callbacks = list(instantiate_group(cfg.get("callbacks")).values())
     callbacks.append(ThreadBudget(cfg.get("cpu_threads", "auto")))
-    if "MMREP_OPTUNA_TRIAL" in os.environ:  # a trial of an mmrep_optuna sweep (optuna is imported only then)
+    if TRIAL_ENV in os.environ:  # a trial of an mmrep_optuna sweep (optuna is imported only then)
         from mmrep.callbacks import optuna_pruning
 
         callbacks.append(optuna_pruning.from_sweep())
