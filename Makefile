@@ -6,9 +6,14 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install train test test-fast bench bench-alignment bench-rus clean
 
+# torch first, as its CPU wheel: pyproject asks for a range (a user's CUDA build satisfies it), which pip would
+# otherwise fill with a multi-GB CUDA build. `make install TORCH=` keeps the torch the environment has.
+TORCH  ?= torch==2.13.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -176,8 +176,8 @@ def test_bad_input_is_one_line_with_nothing_left_on_disk(cli, tmp_path, override
     pytest.param(["trainer=gpu"], {}, "trainer.accelerator: gpu asked for, but CUDA is not available", marks=NO_CUDA),
     (["logger=wandb"], {"WANDB_MODE": "online", "WANDB_API_KEY": None, "NETRC": "/nonexistent"},
      "logger.wandb: WANDB_MODE=online but no W&B API key is configured"),
-    (["metric=alignment", "metric.alignment.include_output=true"], {},
-     "metric.alignment: x|t: svcca needs layers of at least svcca_dim=10 features; x has a layer of 6"),
+    (["dataset.batch_size=1", "objective.negatives=in_batch"], {},
+     "dataset.batch_size: objective=mmcl contrasts each pair with the other pairs of its batch; dataset.batch_size=1"),
 ])
 def test_bad_settings_fail_before_training_naming_the_key(run_inproc, tmp_path, monkeypatch, overrides, env, message):
     """Each is a ConfigError (one line naming the key; the command line prints it as above) raised before any

@@ -57,6 +57,8 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     loggers = list(R.instantiate_group(cfg.get("logger")).values())
     callbacks = R.make_callbacks(cfg, loggers)
     trainer: pl.Trainer = R.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.fit:
+        R.check_objective(model, datamodule, trainer)
     try:
         R.log_config(loggers, cfg)
         started = time.perf_counter()
@@ -66,12 +68,15 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
             R.load_for_evaluation(model, datamodule, cfg.get("ckpt_path"), trainer.strategy.root_device)
         if not trainer.is_global_zero:
             return pd.DataFrame(), None
-        results, summaries = R.measure(metrics, model, datamodule, trainer)
+        results, summaries, failed = R.measure(metrics, model, datamodule, trainer)
         out = Path(cfg.paths.output_dir) / "results.csv"
-        write_csv_atomic(results, out)
-        R.log_results(loggers, results)
+        if not results.empty or not failed:
+            write_csv_atomic(results, out)
+            R.log_results(loggers, results)
         log.info("%s took %.1fs; results: %s", "training" if cfg.fit else "evaluation", time.perf_counter() - started, out)
         R.print_summaries(summaries)
+        if failed:
+            raise R.metrics_failed(failed, out, cfg)
         return results, R.optimized_value(results, cfg)
     finally:
         R.finish_loggers()

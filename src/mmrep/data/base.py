@@ -140,6 +140,14 @@ class InMemorySplitDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
 
+    def heldout_size(self, purpose: str, n: int | None = None) -> int:
+        """The number of samples :meth:`heldout` returns for ``purpose`` and ``n`` (loads the data once)."""
+        name = self.align_split if purpose == "align" else purpose
+        if name not in SPLITS:
+            raise ValueError(f"heldout: unknown purpose {purpose!r}; use align or one of {list(SPLITS)}")
+        size = len(self.split(name))
+        return size if n is None else min(int(n), size)
+
     def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None) -> list[Batch]:
         """Fixed batches in split order: ``align`` = the first ``n`` samples of ``align_split``;
         ``train``/``val``/``test`` = that split (its first ``n`` when given). A split smaller than ``n`` is used

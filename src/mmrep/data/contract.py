@@ -147,6 +147,22 @@ class MultimodalDataModule(Protocol):
         ...
 
 
+def heldout_size(datamodule, purpose: str, n: int | None = None) -> int:
+    """How many samples ``datamodule.heldout(purpose, n)`` returns, known before training: the datamodule's own
+    ``heldout_size`` when it has one (in-memory splits: ``min(n, len(split))``), else the batches counted."""
+    if hasattr(datamodule, "heldout_size"):
+        return int(datamodule.heldout_size(purpose, n))
+    return sum(batch_size(b) for b in datamodule.heldout(purpose, n))
+
+
+def require_samples(datamodule, purpose: str, n: int | None, at_least: int, key: str) -> int:
+    """:func:`heldout_size`, or a ConfigError naming ``key`` when the set has fewer than ``at_least`` samples."""
+    size = heldout_size(datamodule, purpose, n)
+    if size < at_least:
+        raise ConfigError(f"{key}: the {purpose} set has {size} samples; at least {at_least} are needed")
+    return size
+
+
 def batch_size(batch: Batch) -> int:
     """Number of samples in a batch (from ``y`` or the first modality)."""
     if "y" in batch:

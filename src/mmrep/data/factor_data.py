@@ -94,10 +94,14 @@ class FactorDataModule(InMemorySplitDataModule):
     def decode_batch(self, batch: Batch) -> Batch:
         return {**batch, "text": one_hot(batch["text"], self.vocab_size)}
 
+    PROBE_SPLITS = {"probe_fit": "val", "probe_eval": "test"}  # spec §3.3
+
     def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None):
         """As :meth:`InMemorySplitDataModule.heldout`; ``probe_fit`` = val and ``probe_eval`` = test (spec §3.3)."""
-        purpose = {"probe_fit": "val", "probe_eval": "test"}.get(purpose, purpose)
-        return super().heldout(purpose, n, chunk)
+        return super().heldout(self.PROBE_SPLITS.get(purpose, purpose), n, chunk)
+
+    def heldout_size(self, purpose: str, n: int | None = None) -> int:
+        return super().heldout_size(self.PROBE_SPLITS.get(purpose, purpose), n)
 
     def factor_roles(self) -> dict[str, str]:
         """Each factor's role: invariant (selected, unperturbed), perturbed, omitted, image- or text-specific."""

@@ -259,6 +259,12 @@ class NumericDataModule(pl.LightningDataModule):
         gen = torch_generator(self.seed, purpose)
         return [self.generate(min(chunk, n - i), gen, shift=shift) for i in range(0, n, chunk)]
 
+    def heldout_size(self, purpose: str, n: int | None = None) -> int:
+        """Generated sets have exactly the size asked for (default ``n_val``)."""
+        if purpose not in HELDOUT_PURPOSES:
+            raise ValueError(f"heldout: unknown purpose {purpose!r}; dataset=numeric has {list(HELDOUT_PURPOSES)}")
+        return self.n_val if n is None else int(n)
+
     def probe_targets(self, latents: Batch) -> dict[str, torch.Tensor]:
         """Targets the identifiability probes predict, each (N, k): ``s_i`` (unperturbed), ``s_inv``,
         ``tilde_s_i`` (the text's perturbed value of selected semantic i; the original indexed by position,

@@ -7,18 +7,22 @@ encoder's layers and turns the layer × layer matrices into tidy rows, one set p
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
-from mmrep.data.contract import concat_batches
+from mmrep.data.contract import concat_batches, heldout_size
 from mmrep.encoders.features import layer_features
 from mmrep.errors import ConfigError
-from mmrep.metrics.alignment import (AlignmentInputError, LayerAlignment, layerwise_alignment, remove_outliers,
-                                    resolve_metrics)
+from mmrep.metrics.alignment import (METRICS, AlignmentInputError, LayerAlignment, layerwise_alignment,
+                                    remove_outliers, resolve_metrics)
 from mmrep.metrics.alignment.preprocess import check_k, check_q
+
+log = logging.getLogger(__name__)
+MIN_SAMPLES = 4  # the fewest held-out samples any metric of the suite is defined on
 
 
 def encoder_pairs(model, pairs: Sequence[Sequence[str]] | None, key: str) -> list[tuple[str, str]]:
@@ -103,17 +107,21 @@ class Alignment:
         self.key = config_key  # error messages name this config node
         if int(n) < 4:
             raise ConfigError(f"{self.key}.n: needs at least 4 held-out samples, got {n}")
-        try:  # the library's own checks; their messages start with the argument name
-            self.metrics = resolve_metrics(metrics)
+        try:  # the library's own checks; their messages start with the argument name. k < n here; a held-out
+            self.metrics = resolve_metrics(metrics)  # split smaller than n caps k once the data are known (adapt)
             check_k(k, int(n))
             check_q(q)
+            if isinstance(svcca_dim, bool) or int(svcca_dim) != svcca_dim or int(svcca_dim) < 1:
+                raise AlignmentInputError(f"svcca_dim: must be a positive integer, got {svcca_dim!r}")
         except AlignmentInputError as err:
             raise ConfigError(f"{self.key}.{err}") from None
         if clamp not in ("layer", "encoder"):
             raise ConfigError(f"{self.key}.clamp: layer or encoder, got {clamp!r}")
         self.n, self.pairs, self.include_output, self.per_layer = int(n), pairs, include_output, per_layer
         self.concat_layers, self.clamp = concat_layers, clamp
-        self.options = dict(k=int(k), q=float(q), exact_quantile=exact_quantile, rbf_sigma=rbf_sigma, svcca_dim=svcca_dim)
+        self.options = dict(k=int(k), q=float(q), exact_quantile=exact_quantile, rbf_sigma=rbf_sigma,
+                            svcca_dim=int(svcca_dim))
+        self._warned: set[str] = set()
 
     def features(self, model, inputs: dict) -> dict[str, tuple[list[str], list[torch.Tensor]]]:
         """Per-layer features of each modality's encoder on its held-out inputs (clamped per encoder and with the
@@ -130,38 +138,72 @@ class Alignment:
             out[m] = (names, layers)
         return out
 
+    def adapt(self, n_samples: int, widths: dict[str, list[int]], pairs) -> dict[tuple[str, str], dict]:
+        """The suite's options per pair, fitted to the data as the original's defaults would be: ``k`` at most
+        N − 1 neighbours, ``svcca_dim`` at most the narrowest layer of either encoder and N − 1 (the SVCCA of
+        ``platonic-rep`` takes min(dim, width) directions). One warning per capped key; fewer than 4 samples is
+        a ConfigError (nothing in the suite is defined there)."""
+        if n_samples < MIN_SAMPLES:
+            raise ConfigError(f"{self.key}.n: the held-out alignment set has {n_samples} samples; alignment needs at "
+                              f"least {MIN_SAMPLES} (a larger test split, or leave metric alignment out)")
+        k = self.options["k"]
+        if any(METRICS[m].uses_k for m in self.metrics) and k > n_samples - 1:
+            self._warn(f"{self.key}.k: {k} neighbours need more than the {n_samples} held-out samples; "
+                       f"using k = {n_samples - 1}")
+            k = n_samples - 1
+        out = {}
+        for a, b in pairs:
+            options = {**self.options, "k": k}
+            if "svcca" in self.metrics:
+                narrowest = min(min(widths[a]), min(widths[b]))
+                dim = min(self.options["svcca_dim"], narrowest, n_samples - 1)
+                if dim < self.options["svcca_dim"]:
+                    self._warn(f"{self.key}.svcca_dim: {self.options['svcca_dim']} exceeds what {a}|{b} allows (narrowest "
+                               f"layer {narrowest} features, {n_samples} samples); using svcca_dim = {dim}")
+                options["svcca_dim"] = dim
+            out[(a, b)] = options
+        return out
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:  # once per run, whether found before training or at the measurement
+            self._warned.add(message)
+            log.warning(message)
+
     def compute(self, pairs, features: dict) -> pd.DataFrame:
+        n_samples = next(iter(features.values()))[1][0].shape[0]
+        widths = {m: [h.shape[1] for h in layers] for m, (_, layers) in features.items()}
+        per_pair = self.adapt(n_samples, widths, pairs)
         frames = []
         for a, b in pairs:
             (names_a, layers_a), (names_b, layers_b) = features[a], features[b]
-            options = {**self.options, "q": 1.0} if self.clamp == "encoder" else self.options  # clamped already
+            options = per_pair[(a, b)]
+            if self.clamp == "encoder":
+                options = {**options, "q": 1.0}  # clamped already
             try:
                 results = layerwise_alignment(layers_a, layers_b, self.metrics, **options)
             except AlignmentInputError as err:
                 raise ConfigError(f"{self.key}: {a}|{b}: {err}") from None
-            columns = dict(modality=f"{a}|{b}", split="align", n=layers_a[0].shape[0], k=self.options["k"], q=self.options["q"])
+            columns = dict(modality=f"{a}|{b}", split="align", n=n_samples, k=options["k"], q=self.options["q"])
             frames.append(pd.DataFrame(alignment_rows(results, names_a, names_b, per_layer=self.per_layer, **columns)))
         return pd.concat(frames, ignore_index=True)
 
     def check(self, model, datamodule) -> None:
-        """Fail at start-up when the objective has no pair of encoders to align (or a configured pair is unknown),
-        or when SVCCA is asked for on layers narrower than ``svcca_dim`` (found on a stand-in batch of zeros)."""
+        """Before training: the objective has a pair of encoders to align (configured pairs exist), the held-out
+        set has enough samples, and ``k`` / ``svcca_dim`` fit its size and the layer widths (read on a stand-in
+        batch of zeros) — capped with one warning each, as :meth:`adapt` does at the measurement."""
         pairs = encoder_pairs(model, self.pairs, self.key)
-        if "svcca" not in self.metrics:
-            return
+        if datamodule is None or not hasattr(datamodule, "heldout"):
+            raise ConfigError(f"{self.key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
+        n_samples = heldout_size(datamodule, "align", self.n)
         modalities = list(dict.fromkeys(m for pair in pairs for m in pair))
-        try:
-            widths = {m: [h.shape[1] for h in self.features(model, {m: stand_in_batch(model.data.modalities[m])})[m][1]]
-                      for m in modalities}
-        except Exception:  # an encoder that cannot take zeros: the measurement itself will say what is wrong
-            return
-        dim = self.options["svcca_dim"]
-        for a, b in pairs:
-            for m in (a, b):
-                if min(widths[m]) < dim:
-                    raise ConfigError(f"{self.key}: {a}|{b}: svcca needs layers of at least svcca_dim={dim} features; "
-                                      f"{m} has a layer of {min(widths[m])} (set {self.key}.svcca_dim or leave svcca "
-                                      "out of its metrics)")
+        widths = {m: [1 << 30] for m in modalities}  # unknown widths never cap
+        if "svcca" in self.metrics:
+            try:
+                widths = {m: [h.shape[1] for h in self.features(model, {m: stand_in_batch(model.data.modalities[m])})[m][1]]
+                          for m in modalities}
+            except Exception:  # noqa: BLE001 - an encoder that cannot take zeros: the measurement will say what is wrong
+                pass
+        self.adapt(n_samples, widths, pairs)
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
         pairs = encoder_pairs(model, self.pairs, self.key)

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from joblib import Parallel, delayed
 
+from mmrep.data.contract import require_samples
 from mmrep.errors import ConfigError
 from mmrep.metrics.identifiability import encode_batches, probe_table
 from mmrep.metrics.probes import PROBES, probe_score, standardize
@@ -38,6 +39,8 @@ class FactorProbes:
     def check(self, model, datamodule) -> None:
         if not hasattr(datamodule, "factor_roles") or not hasattr(datamodule, "factor_kinds"):
             raise ConfigError(f"metric=factors: dataset {type(datamodule).__name__} has no generative factors to probe")
+        require_samples(datamodule, "probe_fit", self.n_fit, 2, "metric.factors.n_fit")  # a probe's fit and R² need 2
+        require_samples(datamodule, "probe_eval", self.n_eval, 2, "metric.factors.n_eval")
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
         self.check(model, datamodule)

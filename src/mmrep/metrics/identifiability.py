@@ -8,7 +8,7 @@ import torch
 from joblib import Parallel, delayed
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
-from mmrep.data.contract import RESERVED_KEYS
+from mmrep.data.contract import RESERVED_KEYS, require_samples
 from mmrep.errors import ConfigError
 from mmrep.metrics.probes import PROBES, probe_score, standardize
 
@@ -73,6 +73,8 @@ class Identifiability:
             raise ConfigError(
                 f"metric=identifiability: dataset {type(datamodule).__name__} has no ground-truth latents to probe"
             )
+        require_samples(datamodule, "probe_fit", self.n_fit, 2, "metric.identifiability.n_fit")  # R² needs 2
+        require_samples(datamodule, "probe_eval", self.n_eval, 2, "metric.identifiability.n_eval")
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
         self.check(model, datamodule)

@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from mmrep.data.contract import require_samples
 from mmrep.errors import ConfigError
 from mmrep.metrics.identifiability import encode_batches
 from mmrep.metrics.task import TaskMetrics, score_predictions
@@ -43,12 +44,22 @@ class LinearProbe:
         self.n_fit, self.max_iter = (None if n_fit is None else int(n_fit)), int(max_iter)
 
     def check(self, model, datamodule) -> None:
+        """Before training: a task to probe, encoders to probe, at least 2 fitting samples (of 2 classes for a
+        classification task: a logistic regression needs both) and a non-empty scoring split each."""
         task = datamodule.spec.task
         if task not in ("classification", "regression"):
             raise ConfigError(f"{self.key}: needs a dataset with a classification or regression task, got {task!r}")
         if not getattr(model, "encoders", None):
             raise ConfigError(f"{self.key}: objective {type(model).__name__} has no encoders to probe")
         self.task_metrics._names(task)
+        require_samples(datamodule, "train", self.n_fit, 2, f"{self.key}.n_fit")
+        for split in self.splits:
+            require_samples(datamodule, split, None, 1, f"{self.key}.splits")
+        if task == "classification":
+            classes = torch.cat([b["y"] for b in datamodule.heldout("train", self.n_fit)]).unique()
+            if len(classes) < 2:
+                raise ConfigError(f"{self.key}.n_fit: the probe's training samples hold one class "
+                                  f"({classes.tolist()}); a classifier needs at least two")
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
         self.check(model, datamodule)

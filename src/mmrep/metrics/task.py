@@ -14,6 +14,7 @@ import torch
 import torchmetrics
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
+from mmrep.data.contract import require_samples
 from mmrep.errors import ConfigError
 
 CLASSIFICATION = ("accuracy", "f1")
@@ -94,6 +95,8 @@ class TaskMetrics:
                 f"(objective=unimodal); got task={spec.task!r}, objective {type(model).__name__}"
             )
         self._names(spec.task)
+        for split in self.splits:
+            require_samples(datamodule, split, None, 1, f"{self.key}.splits")
 
     @torch.no_grad()
     def __call__(self, model, datamodule) -> pd.DataFrame:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import logging
+import math
+
 import torch
 
 from mmrep.data.contract import Batch, batch_size
@@ -11,6 +14,7 @@ from mmrep.errors import ConfigError
 from mmrep.objectives.base import Objective
 from mmrep.objectives.losses import SIMILARITIES, ensure_finite, nt_xent, symmetric_info_nce
 
+log = logging.getLogger(__name__)
 LOSSES = ("infonce", "nt_xent")
 
 
@@ -61,6 +65,33 @@ class MMCL(Objective):
         self.pair = pair
         self.encoders = self.build_encoders(pair)
 
+    def in_batch_negatives(self, yields_negatives: bool) -> bool:
+        """Whether the loss takes its negatives from the other pairs of the batch (for a dataset that does or does
+        not yield fresh ones)."""
+        negatives = self.hparams.negatives
+        return self.hparams.loss == "nt_xent" or negatives == "in_batch" or (negatives == "auto" and not yields_negatives)
+
+    def check_data(self, datamodule, world_size: int = 1) -> None:
+        """Before training: ``fresh`` negatives need a dataset that yields them, and in-batch negatives a batch of
+        at least two pairs on each device (with one there is nothing to contrast: the loss is 0)."""
+        yields = bool(getattr(datamodule, "negatives", False))
+        if self.hparams.negatives == "fresh" and not yields:
+            raise ConfigError("objective.negatives: 'fresh' needs a dataset that yields independent negative draws "
+                              "(dataset=numeric); use objective.negatives=in_batch or auto for this dataset")
+        if not self.in_batch_negatives(yields):
+            return
+        batch = int(getattr(datamodule, "batch_size", 2))
+        n_train = len(datamodule.split("train")) if hasattr(datamodule, "split") else None
+        per_device = batch if n_train is None else min(batch, math.ceil(n_train / max(world_size, 1)))
+        if per_device < 2:
+            where = f"dataset.batch_size={batch}" if n_train is None or batch < 2 else f"a train split of {n_train}"
+            raise ConfigError(f"dataset.batch_size: objective=mmcl contrasts each pair with the other pairs of its "
+                              f"batch; {where} over {world_size} device(s) leaves {per_device} pair per batch "
+                              "(at least 2 are needed)")
+        if n_train is not None and math.ceil(n_train / max(world_size, 1)) % batch == 1:
+            log.warning("objective=mmcl: the last training batch of each epoch holds one pair and is skipped "
+                        "(no negatives); dataset.batch_size=%d, %d training samples", batch, n_train)
+
     def loss(self, batch: Batch) -> torch.Tensor:
         a, b = self.pair
         h = self.encode(batch)
@@ -77,7 +108,9 @@ class MMCL(Objective):
             return symmetric_info_nce(h[a], h[b], hn[a], hn[b], **kwargs)
         return symmetric_info_nce(h[a], h[b], **kwargs)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        if batch_size(batch) < 2 and self.in_batch_negatives("neg" in batch):
+            return None  # one pair, no negatives: Lightning skips the step (check_data warned before training)
         loss = self.loss(batch)
         ensure_finite(loss, self.global_step, "lower objective.optimizer.lr or raise objective.temperature")
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size(batch))

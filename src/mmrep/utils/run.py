@@ -151,6 +151,12 @@ def check_metrics(metrics: dict, model, datamodule) -> None:
             metric.check(model, datamodule)
 
 
+def check_objective(model, datamodule, trainer) -> None:
+    """The objective's own data checks (e.g. MMCL's batch of at least two pairs per device), before training."""
+    if hasattr(model, "check_data"):
+        model.check_data(datamodule, trainer.world_size)
+
+
 def check_resume(cfg: DictConfig, model) -> None:
     """``fit: true`` with ``ckpt_path``: the checkpoint is readable, fits the model, and was trained on the same
     data and model settings — checked before any training starts."""
@@ -174,11 +180,22 @@ def load_for_evaluation(model, datamodule, ckpt_path: str | None, device) -> Non
     datamodule.setup("validate")
 
 
-def measure(metrics: dict, model, datamodule, trainer) -> tuple[pd.DataFrame, list]:
-    """Every metric's rows (+ the validation-loss row, named by the objective) and each metric's summary table."""
-    frames, summaries = [], []
-    for metric in metrics.values():
-        rows = metric(model, datamodule)
+class MetricsFailed(RuntimeError):
+    """Some metrics failed after training; the others' rows and the checkpoints were kept (the message says where)."""
+
+
+def measure(metrics: dict, model, datamodule, trainer) -> tuple[pd.DataFrame, list, dict[str, BaseException]]:
+    """Every metric's rows (+ the validation-loss row, named by the objective), each metric's summary table and the
+    metrics that failed (``{name: error}``): one failing metric does not cost the others' rows."""
+    frames, summaries, failed = [], [], {}
+    for name, metric in metrics.items():
+        try:
+            rows = metric(model, datamodule)
+        except Exception as err:  # noqa: BLE001 - reported with its name once the other rows are written
+            if one_line_message(err, None) is None:  # a bug: keep its traceback in the log
+                log.error("metric.%s failed", name, exc_info=err)
+            failed[name] = err
+            continue
         frames.append(rows)
         if hasattr(metric, "summary") and not rows.empty:
             summaries.append(metric.summary(rows))
@@ -186,7 +203,20 @@ def measure(metrics: dict, model, datamodule, trainer) -> tuple[pd.DataFrame, li
     if val_loss is not None:
         frames.append(pd.DataFrame([{"metric": "loss", "target": getattr(model, "loss_name", "loss"), "split": "val",
                                      "value": float(val_loss)}]))
-    return tidy(frames), [s for s in summaries if s is not None]
+    return tidy(frames), [s for s in summaries if s is not None], failed
+
+
+def metrics_failed(failed: dict[str, BaseException], results_path: Path, cfg: DictConfig) -> MetricsFailed:
+    """One line naming each failed metric and its error, where the rest went and how to measure again."""
+    errors = "; ".join(f"metric.{name}: {one_line_message(err, None) or f'{type(err).__name__}: {err}'}"
+                       for name, err in failed.items())
+    kept = f"the other metrics' rows are in {results_path}" if results_path.is_file() else "no other metric ran"
+    again = ""
+    if cfg.fit:
+        ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if ckpt.is_file():
+            again = f"; measure again without training: fit=false ckpt_path={ckpt}"
+    return MetricsFailed(f"after training, {errors} ({kept}{again})")
 
 
 def print_summaries(summaries: list) -> None:
@@ -283,7 +313,7 @@ OOM_SIZE = re.compile(r"tried to allocate\s+(\d+ bytes|[\d.]+\s*[KMGT]?i?B)", re
 
 def one_line_message(err: BaseException, cfg: DictConfig | None) -> str | None:
     """The one line that explains a failure the user can fix, or None for a bug (shown with its traceback)."""
-    if isinstance(err, (ConfigError, FloatingPointError)):
+    if isinstance(err, (ConfigError, FloatingPointError, MetricsFailed)):
         return str(err)
     text = str(err)
     if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
