@@ -24,7 +24,7 @@ import torch
 from fixtures import MPI3D_GRID, write_mpi3d
 
 from mmrep.bias import MisalignmentBias
-from mmrep.data import captions, factor_data, mpi3d
+from mmrep.data import captions, mpi3d
 from mmrep.data.mpi3d import MPI3DComplexDataModule
 
 GOLDEN = Path(__file__).parent / "golden" / "mpi3d"
@@ -128,7 +128,7 @@ def test_a_changed_vocabulary_order_fails(root, golden, tmp_path, monkeypatch):
         words = sorted({w for line in lines for w in line})
         return {w: i for i, w in enumerate([*captions.SPECIALS, *words])}
 
-    monkeypatch.setattr(factor_data, "build_vocabulary", sorted_vocabulary)
+    monkeypatch.setattr(captions, "build_vocabulary", sorted_vocabulary)
     found = differences(fresh_copy(root, tmp_path), "selection_4", golden)
     assert found == ["vocabulary", "train token ids", "val token ids", "test token ids"]
 

@@ -1,22 +1,26 @@
-"""Captions as token sequences: word splitting, the training-split vocabulary, padded token ids, one-hot batches.
+"""Captions as token sequences: word splitting, the vocabulary, padded token ids, one-hot batches.
 
 Spec numeric-misalignment §3.1 (shared by MPI3D-complex, Causal3DIdent and the rendered shapes): the vocabulary
-holds ``{pad}=0, {eos}=1, {unk}=2`` and then every training word in order of first occurrence; a caption becomes
+holds ``{pad}=0, {eos}=1, {unk}=2`` and then every word of the captions it is built from (MPI3D: the train split;
+Causal3DIdent: all rows, as the original, §4.2) in order of first occurrence; a caption becomes
 its tokens, ``{eos}``, then ``{pad}`` up to a fixed length; each token is one-hot over the vocabulary. Token ids
 are stored (int64, ``(N, L)``) and expanded to one-hot per batch, so a 400k-caption split costs megabytes, not
 gigabytes.
 
-Words are split with a regular expression close to NLTK's ``word_tokenize`` on these captions (punctuation and
-double quotes become their own tokens; hyphenated words and palette names such as ``tab:blue`` stay whole), so
-NLTK is not a dependency. Unknown words map to ``{unk}`` (the original returned the *string* ``"{unk}"`` and would
-crash, spec §6.10).
+Words are split as the original's NLTK ``word_tokenize`` splits them (its word step, ``NLTKWordTokenizer``, which
+needs no NLTK data): an opening double quote becomes two backticks, a closing one two apostrophes, and ``:`` before
+a letter and ``'s`` are split off, so ``A "xkcd:robin's egg" cow.`` has the 10 tokens
+A, two backticks, xkcd, :, robin, 's, egg, two apostrophes, cow, ".". The original first splits the whole
+file into sentences with punkt; splitting on lines gives the same sentences and tokens for every caption its
+generators write (the golden tests: tests/test_golden_causal3dident.py, tests/test_golden_mpi3d.py). Unknown words map to ``{unk}`` (the original
+returned the *string* ``"{unk}"`` and would crash, spec §6.10).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,12 +34,19 @@ log = logging.getLogger(__name__)
 
 PAD, EOS, UNK = "{pad}", "{eos}", "{unk}"
 SPECIALS = (PAD, EOS, UNK)
-_WORD = re.compile(r"[\w'-]+(?::[\w'-]+)*|[^\w\s]")
+
+
+@lru_cache(maxsize=1)
+def _word_tokenizer():
+    from nltk.tokenize.destructive import NLTKWordTokenizer  # imported on first use: nltk's import takes a second
+
+    return NLTKWordTokenizer()
 
 
 def tokenize(text: str) -> list[str]:
-    """``'A small size coffee-cup in yellow.'`` → ``['A', 'small', 'size', 'coffee-cup', 'in', 'yellow', '.']``."""
-    return _WORD.findall(text)
+    """One caption's words as NLTK's ``word_tokenize`` gives them (spec §3.1, §4.2), e.g.
+    ``A "tab:blue" coffee-cup.`` → A, two backticks, tab, :, blue, two apostrophes, coffee-cup, "."."""
+    return _word_tokenizer().tokenize(text)
 
 
 def build_vocabulary(captions: Iterable[Sequence[str]]) -> dict[str, int]:
@@ -61,6 +72,23 @@ def load_vocabulary(path: Path, key: str) -> dict[str, int] | None:
         raise ConfigError(f"{key}: {path} is not a vocabulary file (JSON {{\"w2i\": {{word: id}}, \"i2w\": ...}} with "
                           f"{', '.join(SPECIALS)} = 0, 1, 2 and ids 0..V-1); delete it to rebuild it from the training captions")
     return {str(w): int(i) for w, i in vocab.items()}
+
+
+def checked_vocabulary(path: Path, captions: Sequence[Sequence[str]], key: str) -> tuple[dict[str, int], bool]:
+    """``(vocabulary, rebuilt)``: the one stored at ``path`` when it holds every word of the tokenised ``captions``,
+    else one built from them (``rebuilt``: the caller saves it over ``path``). A stored file that misses words (one
+    from an older tokenizer or from fewer captions) would turn them into ``{unk}``; it is rebuilt with one warning."""
+    stored = load_vocabulary(path, key)
+    if stored is None:
+        return build_vocabulary(captions), True
+    total = sum(map(len, captions))
+    missing = sum(w not in stored for words in captions for w in words)
+    if not missing:
+        return stored, False
+    distinct = len({w for words in captions for w in words if w not in stored})
+    log.warning("%s: %s lacks %d of the captions' %d tokens (%d distinct words, which would become %s); rebuilding it "
+                "from the captions", key, path, missing, total, distinct, UNK)
+    return build_vocabulary(captions), True
 
 
 def save_vocabulary(path: Path, vocab: dict[str, int]) -> None:
@@ -91,8 +119,8 @@ def one_hot(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 def read_caption_lines(path: Path, key: str, source: str) -> list[list[str]]:
-    """Tokenised captions of a one-caption-per-line text file (spec §3.1: splitting on lines is equivalent to the
-    original's sentence splitting, since no caption holds a sentence break)."""
+    """Tokenised captions of a one-caption-per-line text file, with or without a final newline (spec §3.1: the lines
+    are the sentences the original's punkt ``sent_tokenize`` finds in the whole file, tests/test_golden_*)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -103,12 +131,14 @@ def read_caption_lines(path: Path, key: str, source: str) -> list[list[str]]:
     return [tokenize(line) for line in text.splitlines() if line.strip()]
 
 
-def write_caption_files(table_path: Path, table, text_path: Path, captions: Sequence[str]) -> list[Path]:
-    """One setting's caption-factor CSV and its one-caption-per-line text file, each written atomically."""
+def write_caption_files(table_path: Path, table, text_path: Path, captions: Sequence[str],
+                        trailing_newline: bool = True) -> list[Path]:
+    """One setting's caption-factor CSV and its one-caption-per-line text file, each written atomically;
+    ``trailing_newline=False`` ends the last line without one (Causal3DIdent's layout)."""
     with atomic_write(table_path) as fh:
         table.to_csv(fh, index=False)
     with atomic_write(text_path) as fh:
-        fh.write("".join(c + "\n" for c in captions))
+        fh.write("\n".join(captions) + ("\n" if trailing_newline and captions else ""))
     return [table_path, text_path]
 
 

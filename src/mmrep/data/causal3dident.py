@@ -6,17 +6,24 @@ On-disk layout under ``dataset.data_dir`` (the original's, unchanged)::
                                                object_betarot, object_gammarot, object_color, spotlight_pos,
                                                spotlight_color, background_color (one row per image)
     latents_text_{selections|perturbations}_{i}.csv    the captions' factor values, with text_phrasing (i = 0..6)
-    text/{selections|perturbations}_{i}/text_raw.txt   one caption per line
+    text/{selections|perturbations}_{i}/text_raw.txt   one caption per line, no newline after the last (either is read)
     images/{index:0Wd}.png                     W = ceil(log10(N)), e.g. 00000.png … 99999.png for N = 100,000
-    vocab_{selections|perturbations}_{i}.json  written on first use from the training captions
+    vocab_{selections|perturbations}_{i}.json  the original's vocabulary file: reused when it holds every caption word,
+                                               else (re)built from the captions of all rows, in order of first
+                                               occurrence, and written once the data has loaded
 
-Samples are split by index: the first 80 % train, the next 10 % val (probe fit), the last 10 % test (spec §4.2).
+Captions are tokenised as the original's NLTK ``word_tokenize`` (mmrep.data.captions); the vocabulary and the padded
+length come from all rows, as the original's dataset object holds them all before main_causal3dident.py splits it by
+index: train = the first ``int(0.8 n)``, val (probe fit) = the next ``int(0.1 n)``, test = the rest (spec §4.2).
 Images are read from their PNG files one batch at a time (``ToTensor`` then the spec's mean/std); captions are kept
 as token ids and one-hot encoded per batch.
 
-The original's perturbation setting 0 wrote the *object* hue into the background-colour caption (spec §4.1,
+``render-text`` writes the original generator's captions (its templates, phrasings and spotlight bins; checked
+against its output by tests/test_golden_causal3dident.py). Its random draws are seeded numpy ``Generator`` streams,
+not the original's global ``np.random`` sequence, so the files equal the original's only given the same caption
+tables. The original's perturbation setting 0 wrote the *object* hue into the background-colour caption (spec §4.1,
 §6.9), so with the released files background_color is misaligned in that setting although its role here says
-invariant.
+invariant; render-text uses the background hue.
 """
 
 from __future__ import annotations
@@ -48,6 +55,14 @@ SETTINGS = {  # spec §4.1: cumulative selections; perturbations always caption 
 ENCODING_SIZES = {"selection": (3, 3, 4, 5, 5, 6, 7), "perturbation": (7, 6, 5, 5, 4, 3, 3)}  # spec §4.3
 MEAN = (0.4327, 0.2689, 0.2839)  # spec §4.2 image normalisation
 STD = (0.1201, 0.1457, 0.1082)
+
+
+def split_bounds(count: int) -> tuple[int, int]:
+    """``(train_end, val_end)`` of ``count`` samples split by index as main_causal3dident.py does: train = the first
+    ``int(0.8 n)``, val = the next ``int(0.1 n)``, test = the rest (spec §4.2; not ``int(0.9 n)``, which differs for
+    e.g. n = 19)."""
+    train = int(count * 0.8)
+    return train, train + int(count * 0.1)
 
 
 def image_path(root: Path, index: int, count: int) -> Path:
@@ -87,7 +102,7 @@ class Causal3DIdentDataModule(FactorDataModule):
                 raise ConfigError(f"dataset.data_dir: {path} has {rows} rows but latents_image.csv has {self.count}; "
                                   f"both come from one render, from {SOURCE}")
         self.latents["text_phrasing"] = text_latents["text_phrasing"].to_numpy()
-        self.bounds = (int(0.8 * self.count), int(0.9 * self.count))
+        self.bounds = split_bounds(self.count)
         if not 0 < self.bounds[0] < self.bounds[1] < self.count:
             raise ConfigError(f"dataset.data_dir: {self.root} holds {self.count} samples; the 80/10/10 split needs at "
                               "least 10")
@@ -96,9 +111,10 @@ class Causal3DIdentDataModule(FactorDataModule):
             raise ConfigError(f"dataset.data_dir: no such file {image_path(self.root, missing, self.count)}; expected "
                               f"one RGB PNG per row of latents_image.csv, from {SOURCE}")
         self.image_size = self._read_images([0]).shape[1:3]
-        self.use_vocabulary(self.root / f"vocab_{name}.json", captions[: self.bounds[0]])
+        # the original builds its vocabulary and length from the dataset object over all rows, then splits (§4.2)
+        self.use_vocabulary(self.root / f"vocab_{name}.json", captions)
         self.captions = captions
-        self.length = max(map(len, captions)) + 1  # + eos; one text file holds every split (spec §4.2)
+        self.length = max(map(len, captions)) + 1  # + eos
         self.spec = DataSpec(
             modalities={"image": ModalitySpec((3, *self.image_size), "image"),
                         "text": ModalitySpec((self.length, self.vocab_size), "sequence")},
@@ -157,14 +173,52 @@ TEXT_COLUMNS = {  # the caption tables' columns per factor (the original's, "spl
     "spotlight_color": ("splotlight_color_name", "splotlight_color_index"),
     "background_color": ("background_color_name", "background_color_index"),
 }
-# Our wording of the spec's structure (§4.2): five phrasings; level 1 adds the x location, level 2 "y-x", level 3 a
-# spotlight clause, level 4 the quoted object colour, level 5 the quoted spotlight colour, level 6 the background.
-SUBJECTS = ("A {obj} is visible", "A {obj} appears", "The image shows a {obj}", "The picture is of a {obj}",
-            "There is an object in the form of a {obj}")
-SPOTLIGHTS = (", lit by a {light} from the {spos}", ", under a {light} shining from the {spos}",
-              ", highlighted by a {light} coming from the {spos}", ", standing out under a {light} from the {spos}",
-              ", with a {light} from the {spos}")
-BACKGROUNDS = (", in front of a {bg} background", ", against a {bg} backdrop")
+# The original generator's wording (rendering_data/Causal3DIdent/generate_text.py, spec §4.2), restated by parts: a
+# caption of level L (0..6; perturbations use 6) and phrasing j (text_phrasing, 0..4) is OBJECT + SPOTLIGHT +
+# BACKGROUND + ".", each part in the wording of the highest level key <= L (absent below its lowest key). {where} is
+# the x position at level 1 and "{y}-{x}" from level 2; colours are palette names in double quotes.
+OBJECT = {
+    0: ("A {shape} is visible",
+        "A {shape} is in the image",
+        "The image shows a {shape}",
+        "The picture is a {shape}",
+        "There is an object in the form of a {shape}"),
+    1: ("A {shape} is visible, positioned at the {where} of the image",
+        "A {shape} is at the {where} of the image",
+        "The {where} of the image shows a {shape}",
+        "At the {where} of the picture is a {shape}",
+        "At the {where} of the image, there is an object in the form of a {shape}"),
+    4: ('A {shape} of "{color}" color is visible, positioned at the {where} of the image',
+        'A "{color}" {shape} is at the {where} of the image',
+        'The {where} of the image shows a "{color}" colored {shape}',
+        'At the {where} of the picture is a {shape} in "{color}" color',
+        'At the {where} of the image, there is a "{color}" object in the form of a {shape}'),
+}
+SPOTLIGHT = {
+    3: (", with a spotlight shining from the {spos}",
+        ", illuminated by a light from the {spos}",
+        ", highlighted by a light source positioned at the {spos}",
+        ", standing out under a light coming from the {spos}",
+        ", with illumination from the {spos}"),
+    5: (', under a "{light}" spotlight shining from the {spos}',
+        ', illuminated by a "{light}" spotlight from the {spos}',
+        ', highlighted by a "{light}" spotlight positioned at the {spos}',
+        ', standing out under a "{light}" spotlight coming from the {spos}',
+        ', with illumination from a "{light}" spotlight at the {spos}'),
+    6: (', under a "{light}" spotlight shining from the {spos}',
+        ', illuminated by a "{light}" spotlight from the {spos}',
+        ', highlighted by a "{light}" spotlight positioned at the {spos}',
+        ', bathed in a "{light}" spotlight coming from the {spos}',
+        ', standing out under a "{light}" spotlight from the {spos}'),
+}
+BACKGROUND = {
+    6: (', with a "{bg}" background',
+        ', against a "{bg}" background',
+        ', on a "{bg}" backdrop',
+        ', with a "{bg}" background',
+        ', against a "{bg}" background'),
+}
+PHRASINGS = 5  # text_phrasing ∈ {0..4} (spec §6.14)
 
 
 def palette(name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -205,22 +259,48 @@ def caption_values(values: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def wording(part: dict[int, tuple[str, ...]], level: int, phrasing: int) -> str:
+    """The phrasing-``phrasing`` template of caption ``part`` (OBJECT, SPOTLIGHT, BACKGROUND) at ``level``; "" below
+    the part's first level."""
+    keys = [k for k in part if k <= level]
+    return part[max(keys)][phrasing] if keys else ""
+
+
+def spotlight_word(position: float) -> str:
+    """spotlight_pos → its word: [0, .2) northwest … [.8, 1] southeast, compared as the original does (so 0.6 is
+    southwest although 0.6 / 0.2 < 3); outside [0, 1] (or NaN) the original writes "unknown position" (spec §4.2)."""
+    if not 0.0 <= position <= 1.0:
+        return "unknown position"
+    for word, upper in zip(SPOTLIGHT_BINS, (0.2, 0.4, 0.6, 0.8)):
+        if position < upper:
+            return word
+    return SPOTLIGHT_BINS[-1]
+
+
 def caption(row, level: int, phrasing: int) -> str:
-    """One caption of selection level ``level`` (0..6; perturbations use 6) from a caption-table row."""
-    shape = SHAPES[int(row["object_shape"])]
-    obj = f'"{row["object_color_name"]}" {shape}' if level >= 4 else shape
-    text = SUBJECTS[phrasing].format(obj=obj)
-    if level == 1:
-        text += f" at the {XPOS[int(row['object_xpos'])]} of the {('image', 'picture')[phrasing % 2]}"
-    elif level >= 2:
-        text += f" at the {YPOS[int(row['object_ypos'])]}-{XPOS[int(row['object_xpos'])]} of the image"
-    if level >= 3:
-        light = f'"{row["splotlight_color_name"]}" spotlight' if level >= 5 else "spotlight"
-        spos = SPOTLIGHT_BINS[min(int(float(row["spotlight_pos"]) / 0.2), 4)]  # the last bin includes 1.0
-        text += SPOTLIGHTS[phrasing].format(light=light, spos=spos)
-    if level >= 6:
-        text += BACKGROUNDS[phrasing % 2].format(bg=f'"{row["background_color_name"]}"')
-    return text + "."
+    """One caption of selection level ``level`` (0..6; perturbations use 6) from a caption-table row (a mapping with
+    the original's columns; the ones the level does not mention may be absent)."""
+    where = XPOS[int(row["object_xpos"])] if level >= 1 else None
+    if level >= 2:
+        where = f"{YPOS[int(row['object_ypos'])]}-{where}"
+    slots = {"shape": SHAPES[int(row["object_shape"])], "where": where,
+             "spos": spotlight_word(float(row["spotlight_pos"])) if level >= 3 else None,
+             "color": row.get("object_color_name"), "light": row.get("splotlight_color_name"),
+             "bg": row.get("background_color_name")}
+    return "".join(wording(part, level, phrasing) for part in (OBJECT, SPOTLIGHT, BACKGROUND)).format(**slots) + "."
+
+
+def caption_table(values: dict[str, np.ndarray], phrasing: np.ndarray, factors: Sequence[str]) -> pd.DataFrame:
+    """A setting's caption table, (N, columns) in the original's column order: the caption columns of ``factors``
+    (colours as name and index, from the hues in ``values``) then ``text_phrasing``."""
+    table = caption_values(values)
+    table["text_phrasing"] = phrasing
+    return table[[c for f in factors for c in TEXT_COLUMNS[f]] + ["text_phrasing"]]
+
+
+def captions_of(table: pd.DataFrame, level: int) -> list[str]:
+    """Each row's caption at selection level ``level`` (perturbations: 6) with the row's own text_phrasing."""
+    return [caption(row, level, int(row["text_phrasing"])) for row in table.to_dict("records")]
 
 
 def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Path]:
@@ -233,7 +313,7 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Pat
     latents = read_factor_table(root / "latents_image.csv", SEMANTIC, SOURCE)
     n = len(latents)
     truth = {f: latents[f].to_numpy() for f in SEMANTIC}
-    phrasing = np.random.default_rng(np.random.SeedSequence([seed, 0])).integers(len(SUBJECTS), size=n)
+    phrasing = np.random.default_rng(np.random.SeedSequence([seed, 0])).integers(PHRASINGS, size=n)
     for k, kind in enumerate(SETTINGS):
         for index, factors in enumerate(SETTINGS[kind]):
             rng = np.random.default_rng(np.random.SeedSequence([seed, k + 1, index]))
@@ -243,15 +323,13 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Pat
                     redraw = rng.random(n) < change_prob
                     fresh = rng.integers(3, size=n) if f in ("object_xpos", "object_ypos") else rng.random(n)
                     values[f][redraw] = fresh[redraw]
-            table = caption_values(values)
-            table["text_phrasing"] = phrasing if kind == "selection" else rng.integers(len(SUBJECTS), size=n)
-            level = index if kind == "selection" else len(SEMANTIC) - 1
-            lines = [caption(row, level, int(row["text_phrasing"])) for row in table.to_dict("records")]
-            shown = factors if kind == "selection" else SEMANTIC
-            table = table[[c for f in shown for c in TEXT_COLUMNS[f]] + ["text_phrasing"]]
+            table = caption_table(values, phrasing if kind == "selection" else rng.integers(PHRASINGS, size=n),
+                                  factors if kind == "selection" else SEMANTIC)
+            lines = captions_of(table, index if kind == "selection" else len(SEMANTIC) - 1)
             name = f"{kind}s_{index}"
-            written += write_caption_files(root / f"latents_text_{name}.csv", table, root / "text" / name / "text_raw.txt",
-                                           lines)
+            written += write_caption_files(root / f"latents_text_{name}.csv", table,
+                                           root / "text" / name / "text_raw.txt", lines,
+                                           trailing_newline=False)  # the original's layout (spec §4.2)
     return written
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
 from mmrep.data.base import InMemorySplitDataModule
-from mmrep.data.captions import build_vocabulary, load_vocabulary, one_hot, save_vocabulary
+from mmrep.data.captions import checked_vocabulary, one_hot, save_vocabulary
 from mmrep.data.contract import Batch
 from mmrep.errors import ConfigError
 
@@ -61,12 +61,12 @@ class FactorDataModule(InMemorySplitDataModule):
         self.bias: ResolvedBias = (bias or MisalignmentBias(name="none")).resolve(
             len(self.SEMANTIC), names=list(self.SEMANTIC), settings=self.SETTINGS)
 
-    def use_vocabulary(self, path: Path, train_captions: Sequence[Sequence[str]]) -> None:
-        """Set ``vocab``/``vocab_size`` from the file at ``path`` (the original's ``vocab_<type>_<id>.json``), or build
-        it from the training captions; a new one is saved there once the data has loaded (nothing written before)."""
-        stored = load_vocabulary(path, "dataset.data_dir")
-        self.vocab = stored if stored is not None else build_vocabulary(train_captions)
-        self.vocab_size, self._unsaved_vocabulary = len(self.vocab), path if stored is None else None
+    def use_vocabulary(self, path: Path, captions: Sequence[Sequence[str]]) -> None:
+        """Set ``vocab``/``vocab_size`` from the file at ``path`` (the original's ``vocab_<type>_<id>.json``) when it
+        holds every word of ``captions`` (the ones the original built it from), else build it from them with a
+        warning naming the file; a new one is saved there once the data has loaded (nothing written before)."""
+        self.vocab, rebuilt = checked_vocabulary(path, captions, "dataset.data_dir")
+        self.vocab_size, self._unsaved_vocabulary = len(self.vocab), path if rebuilt else None
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
