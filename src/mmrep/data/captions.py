@@ -128,7 +128,9 @@ def read_caption_lines(path: Path, key: str, source: str) -> list[list[str]]:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{key}: {path} is not a readable UTF-8 text file ({type(err).__name__}); expected one "
                           f"caption per line, from {source}") from None
-    return [tokenize(line) for line in text.splitlines() if line.strip()]
+    tokens: dict[str, list[str]] = {}  # captions repeat (few templates and words): each is tokenised once
+    return [tokens[line] if line in tokens else tokens.setdefault(line, tokenize(line))
+            for line in text.splitlines() if line.strip()]
 
 
 def write_caption_files(table_path: Path, table, text_path: Path, captions: Sequence[str],
