@@ -17,32 +17,62 @@ AFFECT = {  # name: (folder, file, vision dim, audio dim, label kind)
 }
 
 
-def affect_split(rng, n: int, dv: int, da: int, labels: str, steps: int = 50, zero_text: int = 0) -> dict:
+def affect_split(rng, n: int, dv: int, da: int, labels: str, steps: int = 50, zero_text: int = 0,
+                 edge_cases: bool = False) -> dict:
     """One MultiBench split: front-padded (N, T, d) float32 arrays, ``labels`` (N, 1, 1), ``id`` (N,) strings.
 
     Each sample's label shifts its features, so a model can learn something. ``zero_text`` samples get an
-    all-zero text (the loader drops them); a few audio entries are -inf (the loader sets them to 0)."""
+    all-zero text (the loader drops them); a few audio entries are -inf (the loader sets them to 0).
+    ``edge_cases`` (N >= 8) adds the cases of :func:`add_affect_edge_cases` and lengths from 1 (T <= 50) or
+    T - 49 (T > 50: text must start inside the first 50 steps, where the original loader looks for it)."""
     y = {"score": rng.uniform(-3, 3, n), "signed": rng.choice([-1.0, 1.0], n),
          "binary": rng.integers(0, 2, n).astype(float)}[labels]
     split = {k: np.zeros((n, steps, d), np.float32) for k, d in (("vision", dv), ("audio", da), ("text", 300))}
-    lengths = rng.integers(5, steps + 1, n)
+    low = max(1, steps - 49) if edge_cases else 5
+    lengths = rng.integers(low, steps + 1, n)
+    if edge_cases:
+        lengths[:4] = (steps, low, steps - 20, steps - 25)  # unpadded, shortest, two with late text (below)
     for i, length in enumerate(lengths):
         for k, x in split.items():
             x[i, steps - length :] = rng.normal(0.3 * y[i], 1.0, (length, x.shape[2]))
     split["audio"][0, -1, 0] = -np.inf
     for i in range(zero_text):
         split["text"][n - 1 - i] = 0.0
+    if edge_cases:
+        add_affect_edge_cases(split, lengths, y, labels, n - 1 - zero_text)
     split["labels"] = y.reshape(n, 1, 1).astype(np.float32)
     split["id"] = np.array([f"clip{i}" for i in range(n)])
     return split
 
 
-def write_affect(data_dir: Path, name: str, sizes=(40, 16, 16), seed: int = 0) -> Path:
-    """``<data_dir>/affect/<folder>/<file>.pkl`` as MultiBench ships it; returns the path."""
+def add_affect_edge_cases(split: dict, lengths: np.ndarray, y: np.ndarray, labels: str, signed_zero: int) -> None:
+    """In place: text starting after vision/audio (an out-of-vocabulary first word: zero GloVe rows), a zero text
+    row inside a sample, a first text row with a single non-zero entry, -inf audio in real steps, in the padding
+    and after step 50, a text whose signed sum is 0 but not all zero (sample ``signed_zero``: the original drops
+    it), and labels on the rules' edges (a 0 score or label; humor 0.7, whose raw integer is 0 but label > 0 is 1)."""
+    steps = split["text"].shape[1]
+    first = steps - lengths
+    split["text"][2, first[2]] = 0.0  # sample 2: text starts one step after vision and audio
+    split["text"][3, first[3] : first[3] + 2] = 0.0  # sample 3: two steps later, and a zero row inside
+    split["text"][3, first[3] + 5] = 0.0
+    split["text"][4, first[4], 1:] = 0.0  # sample 4: one non-zero entry in its first text row
+    split["audio"][1, first[1], 1] = -np.inf
+    split["audio"][2, 0, 2] = -np.inf  # in sample 2's front padding
+    split["audio"][3, -1, 3] = -np.inf  # the last step (after step 50 when T > 50)
+    split["text"][signed_zero] = 0.0
+    split["text"][signed_zero, -1, :2] = (0.5, -0.5)
+    y[1] = {"score": 0.0, "signed": 0.0, "binary": 1.0}[labels]
+    y[5] = {"score": y[5], "signed": y[5], "binary": 0.7}[labels]
+
+
+def write_affect(data_dir: Path, name: str, sizes=(40, 16, 16), seed: int = 0, steps=(50, 50, 50),
+                 edge_cases: bool = False) -> Path:
+    """``<data_dir>/affect/<folder>/<file>.pkl`` as MultiBench ships it; returns the path. ``steps``: T of the
+    train, valid and test splits; ``edge_cases``: see :func:`affect_split`."""
     folder, file, dv, da, labels = AFFECT[name]
     rng = np.random.default_rng(seed)
-    data = {split: affect_split(rng, n, dv, da, labels, zero_text=1)
-            for split, n in zip(("train", "valid", "test"), sizes)}
+    data = {split: affect_split(rng, n, dv, da, labels, steps=t, zero_text=1, edge_cases=edge_cases)
+            for split, n, t in zip(("train", "valid", "test"), sizes, steps)}
     path = Path(data_dir) / "affect" / folder / file
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
@@ -51,19 +81,22 @@ def write_affect(data_dir: Path, name: str, sizes=(40, 16, 16), seed: int = 0) -
 
 
 def write_avmnist(data_dir: Path, n_train: int = 60, n_test: int = 20, n_mfcc: int = 20, n_frames: int = 36,
-                  seed: int = 0) -> Path:
-    """``<data_dir>/avmnist/avmnist_mfcc/``: image (N, 784) uint8-valued float, audio (N, n_mfcc, n_frames), labels."""
+                  seed: int = 0, image_dtype=np.float64, audio_dtype=np.float64) -> Path:
+    """``<data_dir>/avmnist/avmnist_mfcc/``: image (N, 784) uint8-valued float, audio (N, n_mfcc, n_frames), labels.
+    The original loader hard-codes 60,000 train and 10,000 test rows; at that size write ``image_dtype=np.uint8``,
+    ``audio_dtype=np.float32`` (the loaders cast to float32 anyway) to keep the files small."""
     rng = np.random.default_rng(seed)
     root = Path(data_dir) / "avmnist" / "avmnist_mfcc"
     for sub in ("image", "audio"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    scale = np.arange(1, n_mfcc + 1, dtype=np.float32)[None, :, None]
     for split, n in (("train", n_train), ("test", n_test)):
         labels = rng.integers(0, 10, n)
-        image = rng.integers(0, 256, (n, 784)).astype(np.float64)
+        image = rng.integers(0, 256, (n, 784), dtype=np.uint8)
         image[:, :28] = labels[:, None] * 25  # the first pixel row encodes the digit
-        audio = rng.normal(0, 1, (n, n_mfcc, n_frames)) * np.arange(1, n_mfcc + 1)[None, :, None] + labels[:, None, None]
-        np.save(root / "image" / f"{split}_data.npy", image)
-        np.save(root / "audio" / f"{split}_data.npy", audio)
+        audio = rng.standard_normal((n, n_mfcc, n_frames), dtype=np.float32) * scale + labels[:, None, None]
+        np.save(root / "image" / f"{split}_data.npy", image.astype(image_dtype, copy=False))
+        np.save(root / "audio" / f"{split}_data.npy", audio.astype(audio_dtype, copy=False))
         np.save(root / f"{split}_labels.npy", labels)
     return root
 

@@ -20,44 +20,50 @@ SMALL = ["metric.alignment.k=5", "metric.alignment.n=16", "metric.alignment.metr
 
 
 def affect_reference(raw: dict, split: str, max_len: int = 50) -> dict:
-    """Spec §6.1 by hand, sample by sample: drop all-zero text, -inf audio → 0, z-score vision/audio with train
-    statistics over samples × first 50 steps, cut from the first non-zero text row, truncate, right-pad."""
+    """Spec §6.1 and the original loader by hand, sample by sample: drop samples whose text sums to 0 (signed),
+    -inf audio → 0, cut every modality to its first 50 steps, z-score vision/audio with train statistics over
+    samples × those steps, cut from the first text row with a non-zero entry (a sample with none in the window is
+    dropped: the original exits), truncate, right-pad."""
     def clean(part):
-        keep = [i for i in range(len(part["text"])) if np.abs(part["text"][i]).sum() != 0]
-        out = {k: np.array(part[k], dtype=np.float64)[keep] for k in ("vision", "audio", "text")}
+        keep = [i for i in range(len(part["text"])) if part["text"][i].sum() != 0]
+        out = {k: np.array(part[k], dtype=np.float64)[keep][:, :max_len] for k in ("vision", "audio", "text")}
         out["audio"][np.isneginf(out["audio"])] = 0.0
         out["labels"] = np.asarray(part["labels"])[keep]
         return out
 
     train, part = clean(raw["train"]), clean(raw[split])
     for m in ("vision", "audio"):
-        window = train[m][:, :50].reshape(-1, train[m].shape[2])
+        window = train[m].reshape(-1, train[m].shape[2])
         std = window.std(0)
         part[m] = (part[m] - window.mean(0)) / np.where(std > 0, std, 1.0)
-    result = {m: [] for m in ("vision", "audio", "text", "mask")}
+    result = {m: [] for m in ("vision", "audio", "text", "mask", "labels")}
     for i in range(len(part["text"])):
-        start = next(t for t in range(part["text"].shape[1]) if np.abs(part["text"][i, t]).sum() != 0)
+        start = next((t for t in range(part["text"].shape[1]) if (part["text"][i, t] != 0).any()), None)
+        if start is None:
+            continue
         length = min(part["text"].shape[1] - start, max_len)
         for m in ("vision", "audio", "text"):
             x = np.zeros((max_len, part[m].shape[2]))
             x[:length] = part[m][i, start : start + length]
             result[m].append(x)
         result["mask"].append(np.arange(max_len) < length)
-    result = {k: np.stack(v) for k, v in result.items()}
-    result["labels"] = part["labels"].reshape(-1)
-    return result
+        result["labels"].append(part["labels"][i].reshape(-1)[0])
+    return {k: np.stack(v) for k, v in result.items()}
 
 
+@pytest.mark.parametrize("edge_cases", [False, True])
 @pytest.mark.parametrize("name", list(AFFECT))
-def test_affect_loader_matches_the_spec_reference(tmp_path, name):
-    path = write_affect(tmp_path, name, sizes=(30, 12, 12))
+def test_affect_loader_matches_the_spec_reference(tmp_path, name, edge_cases):
+    steps = (60, 50, 60) if edge_cases else (50, 50, 50)  # T > 50: the 50-step window cuts before the alignment
+    path = write_affect(tmp_path, name, sizes=(30, 12, 12), steps=steps, edge_cases=edge_cases)
     dm = AffectDataModule(str(path), FEATURES[name], RULES[name], name=name)
     dm.setup()
     raw = pickle.load(open(path, "rb"))
     for ours, theirs in (("train", "train"), ("val", "valid"), ("test", "test")):
         ref = affect_reference(raw, theirs)
         data = dm.split(ours).data
-        assert len(data["y"]) == len(raw[theirs]["labels"]) - 1  # the all-zero-text sample is dropped
+        dropped = 2 if edge_cases else 1  # the all-zero text (and the text whose entries cancel)
+        assert len(data["y"]) == len(ref["labels"]) == len(raw[theirs]["labels"]) - dropped
         for m in ("vision", "audio", "text"):
             np.testing.assert_allclose(data[m]["x"].numpy(), ref[m], atol=1e-4)
             np.testing.assert_array_equal(data[m]["mask"].numpy(), ref["mask"])
@@ -71,7 +77,8 @@ def test_affect_loader_matches_the_spec_reference(tmp_path, name):
 
 def test_affect_truncates_long_sequences_and_picks_modalities(tmp_path):
     path = write_affect(tmp_path, "mosi", sizes=(20, 8, 8))
-    dm = AffectDataModule(str(path), FEATURES["mosi"], max_len=10, modalities=["text", "vision"])
+    # normalize=False: aligned from the full T (with normalisation the original first cuts to max_len steps)
+    dm = AffectDataModule(str(path), FEATURES["mosi"], max_len=10, modalities=["text", "vision"], normalize=False)
     dm.setup()
     data = dm.split("train").data
     assert set(data) == {"text", "vision", "y"} and data["text"]["x"].shape[1:] == (10, 300)

@@ -5,13 +5,25 @@ On disk (MultiBench's processed pickles, under ``<data_dir>/affect/``)::
     {"train" | "valid" | "test": {"vision": (N, T, d_v), "audio": (N, T, d_a), "text": (N, T, 300) GloVe,
                                   "labels": (N, 1, 1), ...}}
 
-with T ≈ 50 steps, front-padded with zero rows. Loading follows the original exactly: samples whose text is all
-zeros are dropped, ``-inf`` audio values become 0, vision and audio are z-scored per feature with statistics of the
-train split over samples × its first 50 steps (padding included; text is left as is), then every modality is
-cut from the sample's first non-zero text row, truncated to ``max_len`` = 50 steps and right-padded with zeros.
+with T ≈ 50 steps, front-padded with zero rows. Loading follows the original (``datasets/affect/get_data.py`` with
+the paper's ``max_pad=True, norm_modal=[vision, audio]``; checked against it by tests/test_golden_multibench.py):
+
+1. samples whose text sums to 0 are dropped (the signed sum, as the original: all-zero text, and also a text
+   whose entries cancel); ``-inf`` audio values become 0;
+2. with ``normalize``, every modality is first cut to its first ``max_len`` steps (the original's
+   ``norm_with_stats`` does so before aligning; for T > ``max_len`` a sample aligned at step s keeps
+   ``max_len - s`` steps), then vision and audio are z-scored per feature with statistics of the train split over
+   samples × those steps (padding included; text is left as is);
+3. every modality is cut from the sample's first non-zero text row, truncated to ``max_len`` = 50 steps and
+   right-padded with zeros.
+
 Each modality is a masked sequence ``{"x": (B, 50, d), "mask": (B, 50)}`` (mask True at real steps; the original's
-mask was True at padding). Labels: MOSI/MOSEI regress the raw sentiment score (reported as the accuracy of its
-sign, §3.1), sarcasm is ``label > 0``, humor the raw 0/1 label.
+mask was True at padding). Labels: MOSI/MOSEI regress the raw sentiment score as float32 (reported as the accuracy
+of its sign, §3.1), sarcasm is ``label > 0``, humor the raw label truncated to an integer (int64; a 0/1 label).
+
+Deliberate differences from the original: a feature with zero train variance is centred, not divided by 0 (the
+original gives nan/inf); a sample with no text in its first ``max_len`` steps (only possible with normalisation
+and T > ``max_len``) is dropped with a warning, where the original exits.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ SOURCE = ("the MultiBench affective-computing data (github.com/pliang279/MultiBe
           "place the processed pickle there or set dataset.path")
 FORMAT = "a pickle {'train'|'valid'|'test': {'vision': (N,T,dv), 'audio': (N,T,da), 'text': (N,T,300), 'labels': (N,1,1)}}"
 LABEL_RULES = ("regression", "positive", "raw")
+NORMALISED = ("vision", "audio")  # spec §6.1: norm_modal; text is left as is
 
 
 def check_file(path: Path) -> Path:
@@ -62,9 +75,29 @@ def read_affect_pickle(path: Path) -> dict:
     return data
 
 
+def text_keep(text: np.ndarray) -> np.ndarray:
+    """(N,) True where a sample's text (N, T, 300), in the file's dtype, has a non-zero signed sum: the original
+    (``drop_entry``) drops ``text.sum() == 0``, which also drops a text whose entries cancel (§6.1 cleaning)."""
+    return np.asarray(text).reshape(len(text), -1).sum(axis=1) != 0
+
+
+def first_steps(split: dict[str, np.ndarray], max_len: int) -> dict[str, np.ndarray]:
+    """Every modality (N, T, d) cut to its first ``max_len`` steps (N, min(T, max_len), d); labels unchanged. The
+    original's ``norm_with_stats`` does this before aligning at the first text row (§6.1 normalisation)."""
+    return {k: v[:, :max_len] if k in MODALITIES else v for k, v in split.items()}
+
+
+def norm_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (d,) of (N, T, d) over samples × steps, padding included (§6.1). A zero std becomes
+    1 (deliberate: the original divides by 0, giving nan/inf), so a constant feature is only centred."""
+    mean, std = x.mean(axis=(0, 1)), x.std(axis=(0, 1))
+    return mean, np.where(std > 0, std, 1.0).astype(x.dtype)
+
+
 def first_text_rows(text: np.ndarray) -> np.ndarray:
-    """Index of each sample's first non-zero text row (N,); T for an all-zero sample."""
-    nonzero = np.abs(text).sum(axis=2) != 0
+    """Index (N,) of each sample's first text row with a non-zero entry (the original's ``text.nonzero()[0][0]``);
+    T for a sample with none."""
+    nonzero = (text != 0).any(axis=2)
     return np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), text.shape[1])
 
 
@@ -80,7 +113,8 @@ def align_and_pad(x: np.ndarray, start: np.ndarray, max_len: int) -> tuple[np.nd
 
 
 def labels_from(raw: np.ndarray, rule: str) -> np.ndarray:
-    """(N,) targets from the pickle's labels: raw float score, ``label > 0`` or the raw integer label."""
+    """(N,) targets from the pickle's labels (N, 1, 1): the float32 score, ``label > 0`` or the raw label truncated
+    to an integer (the original's ``.long()``), both int64 (§6.1 label rules)."""
     flat = np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)[:, 0]
     if rule == "regression":
         return flat.astype(np.float32)
@@ -98,7 +132,8 @@ class AffectDataModule(InMemorySplitDataModule):
         label_rule: ``regression`` (MOSI/MOSEI), ``positive`` (sarcasm: label > 0) or ``raw`` (humor).
         num_classes: for the classification rules (2).
         modalities: a subset in the order wanted, e.g. ``[text, vision]`` (default all three).
-        max_len: steps kept after the first text row (spec: 50). normalize: z-score vision and audio (spec: yes).
+        max_len: steps kept after the first text row (spec: 50); with ``normalize`` also the window every sample is
+            first cut to (the original's ``max_seq_len``). normalize: z-score vision and audio (spec: yes).
         batch_size: spec §3.3: 64. name: for messages.
     """
 
@@ -129,16 +164,16 @@ class AffectDataModule(InMemorySplitDataModule):
     def load_splits(self) -> dict[str, dict]:
         raw = read_affect_pickle(self.path)
         splits = {ours: self._clean(raw[theirs], theirs) for ours, theirs in SPLIT_KEYS.items()}
-        if self.normalize:  # vision, audio: per-feature stats of train × first 50 steps, padding included (§6.1)
-            for m in ("vision", "audio"):
-                window = splits["train"][m][:, : self.max_len].reshape(-1, self.features[m])
-                mean, std = window.mean(axis=0), window.std(axis=0)
-                std = np.where(std > 0, std, 1.0)  # the original divided by 0 for constant features
+        if self.normalize:  # §6.1: cut to max_len steps, then vision/audio z-scored with train stats
+            splits = {name: first_steps(split, self.max_len) for name, split in splits.items()}
+            for m in NORMALISED:
+                mean, std = norm_stats(splits["train"][m])
                 for split in splits.values():
                     split[m] = (split[m] - mean) / std
         out = {}
         for name, split in splits.items():
             start = first_text_rows(split["text"])
+            split, start = self._drop_late_text(split, start, name)
             out[name] = {}
             for m in self.spec.names:
                 x, mask = align_and_pad(split[m], start, self.max_len)
@@ -148,17 +183,28 @@ class AffectDataModule(InMemorySplitDataModule):
         return out
 
     def _clean(self, split: dict, key: str) -> dict[str, np.ndarray]:
-        """Float arrays with the declared widths; all-zero-text samples dropped, -inf audio set to 0 (§6.1)."""
+        """Float arrays with the declared widths; samples whose text sums to 0 dropped, -inf audio set to 0 (§6.1)."""
         arrays = {}
         for m in MODALITIES:
-            x = np.asarray(split[m], dtype=np.float32)
+            x = np.asarray(split[m])
             if x.ndim != 3 or x.shape[2] != self.features[m]:
                 raise ConfigError(f"dataset.features.{m}: {self.path} split {key!r} has {m} of shape {x.shape}, "
                                   f"expected (N, T, {self.features[m]})")
             arrays[m] = x
+        keep = text_keep(arrays["text"])  # in the file's dtype, as the original sums it
+        arrays = {m: np.asarray(x, dtype=np.float32) for m, x in arrays.items()}
         arrays["audio"] = np.where(np.isneginf(arrays["audio"]), 0.0, arrays["audio"]).astype(np.float32)
         arrays["labels"] = np.asarray(split["labels"])
-        keep = np.abs(arrays["text"]).reshape(len(arrays["text"]), -1).sum(axis=1) != 0
         if (~keep).any():
-            log.info("%s %s: dropping %d samples with all-zero text", self.name, key, int((~keep).sum()))
+            log.info("%s %s: dropping %d samples whose text sums to 0", self.name, key, int((~keep).sum()))
         return {k: v[keep] for k, v in arrays.items()}
+
+    def _drop_late_text(self, split: dict, start: np.ndarray, name: str) -> tuple[dict, np.ndarray]:
+        """Samples with no text row in the (cut) window dropped: only with normalisation and T > max_len (the
+        original exits on them); the split and the starts of the kept samples."""
+        late = start >= split["text"].shape[1]
+        if not late.any():
+            return split, start
+        log.warning("%s %s: dropping %d samples with no text in their first %d steps (dataset.max_len)", self.name,
+                    name, int(late.sum()), self.max_len)
+        return {k: v[~late] for k, v in split.items()}, start[~late]

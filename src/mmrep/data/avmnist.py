@@ -37,6 +37,14 @@ def image_patches(images: np.ndarray) -> np.ndarray:
     return x.transpose(0, 1, 3, 2, 4).reshape(len(images), 1, 7, 7, 16)
 
 
+def mfcc_stats(train_audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (1, n_mfcc, 1) of the training rows' audio (N, n_mfcc, n_frames) per coefficient, over samples
+    and frames (spec §6.2). A zero std becomes 1 (deliberate: the original divides by 0, giving nan/inf)."""
+    mean = train_audio.mean(axis=(0, 2), keepdims=True)
+    std = train_audio.std(axis=(0, 2), keepdims=True)
+    return mean, np.where(std > 0, std, 1.0).astype(train_audio.dtype)
+
+
 class AVMNISTDataModule(InMemorySplitDataModule):
     """AVMNIST: modalities ``image`` (1, 7, 7, 16) patches and ``audio`` (n_mfcc, n_frames) MFCC tokens; 10 classes.
 
@@ -93,10 +101,7 @@ class AVMNISTDataModule(InMemorySplitDataModule):
                                   f"audio {audio[s].shape}, labels {labels[s].shape} (expected N × 784 pixels)")
         if not 0 < self.n_train < len(labels["train"]):
             raise ConfigError(f"dataset.n_train: must be in 1..{len(labels['train']) - 1}, got {self.n_train}")
-        train_audio = audio["train"][: self.n_train]  # z-score per coefficient (axis 1) over samples and frames
-        mean = train_audio.mean(axis=(0, 2), keepdims=True)
-        std = train_audio.std(axis=(0, 2), keepdims=True)
-        std = np.where(std > 0, std, 1.0)
+        mean, std = mfcc_stats(audio["train"][: self.n_train])  # §6.2: per coefficient, train rows only
         rows = {"train": ("train", slice(0, self.n_train)), "val": ("train", slice(self.n_train, None)),
                 "test": ("test", slice(None))}
         out = {}
