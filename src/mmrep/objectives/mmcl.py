@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import logging
 import math
+from typing import Sequence
 
 import torch
 
@@ -117,4 +116,6 @@ class MMCL(Objective):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if batch_size(batch) < 2 and self.in_batch_negatives("neg" in batch):
+            return  # a one-pair remainder batch has no negatives: its loss would be a meaningless 0
         self.log("val/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=batch_size(batch))
