@@ -56,10 +56,17 @@ class LinearProbe:
         for split in self.splits:
             require_samples(datamodule, split, None, 1, f"{self.key}.splits")
         if task == "classification":
-            classes = torch.cat([b["y"] for b in datamodule.heldout("train", self.n_fit)]).unique()
+            classes = self._fit_labels(datamodule).unique()
             if len(classes) < 2:
                 raise ConfigError(f"{self.key}.n_fit: the probe's training samples hold one class "
                                   f"({classes.tolist()}); a classifier needs at least two")
+
+    def _fit_labels(self, datamodule) -> torch.Tensor:
+        """The probe's training labels (n_fit,): read from the stored split where there is one, without building the
+        modalities' batches (a whole MultiBench train split is ~1 GB of features)."""
+        if hasattr(datamodule, "split"):
+            return datamodule.split("train").data["y"][: self.n_fit]
+        return torch.cat([b["y"] for b in datamodule.heldout("train", self.n_fit)])
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
         self.check(model, datamodule)
