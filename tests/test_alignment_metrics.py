@@ -5,6 +5,7 @@ invariances, symmetries, ranges, blocking, layer × layer aggregation and input 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import numpy as np
@@ -412,6 +413,113 @@ def test_blockwise_equals_unblocked(case):
     blocked = alignment_scores(X, Y, **options, block_size=7)
     for metric in ALL:
         assert blocked[metric] == pytest.approx(case_fast(case)[metric], rel=1e-9, abs=1e-12), metric
+
+
+def test_dense_gram_path_equals_blocked_default_path(monkeypatch):
+    """The shared dense Gram (kNN search + RBF kernel, the path small N takes) against the memory-bounded
+    blocked paths that large N takes (forced here by a zero dense-Gram budget, default block sizes)."""
+    from mmrep.metrics.alignment import neighbors, suite
+
+    X, Y, options = case_data("feature_space_n300_k20")
+    X, Y = torch.from_numpy(X), torch.from_numpy(Y)
+    opts = suite.AlignmentOptions(**options)
+    assert suite.PreparedFeatures(X, opts).dense and suite.PreparedFeatures(X, opts).gram is not None
+    dense = alignment_scores(X, Y, "all", **options)
+    monkeypatch.setattr(neighbors, "_DENSE_GRAM_BYTES", 0)
+    assert not suite.PreparedFeatures(X, opts).dense and suite.PreparedFeatures(X, opts).gram is None
+    blocked = alignment_scores(X, Y, "all", **options)
+    for metric in ALL:
+        assert blocked[metric] == pytest.approx(dense[metric], rel=1e-12, abs=1e-14), metric
+    assert dense == {m: case_fast("feature_space_n300_k20")[m] for m in ALL}
+
+
+def test_blocked_sweep_equals_each_metric_alone():
+    """On the blocked path the suite gets the kNN lists and RBF CKA from one sweep over the similarity blocks;
+    each metric alone (no sweep) must give the very same number, and so must a layer × layer run, where later
+    pairs find one side's kNN lists already cached."""
+    X, Y, options = case_data("gauss_n120_k10")
+    together = alignment_scores(X, Y, "all", **options, block_size=16)
+    for metric in ALL:
+        assert together[metric] == alignment_scores(X, Y, [metric], **options, block_size=16)[metric], metric
+    Z = np.tanh(X[:, :10])
+    layers = layerwise_alignment([X, Z], [Y, Z], "all", **options, block_size=16)
+    for (i, Ha), (j, Hb) in itertools.product(enumerate([X, Z]), enumerate([Y, Z])):
+        alone = alignment_scores(Ha, Hb, "all", **options, block_size=16)
+        for metric in ALL:
+            assert layers[metric].matrix[i, j] == pytest.approx(alone[metric], rel=1e-12, abs=1e-15), (metric, i, j)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_knn_and_rbf_from_a_given_gram_equal_the_blocked_search(dtype):
+    from mmrep.metrics.alignment import kernels, neighbors
+
+    X, Y, _ = case_data("gauss_n120_k10")
+    A = torch.nn.functional.normalize(torch.from_numpy(X).to(dtype), dim=-1)
+    B = torch.nn.functional.normalize(torch.from_numpy(Y).to(dtype), dim=-1)
+    G, GB = neighbors.gram_matrix(A), neighbors.gram_matrix(B)
+    before = G.clone()
+    from_gram, blocked = neighbors.knn(A, 10, gram=G), neighbors.knn(A, 10, block_size=7)
+    assert torch.equal(G, before)  # the diagonal masked for the search is restored
+    assert torch.equal(from_gram.indices, blocked.indices)
+    torch.testing.assert_close(from_gram.values, blocked.values, rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=0)
+    for block_size in (None, 7, 1000):
+        assert kernels.rbf_cka(A, B, 0.8, block_size, G, GB) == pytest.approx(
+            kernels.rbf_cka(A, B, 0.8, 13), rel=1e-5 if dtype == torch.float32 else 1e-12
+        )
+
+
+@pytest.mark.parametrize("n, blocks", [(5, 8), (129, 8), (300, 8), (300, 3), (1000, 16)])
+def test_symmetric_blocked_gram_equals_the_full_product(n, blocks):
+    from mmrep.metrics.alignment import neighbors
+
+    H = torch.from_numpy(np.random.default_rng(n).standard_normal((n, 37)))
+    G = neighbors.gram_matrix(H, blocks)
+    torch.testing.assert_close(G, H @ H.T, rtol=1e-13, atol=1e-13)
+    rows = max(128, -(-n // blocks))
+    off_diagonal_blocks = torch.arange(n).view(-1, 1) // rows != torch.arange(n).view(1, -1) // rows
+    assert torch.equal(G[off_diagonal_blocks], G.T[off_diagonal_blocks])  # mirrored, not recomputed
+
+
+def _random_lists(rng, n, k1, k2, alphabet, distinct):
+    if distinct:
+        y = np.stack([rng.choice(alphabet, size=k2, replace=False) for _ in range(n)]) if k2 else np.zeros((n, 0))
+    else:
+        y = rng.integers(0, alphabet, size=(n, k2))
+    # x: half its entries drawn from y's row (so there are matches), half from the alphabet
+    x = rng.integers(0, alphabet, size=(n, k1))
+    if k2:
+        take = rng.random((n, k1)) < 0.5
+        x = np.where(take, y[np.arange(n)[:, None], rng.integers(0, k2, size=(n, k1))], x)
+    return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+
+
+@pytest.mark.parametrize("distinct", [True, False])
+@pytest.mark.parametrize(
+    "k1, k2", [(10, 10), (61, 62), (63, 62), (62, 63), (100, 100), (125, 124), (7, 130), (0, 5), (5, 0)]
+)
+def test_bit_parallel_lcs_and_levenshtein_equal_the_textbook_tables(k1, k2, distinct):
+    """One pass of the bit-parallel DPs (62-bit words; word boundaries at 62, 124) against the reference tables,
+    for kNN-like rows (distinct entries: the searchsorted masks) and rows with repeats (the general masks)."""
+    from mmrep.metrics.alignment import neighbors
+
+    rng = np.random.default_rng(k1 * 1000 + k2 + distinct)
+    x, y = _random_lists(rng, 6, k1, k2, alphabet=400 if distinct else 4, distinct=distinct)
+    lcs, distance = neighbors.lcs_and_levenshtein(x, y)
+    assert lcs.tolist() == [R.lcs_length(a, b) for a, b in zip(x.tolist(), y.tolist())]
+    assert distance.tolist() == [R.levenshtein(a, b) for a, b in zip(x.tolist(), y.tolist())]
+    assert torch.equal(neighbors.lcs_lengths(x, y), lcs)
+    assert torch.equal(neighbors.levenshtein_distances(x, y), distance)
+
+
+def test_bit_parallel_dps_identical_and_disjoint_lists():
+    from mmrep.metrics.alignment import neighbors
+
+    x = torch.arange(100).view(1, -1).repeat(2, 1)
+    y = torch.stack([torch.arange(100), torch.arange(100, 200)])
+    lcs, distance = neighbors.lcs_and_levenshtein(x, y)
+    assert lcs.tolist() == [100, 0] and distance.tolist() == [0, 100]
+    reversed_lcs, reversed_distance = neighbors.lcs_and_levenshtein(x[:1], x[:1].flip(1))
+    assert reversed_lcs.tolist() == [1] and reversed_distance.tolist() == [R.levenshtein(range(100), range(99, -1, -1))]
 
 
 # -------------------------------------------------------------------------------------------- layerwise

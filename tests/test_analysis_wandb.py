@@ -155,7 +155,8 @@ def test_a_wandb_error_is_one_line_and_a_nonzero_exit(tmp_path, monkeypatch, cap
     assert not (sweep / "wandb").exists()
 
 
-@pytest.mark.parametrize("module", ["numeric", "rus", "factors", "multibench", "vl_uniqueness"])
+@pytest.mark.parametrize("module", ["numeric", "rus", "factors", "multibench", "vl_uniqueness", "uniqueness_objective",
+                                    "misalignment_alignment"])
 def test_every_analysis_command_has_a_wandb_flag(module, capsys):
     import importlib
 

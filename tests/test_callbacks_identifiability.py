@@ -18,8 +18,8 @@ def test_numeric_run_logs_probe_curves_and_writes_the_history(run_inproc, tiny, 
 
 
 def test_without_latents_the_callback_says_so(cli, tmp_path):
-    res = cli(["dataset=rus", "objective=unimodal", "metric=accuracy", "callbacks=identifiability",
+    res = cli(["dataset=toy", "objective=unimodal", "metric=task", "callbacks=identifiability",
                "trainer.max_epochs=1", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}",
                "logger=none"])
     assert res.returncode == 1
-    assert "callbacks.identifiability: dataset RUSDataModule has no latents or factors to probe" in res.stderr
+    assert "callbacks.identifiability: dataset ToyDataModule has no latents or factors to probe" in res.stderr

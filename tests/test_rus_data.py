@@ -203,4 +203,4 @@ def test_heldout_larger_than_the_split_uses_the_whole_split(tmp_path):
     batches = dm.heldout("align", 512)  # the test split has 301 samples: the original's "first batch" = all
     assert sum(len(b["y"]) for b in batches) == len(dm.split("test")) == 301
     with pytest.raises(ValueError, match="unknown purpose"):
-        dm.heldout("probe_fit", 10)
+        dm.heldout("shifted", 10)  # probe_fit / probe_eval are val / test (the factor probes of the RUS bits)

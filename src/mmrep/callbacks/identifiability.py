@@ -46,7 +46,7 @@ class IdentifiabilityCallback(pl.Callback):
             self.probe = Identifiability(**self.options, mlp_max_iter=1000)
         else:
             raise ConfigError(f"callbacks.identifiability: dataset {type(datamodule).__name__} has no latents or "
-                              "factors to probe (use it with dataset=numeric or an image–text dataset)")
+                              "factors to probe (use it with dataset=numeric, rus or an image–text dataset)")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:

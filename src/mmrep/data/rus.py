@@ -52,6 +52,34 @@ def label_rules(redundancy: int, features_seed: int = 1) -> tuple[np.ndarray, np
     return red, rule1, rule2
 
 
+def bit_names() -> tuple[str, ...]:
+    """The 16 ground-truth bits every batch carries under ``latents`` (spec §1.2): ``xc_0..xc_7`` (x_c, seen by
+    both modalities), ``xu1_0..xu1_3`` (x_u1, modality x0 only), ``xu2_0..xu2_3`` (x_u2, modality x1 only); index k =
+    position k of :func:`bit_table` (bit 0 = MSB), the positions :func:`label_rules` returns."""
+    return (*(f"xc_{k}" for k in range(SHARED_BITS)), *(f"xu1_{k}" for k in range(UNIQUE_BITS)),
+            *(f"xu2_{k}" for k in range(UNIQUE_BITS)))
+
+
+def bit_latents(xc: np.ndarray, xu1: np.ndarray, xu2: np.ndarray) -> dict[str, np.ndarray]:
+    """``{name: (N,) int64 0/1}`` for every name of :func:`bit_names`, from the (N,) block ids of
+    :func:`sample_inputs_and_labels`."""
+    blocks = (bit_table(SHARED_BITS)[xc], bit_table(UNIQUE_BITS)[xu1], bit_table(UNIQUE_BITS)[xu2])
+    return dict(zip(bit_names(), np.concatenate(blocks, axis=1).astype(np.int64).T))
+
+
+def bit_roles(redundancy: int, features_seed: int = 1) -> dict[str, str]:
+    """Each bit's role for the label of redundancy ``r`` (spec §1.3): ``shared-label`` / ``shared-other`` (x_c bits
+    the label reads / does not), ``x0-unique-label`` / ``x0-unique-other`` (x_u1, seen by modality x0 only) and
+    ``x1-unique-label`` / ``x1-unique-other`` (x_u2, modality x1 only)."""
+    red, rule1, rule2 = (set(map(int, rule)) for rule in label_rules(redundancy, features_seed))
+    roles = {}
+    for name in bit_names():
+        block, k = name.rsplit("_", 1)
+        group, used = {"xc": ("shared", red), "xu1": ("x0-unique", rule1), "xu2": ("x1-unique", rule2)}[block]
+        roles[name] = f"{group}-{'label' if int(k) in used else 'other'}"
+    return roles
+
+
 def label_weights(rng: np.random.RandomState, num_classes: int = 4) -> np.ndarray:
     """``W ~ U(0,1)^{8×C}`` with unit-L2 rows (spec §1.4 step 1)."""
     W = rng.uniform(size=(LABEL_BITS, num_classes))
@@ -312,9 +340,11 @@ def write_cache(path: Path, arrays: dict[str, np.ndarray], params: dict) -> None
 class RUSDataModule(InMemorySplitDataModule):
     """The RUS synthetic dataset for one redundancy ``r`` and heterogeneity depth ``D_φ`` (spec §1).
 
-    Batches are dicts ``{"x0": (B, 12), "x1": (B, 12), "y": (B,)}``: modality 0 = [x_c, x_u1] bits, modality 1 =
-    transform_{D_φ}([x_c, x_u2]); both z-scored with train statistics (spec §1.5 loader). Splits train/val/test;
-    ``heldout("align", n)`` = the first ``n`` test samples (spec §4.1).
+    Batches are dicts ``{"x0": (B, 12), "x1": (B, 12), "y": (B,), "latents": {bit: (B, 1) int64}}``: modality 0 =
+    [x_c, x_u1] bits, modality 1 = transform_{D_φ}([x_c, x_u2]); both z-scored with train statistics (spec §1.5
+    loader); ``latents`` are the 16 generating bits (:func:`bit_names`), with :meth:`factor_roles` saying which the
+    label reads (``metric=factors`` probes them). Splits train/val/test; ``heldout("align", n)`` = the first ``n``
+    test samples (spec §4.1); ``probe_fit`` = val, ``probe_eval`` = test (as the factor probes of numeric §3.3).
 
     Args:
         redundancy: r in 0..8 shared label bits (uniqueness U = 8 − r). depth: D_φ >= 0 tanh layers.
@@ -375,6 +405,7 @@ class RUSDataModule(InMemorySplitDataModule):
             task="classification",
             num_classes=int(num_classes),
             encoding_size=width,  # spec §2.1: the encoder's hidden/output width is 12
+            latent_names=bit_names(),
         )
 
     def prepare_data(self) -> None:
@@ -392,10 +423,28 @@ class RUSDataModule(InMemorySplitDataModule):
         x0, x1 = arrays["x0"], arrays["x1"]
         if self.standardize:  # per-feature z-score with train statistics (spec §1.5)
             x0, x1 = (_zscore(x, index["train"]) for x in (x0, x1))
+        bits = bit_latents(arrays["xc"], arrays["xu1"], arrays["xu2"])
         return {
-            name: {"x0": torch.from_numpy(x0[i]), "x1": torch.from_numpy(x1[i]), "y": torch.from_numpy(y[i])}
+            name: {"x0": torch.from_numpy(x0[i]), "x1": torch.from_numpy(x1[i]), "y": torch.from_numpy(y[i]),
+                   "latents": {b: torch.from_numpy(v[i, None]) for b, v in bits.items()}}
             for name, i in index.items()
         }
+
+    PROBE_SPLITS = {"probe_fit": "val", "probe_eval": "test"}  # as the factor probes of numeric spec §3.3
+
+    def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None):
+        """As :meth:`InMemorySplitDataModule.heldout`; ``probe_fit`` = val and ``probe_eval`` = test."""
+        return super().heldout(self.PROBE_SPLITS.get(purpose, purpose), n, chunk)
+
+    def heldout_size(self, purpose: str, n: int | None = None) -> int:
+        return super().heldout_size(self.PROBE_SPLITS.get(purpose, purpose), n)
+
+    def factor_roles(self) -> dict[str, str]:
+        """``{bit: role}`` of :func:`bit_roles` for this redundancy (shared-label, x0-unique-other, ...)."""
+        return bit_roles(self.params["redundancy"], self.params["features_seed"])
+
+    def factor_kinds(self) -> dict[str, str]:
+        return {bit: "discrete" for bit in bit_names()}
 
 
 def _zscore(x: np.ndarray, train: np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ def as_features(H, name: str) -> torch.Tensor:
         raise AlignmentInputError(f"{name}: needs at least 4 samples and 1 feature, got shape {tuple(H.shape)}")
     if not H.is_floating_point():
         H = H.float()
-    bad = (~torch.isfinite(H)).sum().item()
-    if bad:
+    if not bool(torch.isfinite(H).all()):
+        bad = (~torch.isfinite(H)).sum().item()
         raise AlignmentInputError(f"{name}: contains {bad} NaN/inf entries; alignment needs finite features")
     return H
 

@@ -35,14 +35,22 @@ class AlignmentOptions:
 
 
 class PreparedFeatures:
-    """One (N, d) feature matrix after outlier clamping, with its normalised view and kNN lists cached, so a
-    suite (or a layer × layer sweep) preprocesses and searches neighbours once per matrix."""
+    """One (N, d) feature matrix after outlier clamping, with its normalised view, its Gram matrix and its kNN
+    lists cached, so a suite (or a layer × layer sweep) preprocesses, multiplies and searches neighbours once per
+    matrix.
+
+    The dense Gram ``ĤĤᵀ`` of the normalised view is kept where it fits (``neighbors.dense_gram_fits``: up to
+    512 MiB, N ≤ 11,585 in float32) and no ``block_size`` was asked for; the kNN search and the RBF kernel both
+    read it. Larger N (or an explicit ``block_size``) takes the blocked, memory-bounded paths instead."""
 
     def __init__(self, H: torch.Tensor, options: AlignmentOptions) -> None:
         self.options = options
         self.raw = remove_outliers(H, options.q, options.exact_quantile)
         self._normalized: torch.Tensor | None = None
+        self._gram: torch.Tensor | None = None
         self._neighbors: neighbors.Neighbors | None = None
+        self._sorted: neighbors.SortedLists | None = None
+        self._centered_norms: dict[bool, torch.Tensor] = {}
 
     def view(self, normalized: bool) -> torch.Tensor:
         if not normalized:
@@ -52,13 +60,151 @@ class PreparedFeatures:
         return self._normalized
 
     @property
+    def dense(self) -> bool:
+        """Whether the shared dense Gram matrix is used (else the blocked paths)."""
+        return self.options.block_size is None and neighbors.dense_gram_fits(self.raw.shape[0], self.raw.dtype)
+
+    @property
+    def gram(self) -> torch.Tensor | None:
+        """The dense Gram matrix of the normalised view, computed on first use; None on the blocked path."""
+        if self._gram is None and self.dense:
+            self._gram = neighbors.gram_matrix(self.view(True))
+        return self._gram
+
+    def release_gram(self) -> None:
+        """Drop the dense Gram matrix (recomputed if asked for again); the kNN lists stay cached."""
+        self._gram = None
+
+    @property
     def neighbors(self) -> neighbors.Neighbors:
         if self._neighbors is None:
-            self._neighbors = neighbors.knn(self.view(True), self.options.k, self.options.block_size)
+            self._neighbors = neighbors.knn(self.view(True), self.options.k, self.options.block_size, self.gram)
         return self._neighbors
 
+    @property
+    def sorted_neighbors(self) -> neighbors.SortedLists:
+        """The kNN lists sorted within each row (membership tests of mutual / cycle kNN, CKNNA, LCS)."""
+        if self._sorted is None:
+            self._sorted = neighbors.sort_lists(self.neighbors.indices)
+        return self._sorted
 
-PairFunction = Callable[[PreparedFeatures, PreparedFeatures, AlignmentOptions], float]
+    def centered_norms(self, normalized: bool) -> torch.Tensor:
+        """``‖h̃_i‖²`` of the column-centred view, (N,)."""
+        if normalized not in self._centered_norms:
+            self._centered_norms[normalized] = kernels.center_columns(self.view(normalized)).square().sum(1)
+        return self._centered_norms[normalized]
+
+
+class PreparedPair:
+    """Two prepared matrices and what their metrics share: the linear-kernel products of each view (linear CKA,
+    unbiased CKA and centred CMD all use those of the centred, normalised features), the LCS / edit distances of
+    the kNN lists (one pass for both) and the kNN matches (mutual kNN, CKNNA).
+
+    On the blocked path (no dense Gram), when ``metrics`` include RBF CKA and a kNN metric, one sweep over row
+    blocks of both similarity matrices gives the kNN lists still missing and the RBF sums: each block product
+    serves both, as the dense Gram does for small N."""
+
+    def __init__(
+        self, a: PreparedFeatures, b: PreparedFeatures, options: AlignmentOptions, metrics: Iterable[str] = ()
+    ) -> None:
+        self.a, self.b, self.options = a, b, options
+        metrics = set(metrics)
+        self._fuse = "rbf_cka" in metrics and any(METRICS[m].uses_k for m in metrics) and not a.dense
+        self._linear: dict[tuple[bool, bool], tuple[float, float, float]] = {}
+        self._sequences: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._match: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._rbf: float | None = None
+
+    def _lists(self, f: PreparedFeatures) -> neighbors.Neighbors:
+        if self._fuse and self._rbf is None and f._neighbors is None:
+            self._sweep()
+        return f.neighbors
+
+    @property
+    def knn_a(self) -> neighbors.Neighbors:
+        return self._lists(self.a)
+
+    @property
+    def knn_b(self) -> neighbors.Neighbors:
+        return self._lists(self.b)
+
+    @property
+    def sorted_a(self) -> neighbors.SortedLists:
+        self._lists(self.a)
+        return self.a.sorted_neighbors
+
+    @property
+    def sorted_b(self) -> neighbors.SortedLists:
+        self._lists(self.b)
+        return self.b.sorted_neighbors
+
+    @property
+    def rbf_cka(self) -> float:
+        if self._rbf is None:
+            if self._fuse and (self.a._neighbors is None or self.b._neighbors is None):
+                self._sweep()
+            else:
+                a, b, o = self.a, self.b, self.options
+                self._rbf = kernels.rbf_cka(a.view(True), b.view(True), o.rbf_sigma, o.block_size, a.gram, b.gram)
+        return self._rbf
+
+    def _sweep(self) -> None:
+        """Blocked path: row blocks of ``ÂÂᵀ`` and ``B̂B̂ᵀ`` → the missing kNN lists and the RBF CKA, with the
+        same blocks (hence the same values) as ``neighbors.knn`` and ``kernels.rbf_cka`` each on their own."""
+        a, b, o = self.a, self.b, self.options
+        A, B = a.view(True), b.view(True)
+        n, k = A.shape[0], o.k
+        sums = kernels.RBFSums(A.square().sum(1), B.square().sum(1), o.rbf_sigma)
+        missing = [f for f in (a, b) if f._neighbors is None]
+        lists = {
+            f: neighbors.Neighbors(
+                torch.empty(n, k, dtype=torch.long, device=A.device), torch.empty(n, k, dtype=A.dtype, device=A.device)
+            )
+            for f in missing
+        }
+        rows = neighbors.block_rows(n, n, o.block_size)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            blocks = []
+            for f, H in ((a, A), (b, B)):
+                sims = H[start:stop] @ H.T
+                if f in lists:
+                    lists[f].values[start:stop], lists[f].indices[start:stop] = neighbors.knn_rows(sims, start, k)
+                blocks.append(sims)
+            sums.add(start, *blocks, overwrite=True)
+        for f, found in lists.items():
+            f._neighbors = found
+        self._rbf = sums.cka()
+
+    def linear_products(self, normalized: bool, centered: bool) -> tuple[float, float, float]:
+        """``(⟨K,L⟩_F, ⟨K,K⟩_F, ⟨L,L⟩_F)`` of the linear kernels of the (centred) views."""
+        key = (normalized, centered)
+        if key not in self._linear:
+            A, B = self.a.view(normalized), self.b.view(normalized)
+            if centered:
+                A, B = kernels.center_columns(A), kernels.center_columns(B)
+                for f, H in ((self.a, A), (self.b, B)):  # unbiased CKA's row norms, while the centred view exists
+                    if normalized not in f._centered_norms:
+                        f._centered_norms[normalized] = H.square().sum(1)
+            self._linear[key] = kernels.linear_kernel_products(A, B)
+        return self._linear[key]
+
+    @property
+    def sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row LCS lengths and Levenshtein distances of the two ordered kNN lists, (N,) each."""
+        if self._sequences is None:
+            self._sequences = neighbors.lcs_and_levenshtein(self.knn_a.indices, self.knn_b.indices, self.sorted_b)
+        return self._sequences
+
+    @property
+    def match(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``neighbors.match_neighbors`` of the two kNN lists (mutual kNN, CKNNA)."""
+        if self._match is None:
+            self._match = neighbors.match_neighbors(self.knn_a, self.knn_b, self.sorted_b)
+        return self._match
+
+
+PairFunction = Callable[[PreparedPair], float]
 
 
 @dataclass(frozen=True)
@@ -68,52 +214,61 @@ class MetricInfo:
     summary: str = field(default="", compare=False)
 
 
-def _on_neighbors(score: Callable[[neighbors.Neighbors, neighbors.Neighbors], float]) -> PairFunction:
-    return lambda a, b, o: score(a.neighbors, b.neighbors)
+def _cmd(normalized: bool, center: bool) -> PairFunction:
+    """The CMD variant; ``contract="feat"`` reads the pair's shared linear-kernel products."""
 
+    def compute(p: PreparedPair) -> float:
+        if p.options.cmd_contract == "feat":
+            return kernels.cmd_from_products(*p.linear_products(normalized, center))
+        return kernels.cmd(p.a.view(normalized), p.b.view(normalized), contract=p.options.cmd_contract, center=center)
 
-def _on_views(fn, normalized: bool = True, options: dict[str, str] | None = None, **fixed) -> PairFunction:
-    """``fn(A, B, **fixed, **{arg: getattr(opts, field)})`` on the normalised (or raw, spec §4.2 step 2) views."""
-    options = options or {}
-    return lambda a, b, o: fn(
-        a.view(normalized), b.view(normalized), **fixed, **{arg: getattr(o, name) for arg, name in options.items()}
-    )
+    return compute
 
 
 METRICS: dict[str, MetricInfo] = {
-    "mutual_knn": MetricInfo(_on_neighbors(neighbors.mutual_knn_score), uses_k=True, summary="shared fraction of k-NN"),
+    "mutual_knn": MetricInfo(
+        lambda p: neighbors.mutual_knn_score(p.knn_a, p.knn_b, p.match[0]),
+        uses_k=True,
+        summary="shared fraction of k-NN",
+    ),
     "cycle_knn": MetricInfo(
-        lambda a, b, o: neighbors.cycle_knn_score(a.neighbors, b.neighbors, o.block_size),
+        lambda p: neighbors.cycle_knn_score(p.knn_a, p.knn_b, p.sorted_a),
         uses_k=True,
         summary="i among A-neighbours of its B-neighbours",
     ),
-    "lcs_knn": MetricInfo(_on_neighbors(neighbors.lcs_knn_score), uses_k=True, summary="mean LCS of ordered k-NN (0..k)"),
+    "lcs_knn": MetricInfo(
+        lambda p: neighbors.lcs_knn_from_lengths(p.sequences[0]), uses_k=True, summary="mean LCS of ordered k-NN (0..k)"
+    ),
     "edit_distance_knn": MetricInfo(
-        _on_neighbors(neighbors.edit_distance_knn_score), uses_k=True, summary="1 - mean Levenshtein/k of k-NN lists"
+        lambda p: neighbors.edit_distance_knn_from_distances(p.sequences[1], p.options.k),
+        uses_k=True,
+        summary="1 - mean Levenshtein/k of k-NN lists",
     ),
-    "cka": MetricInfo(_on_views(kernels.linear_cka), summary="linear CKA (biased HSIC)"),
-    "rbf_cka": MetricInfo(
-        _on_views(kernels.rbf_cka, options={"sigma": "rbf_sigma", "block_size": "block_size"}),
-        summary="CKA with Gaussian kernels",
+    "cka": MetricInfo(
+        lambda p: kernels.cka_from_products(*p.linear_products(True, True)), summary="linear CKA (biased HSIC)"
     ),
-    "unbiased_cka": MetricInfo(_on_views(kernels.unbiased_cka), summary="linear CKA (unbiased HSIC)"),
-    "cknna": MetricInfo(_on_neighbors(kernels.cknna_from_neighbors), uses_k=True, summary="CKA on mutual k-NN"),
+    "rbf_cka": MetricInfo(lambda p: p.rbf_cka, summary="CKA with Gaussian kernels"),
+    "unbiased_cka": MetricInfo(
+        lambda p: kernels.unbiased_cka_from_products(
+            p.linear_products(True, True), p.a.centered_norms(True), p.b.centered_norms(True)
+        ),
+        summary="linear CKA (unbiased HSIC)",
+    ),
+    "cknna": MetricInfo(
+        lambda p: kernels.cknna_from_neighbors(p.knn_a, p.knn_b, p.sorted_a, p.sorted_b, p.match),
+        uses_k=True,
+        summary="CKA on mutual k-NN",
+    ),
     "svcca": MetricInfo(
-        _on_views(cca.svcca, options={"dim": "svcca_dim", "randomized": "svcca_randomized"}),
+        lambda p: cca.svcca(
+            p.a.view(True), p.b.view(True), dim=p.options.svcca_dim, randomized=p.options.svcca_randomized
+        ),
         summary="mean canonical corr. of top SVD dims",
     ),
-    "cmd": MetricInfo(_on_views(kernels.cmd, options={"contract": "cmd_contract"}), summary="tr(CaCb)/(|Ca||Cb|)"),
-    "centered_cmd": MetricInfo(
-        _on_views(kernels.cmd, options={"contract": "cmd_contract"}, center=True), summary="cmd, centred"
-    ),
-    "cmd_unnorm": MetricInfo(
-        _on_views(kernels.cmd, normalized=False, options={"contract": "cmd_contract"}),
-        summary="cmd, rows not normalised",
-    ),
-    "centered_cmd_unnorm": MetricInfo(
-        _on_views(kernels.cmd, normalized=False, options={"contract": "cmd_contract"}, center=True),
-        summary="centred cmd, rows not normalised",
-    ),
+    "cmd": MetricInfo(_cmd(True, False), summary="tr(CaCb)/(|Ca||Cb|)"),
+    "centered_cmd": MetricInfo(_cmd(True, True), summary="cmd, centred"),
+    "cmd_unnorm": MetricInfo(_cmd(False, False), summary="cmd, rows not normalised"),
+    "centered_cmd_unnorm": MetricInfo(_cmd(False, True), summary="centred cmd, rows not normalised"),
 }
 
 
@@ -142,13 +297,13 @@ def _checked_options(options: AlignmentOptions, metrics: list[str], n: int) -> A
 def alignment_scores(X, Y, metrics: str | Iterable[str] = "all", **options) -> dict[str, float]:
     """Alignment between paired features X (N, d1) and Y (N, d2) for each requested metric.
 
-    ``options`` are the fields of :class:`AlignmentOptions` (``k``, ``q``, ...). Preprocessing and the kNN
-    search run once per matrix and are shared by all metrics. Works on any torch device (Y follows X)."""
+    ``options`` are the fields of :class:`AlignmentOptions` (``k``, ``q``, ...). Preprocessing, the Gram matrix
+    and the kNN search run once per matrix and are shared by all metrics. Works on any torch device (Y follows X)."""
     X, Y = check_pair(X, Y)
     names = resolve_metrics(metrics)
     opts = _checked_options(AlignmentOptions(**options), names, X.shape[0])
-    a, b = PreparedFeatures(X, opts), PreparedFeatures(Y, opts)
-    return {m: float(METRICS[m].compute(a, b, opts)) for m in names}
+    pair = PreparedPair(PreparedFeatures(X, opts), PreparedFeatures(Y, opts), opts, names)
+    return {m: float(METRICS[m].compute(pair)) for m in names}
 
 
 @dataclass
@@ -197,8 +352,12 @@ def layerwise_alignment(
         return [PreparedFeatures(H, opts) for H in checked]
 
     prep_a, prep_b = prepare(layers_a, "a", first_a), prepare(layers_b, "b", first_b)
-    results = {}
-    for m in names:
-        matrix = np.array([[METRICS[m].compute(a, b, opts) for b in prep_b] for a in prep_a], dtype=np.float64)
-        results[m] = LayerAlignment(m, matrix)
-    return results
+    matrices = {m: np.empty((len(prep_a), len(prep_b)), dtype=np.float64) for m in names}
+    for i, a in enumerate(prep_a):
+        for j, b in enumerate(prep_b):
+            pair = PreparedPair(a, b, opts, names)
+            for m in names:
+                matrices[m][i, j] = METRICS[m].compute(pair)
+            b.release_gram()  # at most two dense Gram matrices alive; the kNN lists stay cached
+        a.release_gram()
+    return {m: LayerAlignment(m, matrix) for m, matrix in matrices.items()}
