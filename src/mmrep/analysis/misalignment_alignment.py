@@ -188,7 +188,8 @@ def markdown_report(summary: pd.DataFrame, corr: pd.DataFrame, layer_metric: str
         if not layers.empty:
             wide = layers.pivot_table(index=index, columns="layers", values="cell", aggfunc="first", sort=False)
             wide = wide.sort_values(["unbiased", "selected"], ascending=False)
-            parts.append(f"**{dataset}** — {layer_metric} per layer pair (x-side / other side).\n\n{markdown(wide)}")
+            parts.append(f"**{dataset}** — {layer_metric} per layer pair (the first encoder's layer / the second's: "
+                         f"x/t, image/text).\n\n{markdown(wide)}")
     shown = corr[((corr["quantity"] == "alignment") & corr["layers"].isin(["max", "last"]))
                  | corr["quantity"].isin(["id:block"])].copy()
     if not shown.empty:
