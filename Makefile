@@ -9,6 +9,10 @@ STAMP  := $(VENV)/.installed
 # torch first, as its CPU wheel: pyproject asks for a range (a user's CUDA build satisfies it), which pip would
 # otherwise fill with a multi-GB CUDA build. `make install TORCH=` keeps the torch the environment has.
 TORCH  ?= torch==2.13.0
+# Test workers (pytest-xdist): one per core, at most 4; each gets its share of the cores' threads (tests/conftest.py).
+# `make test TEST_WORKERS=0` runs the suite in one process.
+TEST_WORKERS ?= auto
+XDIST  := -n $(TEST_WORKERS) --maxprocesses=4 --dist worksteal
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +27,11 @@ train: $(STAMP)  ## train the default experiment (numeric misalignment, < 5 min 
 	$(BIN)/python -m mmrep.train $(ARGS)
 
 test: $(STAMP)  ## the whole test suite, slow end-to-end reproductions included
-	@$(BIN)/python -m pytest --timeout=1800 $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest $(XDIST) --timeout=1800 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-fast: $(STAMP)  ## everything but the slow reproductions
-	$(BIN)/python -m pytest -m "not slow" --timeout=900 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" --timeout=900 $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## loss benchmark: new vs original formulation at the paper's batch size
 	$(BIN)/python benchmarks/bench_infonce.py

@@ -7,6 +7,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def _share_the_cores_among_workers() -> None:
+    """``pytest -n N`` (the Makefile's default): each worker and the runs it starts get cores ÷ N threads, so N torch
+    processes don't oversubscribe the machine. Set before torch and numpy load so their thread pools follow;
+    mmrep's ``cpu_threads: auto`` honours ``OMP_NUM_THREADS``. A variable the user set is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers < 2:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = str(max(1, cores // workers))
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(variable, share)
+    threads = os.environ["OMP_NUM_THREADS"]
+    if "torch" in sys.modules and threads.isdigit() and int(threads) > 0:  # a plugin loaded torch first
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
+_share_the_cores_among_workers()
+
 # Small enough for a few seconds per run on 2 CPU cores.
 TINY = [
     "trainer.max_steps=40",

@@ -13,6 +13,7 @@ from mmrep.utils import threads
 def registry(tmp_path, monkeypatch):
     monkeypatch.setattr(threads, "REGISTRY", tmp_path / "procs")
     monkeypatch.setattr(threads, "cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the parallel test runner sets it
     return tmp_path / "procs"
 
 
@@ -26,6 +27,18 @@ def test_auto_divides_the_cores_among_live_mmrep_processes(registry):
         (registry / str(pid)).touch()
     assert threads.budget("auto") == 8 // 3
     assert threads.budget(3) == 3
+
+
+def test_omp_num_threads_caps_auto_but_not_an_explicit_count(registry, monkeypatch):
+    threads.register()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.budget("auto") == 3 and threads.budget(6) == 6
+    (registry / str(os.getppid())).touch()
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert threads.budget("auto") == 4  # the cores' share is lower than the cap
+    for junk in ("", "0", "two"):  # unset or unusable: no cap
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert threads.budget("auto") == 4
 
 
 @pytest.mark.parametrize("bad", [0, -2, "many", 1.5, True])

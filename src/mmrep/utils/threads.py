@@ -5,6 +5,7 @@ waiting for cores the other process holds): on 2 cores, two concurrent 300-step 
 threads, but 9.5 s with 1 thread (6.5 s solo with 2). So every mmrep process (a run, a DDP rank, a parallel sweep
 job) registers itself in a per-user folder, and ``cpu_threads: auto`` gives each ``cores ÷ live mmrep processes``
 threads, re-checked every ``every_n_steps`` training steps so a run speeds up again when the others finish.
+``OMP_NUM_THREADS``, when set (a cluster task's allocation, a parallel test runner), caps what ``auto`` gives.
 """
 
 from __future__ import annotations
@@ -75,10 +76,19 @@ def live_processes() -> int:
     return max(1, count)
 
 
+def env_cap() -> int | None:
+    """The thread count ``OMP_NUM_THREADS`` asks for (None when unset or not a positive integer)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def budget(setting) -> int:
-    """Threads for this process: ``auto`` = cores ÷ live mmrep processes (at least 1), or a positive integer."""
+    """Threads for this process: ``auto`` = cores ÷ live mmrep processes (at least 1, at most ``OMP_NUM_THREADS``
+    when that is set), or a positive integer."""
     if setting in (None, "auto"):
-        return max(1, cores() // live_processes())
+        share = max(1, cores() // live_processes())
+        cap = env_cap()
+        return min(share, cap) if cap else share
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
         raise ConfigError(f"cpu_threads: 'auto' or a positive number of threads, got {setting!r}")
     return setting
