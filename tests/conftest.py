@@ -15,13 +15,16 @@ def _share_the_cores_among_workers() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
     if workers < 2:
         return
+    # mmrep.utils.threads.cores() counts the same way, but importing that module loads torch before the variables
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     share = str(max(1, cores // workers))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(variable, share)
-    threads = os.environ["OMP_NUM_THREADS"]
-    if "torch" in sys.modules and threads.isdigit() and int(threads) > 0:  # a plugin loaded torch first
-        sys.modules["torch"].set_num_threads(int(threads))
+    if "torch" in sys.modules:  # a plugin loaded torch first: its pool is already sized, so resize it
+        from mmrep.utils.threads import env_cap
+
+        if env_cap():
+            sys.modules["torch"].set_num_threads(env_cap())
 
 
 _share_the_cores_among_workers()
