@@ -21,7 +21,7 @@ import pandas as pd
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from mmrep.utils import preflight, threads
+from mmrep.utils import preemption, preflight, threads
 from mmrep.utils.console import print_config_tree, quiet_third_party
 from mmrep.utils import resolvers  # noqa: F401  (config resolvers)
 from mmrep.utils import run as R
@@ -53,7 +53,7 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
     datamodule, model = R.build(cfg)
     metrics = R.instantiate_group(cfg.get("metric"))
     R.check_metrics(metrics, model, datamodule)
-    R.check_resume(cfg, model)
+    R.check_resume(cfg, model, found=R.auto_resume(cfg))
     loggers = list(R.instantiate_group(cfg.get("logger")).values())
     callbacks = R.make_callbacks(cfg, loggers)
     trainer: pl.Trainer = R.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -84,6 +84,7 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    preemption.install()  # in a SLURM/submitit job: a preemption notice checkpoints before the requeue
     with R.one_line_errors(Path(cfg.paths.output_dir), cfg):
         print_config_tree(cfg)  # stdout and <run>/config_tree.log (print_config=false: neither)
         return run(cfg)[1]

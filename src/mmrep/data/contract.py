@@ -194,6 +194,14 @@ def slice_input(value: ModalityInput, index) -> ModalityInput:
     return {k: slice_input(v, index) for k, v in value.items()}
 
 
+def shard(batch: Batch, rank: int, world: int) -> Batch:
+    """Rank ``rank``'s contiguous share of a global batch of ``world`` shares (sizes differ by at most one): the
+    ranks' shards concatenated in rank order are the batch."""
+    n = batch_size(batch)
+    start, stop = rank * n // world, (rank + 1) * n // world
+    return {k: slice_input(v, slice(start, stop)) for k, v in batch.items()}
+
+
 def encode_texts(texts: Sequence[str]) -> dict[str, torch.Tensor]:
     """Strings → a ``text`` modality input: ``{"x": (N, T) uint8 UTF-8 bytes, right-padded with 0, "mask": (N, T)
     bool}`` with T the longest text's byte length (at least 1)."""

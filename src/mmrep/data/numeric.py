@@ -2,8 +2,9 @@
 
 Spec: ``numeric-misalignment.md`` §1. Latents ``z = [s, m_x, m_t]``; the image view is ``x = g_x([s, m_x])`` and
 the text view is ``t = g_t([s̃[I_θ], m_t])`` where ``s̃`` is ``s`` with the perturbable coordinates corrupted.
-The training stream is generated on the fly, batch ``k`` from a generator seeded by ``(seed, k, rank)``, so a run
-is reproducible and a resumed run sees the same data; held-out sets are fixed by the seed.
+The training stream is generated on the fly, step ``k``'s global batch from a generator seeded by ``(seed, k)`` and
+sharded over DDP ranks, so a run is reproducible, a resumed run sees the same data, and W devices of B pairs see the
+data of one device of W·B pairs; held-out sets are fixed by the seed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from scipy.stats import wishart
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
-from mmrep.data.contract import Batch, DataSpec, ModalitySpec
+from mmrep.data.contract import Batch, DataSpec, ModalitySpec, shard
 from mmrep.data.mixing import invertible_mlp
 from mmrep.data.seeding import seed_sequence, torch_generator
 from mmrep.errors import ConfigError, check_positive_ints
@@ -83,7 +84,9 @@ HELDOUT_PURPOSES = ("val", "probe_fit", "probe_eval", "shifted", "align")
 
 
 class _TrainStream(IterableDataset):
-    """``steps_per_epoch`` batches per epoch; batch k is drawn from a generator seeded by (seed, k, rank)."""
+    """``steps_per_epoch`` batches per epoch. Step k's global batch (``batch_size`` × world size pairs) is drawn from
+    a generator seeded by (seed, k) and each DDP rank takes its shard, so a run on W devices of B pairs sees exactly
+    the data of one device of W·B pairs (on the same device type)."""
 
     def __init__(self, datamodule: "NumericDataModule") -> None:
         self.dm = datamodule
@@ -94,22 +97,30 @@ class _TrainStream(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         trainer = self.dm.trainer
         start = trainer.global_step if trainer is not None else 0
-        rank = trainer.global_rank if trainer is not None else 0
+        rank, world = _rank_and_world(trainer)
         device = self.dm.stream_device()
         for j in range(self.dm.steps_per_epoch):
-            gen = torch_generator(self.dm.seed, "train", start + j, rank, device=device)
-            yield self.dm.generate(self.dm.batch_size, gen, with_latents=False)
+            gen = torch_generator(self.dm.seed, "train", start + j, 0, device=device)  # 0: the stream's first key
+            batch = self.dm.generate(self.dm.batch_size * world, gen, with_latents=False)
+            yield batch if world == 1 else shard(batch, rank, world)
 
 
-class _FixedBatches(Dataset):
+def _rank_and_world(trainer) -> tuple[int, int]:
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+class _FixedBatches(IterableDataset):
+    """Precomputed batches, served as they are on every rank (an iterable: Lightning adds no sampler that would
+    deal them out between ranks; the datamodule has sharded them already)."""
+
     def __init__(self, batches: list[Batch]) -> None:
         self.batches = batches
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> Batch:
-        return self.batches[i]
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
 
 
 class NumericDataModule(pl.LightningDataModule):
@@ -182,7 +193,7 @@ class NumericDataModule(pl.LightningDataModule):
         )
         self._mixing: dict[str, torch.nn.Module] | None = None
         self._mixing_devices: dict[torch.device, dict[str, torch.nn.Module]] = {}  # copies for non-CPU streams
-        self._val: list[Batch] | None = None
+        self._val: tuple[tuple[int, int], list[Batch]] | None = None  # ((rank, world), this rank's batches)
         self.spec = DataSpec(
             modalities={
                 "x": ModalitySpec((n_semantics + n_modality,)),
@@ -282,6 +293,11 @@ class NumericDataModule(pl.LightningDataModule):
         return DataLoader(_TrainStream(self), batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        if self._val is None:
-            self._val = [{k: v for k, v in b.items() if k != "latents"} for b in self.heldout("val", self.n_val)]
-        return DataLoader(_FixedBatches(self._val), batch_size=None, num_workers=0)
+        """The fixed validation set in global batches of ``batch_size`` × world size; each rank takes its shard of
+        every batch (so the validation loss under DDP is the one-device loss of the same global batches)."""
+        rank, world = _rank_and_world(getattr(self, "trainer", None))
+        if self._val is None or self._val[0] != (rank, world):
+            batches = self.heldout("val", self.n_val, chunk=self.batch_size * world)
+            self._val = ((rank, world), [shard({k: v for k, v in b.items() if k != "latents"}, rank, world)
+                                         for b in batches])
+        return DataLoader(_FixedBatches(self._val[1]), batch_size=None, num_workers=0)

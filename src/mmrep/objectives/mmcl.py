@@ -8,13 +8,15 @@ from typing import Sequence
 
 import torch
 
-from mmrep.data.contract import Batch, batch_size
+from mmrep.data.contract import Batch
 from mmrep.errors import ConfigError
 from mmrep.objectives.base import Objective
+from mmrep.objectives.distributed import gather_rows, world_size
 from mmrep.objectives.losses import SIMILARITIES, ensure_finite, nt_xent, symmetric_info_nce
 
 log = logging.getLogger(__name__)
 LOSSES = ("infonce", "nt_xent")
+GATHER = ("global", "local")
 
 
 class MMCL(Objective):
@@ -30,6 +32,9 @@ class MMCL(Objective):
             dataset yields them, else in-batch (e.g. RUS data).
         loss: ``infonce`` (the numeric spec's symmetric Lp-InfoNCE, §1.7) or ``nt_xent`` (SimCLR's 2N×2N loss of
             the image–text experiments, §3.2: cosine similarity, in-batch; ``similarity``/``negatives`` unused).
+        gather: under DDP, ``global`` contrasts the global batch (every rank's pairs and negatives, as one process
+            would with the concatenated batch: the paper's 6144 pairs stay 6144 on 4 GPUs of 1536); ``local``
+            contrasts each device's batch alone (negatives from this device only). Same result on one device.
     """
 
     loss_name = "contrastive"
@@ -44,6 +49,7 @@ class MMCL(Objective):
         temperature: float = 1.0,
         negatives: str = "fresh",
         loss: str = "infonce",
+        gather: str = "global",
         optimizer=None,
         scheduler=None,
         scheduler_interval: str = "step",
@@ -60,6 +66,8 @@ class MMCL(Objective):
             raise ConfigError(f"objective.loss: one of {list(LOSSES)}, got {loss!r}")
         if temperature <= 0:
             raise ConfigError(f"objective.temperature: must be > 0, got {temperature}")
+        if gather not in GATHER:
+            raise ConfigError(f"objective.gather: one of {list(GATHER)}, got {gather!r}")
         self.save_hyperparameters(ignore=["data", "encoders", "optimizer", "scheduler"])
         self.pair = pair
         self.encoders = self.build_encoders(pair)
@@ -71,51 +79,77 @@ class MMCL(Objective):
         return self.hparams.loss == "nt_xent" or negatives == "in_batch" or (negatives == "auto" and not yields_negatives)
 
     def check_data(self, datamodule, world_size: int = 1) -> None:
-        """Before training: ``fresh`` negatives need a dataset that yields them, and in-batch negatives a batch of
-        at least two pairs on each device (with one there is nothing to contrast: the loss is 0)."""
+        """Before training: ``fresh`` negatives need a dataset that yields them, and in-batch negatives at least two
+        pairs per contrasted batch (with one there is nothing to contrast: the loss is 0) — the device's batch, or
+        with ``gather: global`` the global one (every device's batch together)."""
         yields = bool(getattr(datamodule, "negatives", False))
         if self.hparams.negatives == "fresh" and not yields:
             raise ConfigError("objective.negatives: 'fresh' needs a dataset that yields independent negative draws "
                               "(dataset=numeric); use objective.negatives=in_batch or auto for this dataset")
         if not self.in_batch_negatives(yields):
             return
+        world = max(world_size, 1)
+        ranks = world if self.hparams.gather == "global" else 1  # devices whose pairs one loss contrasts
         batch = int(getattr(datamodule, "batch_size", 2))
         n_train = len(datamodule.split("train")) if hasattr(datamodule, "split") else None
-        per_device = batch if n_train is None else min(batch, math.ceil(n_train / max(world_size, 1)))
-        if per_device < 2:
+        per_device = batch if n_train is None else min(batch, math.ceil(n_train / world))
+        if per_device * ranks < 2:
             where = f"dataset.batch_size={batch}" if n_train is None or batch < 2 else f"a train split of {n_train}"
             raise ConfigError(f"dataset.batch_size: objective=mmcl contrasts each pair with the other pairs of its "
-                              f"batch; {where} over {world_size} device(s) leaves {per_device} pair per batch "
-                              "(at least 2 are needed)")
-        if n_train is not None and math.ceil(n_train / max(world_size, 1)) % batch == 1:
+                              f"batch; {where} over {world} device(s) leaves {per_device * ranks} pair per "
+                              f"contrasted batch (objective.gather={self.hparams.gather}; at least 2 are needed)")
+        if n_train is not None and (math.ceil(n_train / world) % batch) * ranks == 1:
             log.warning("objective=mmcl: the last training batch of each epoch holds one pair and is skipped "
                         "(no negatives); dataset.batch_size=%d, %d training samples", batch, n_train)
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def embeddings(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """(h_a, h_b) of the pair, plus (neg_a, neg_b) with fresh negatives: this rank's rows, or with
+        ``gather: global`` under DDP the global batch's (rank order; autograd through this rank's rows)."""
         a, b = self.pair
         h = self.encode(batch)
-        if self.hparams.loss == "nt_xent":
-            return nt_xent(h[a], h[b], self.hparams.temperature)
-        kwargs = dict(similarity=self.hparams.similarity, temperature=self.hparams.temperature)
-        if self.hparams.negatives == "fresh" or (self.hparams.negatives == "auto" and "neg" in batch):
+        out = (h[a], h[b])
+        if self.hparams.loss != "nt_xent" and (
+                self.hparams.negatives == "fresh" or (self.hparams.negatives == "auto" and "neg" in batch)):
             if "neg" not in batch:
                 raise ConfigError(
                     "objective.negatives: 'fresh' needs a dataset that yields independent negative draws "
                     "(batch['neg']); use objective.negatives=in_batch for this dataset"
                 )
             hn = self.encode(batch["neg"])
-            return symmetric_info_nce(h[a], h[b], hn[a], hn[b], **kwargs)
-        return symmetric_info_nce(h[a], h[b], **kwargs)
+            out = (*out, hn[a], hn[b])
+        return gather_rows(*out) if self.hparams.gather == "global" else out
+
+    def contrast(self, h_a, h_b, neg_a=None, neg_b=None) -> torch.Tensor:
+        """The configured loss of paired embeddings (N, d) (and fresh negatives), a scalar."""
+        if self.hparams.loss == "nt_xent":
+            return nt_xent(h_a, h_b, self.hparams.temperature)
+        return symmetric_info_nce(h_a, h_b, neg_a, neg_b, similarity=self.hparams.similarity,
+                                  temperature=self.hparams.temperature)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The loss of ``batch`` (over the global batch under DDP with ``gather: global``)."""
+        return self.contrast(*self.embeddings(batch))
+
+    def _step(self, batch: Batch) -> tuple[torch.Tensor | None, int]:
+        """(loss, pairs it contrasted); (None, n) for a batch of one pair with in-batch negatives (nothing to
+        contrast: the loss would be a meaningless 0). Under DDP every rank decides on the same global count."""
+        h = self.embeddings(batch)
+        n = h[0].shape[0]
+        if n < 2 and self.in_batch_negatives(len(h) > 2):
+            return None, n
+        return self.contrast(*h), n
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
-        if batch_size(batch) < 2 and self.in_batch_negatives("neg" in batch):
+        loss, n = self._step(batch)
+        if loss is None:
             return None  # one pair, no negatives: Lightning skips the step (check_data warned before training)
-        loss = self.loss(batch)
         ensure_finite(loss, self.global_step, "lower objective.optimizer.lr or raise objective.temperature")
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size(batch))
-        return loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        # every rank holds the global loss but backpropagates through its own rows only; DDP averages the ranks'
+        # gradients, so the world size restores the one-process gradient (objectives/distributed.py)
+        return loss * world_size() if self.hparams.gather == "global" else loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        if batch_size(batch) < 2 and self.in_batch_negatives("neg" in batch):
-            return  # a one-pair remainder batch has no negatives: its loss would be a meaningless 0
-        self.log("val/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=batch_size(batch))
+        loss, n = self._step(batch)
+        if loss is not None:
+            self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)

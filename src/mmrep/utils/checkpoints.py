@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmrep.errors import ConfigError
+from mmrep.utils import preemption
 
 log = logging.getLogger("mmrep.train")
 
@@ -22,7 +23,8 @@ CONFIG_KEY = "mmrep_config"  # the run's resolved config, stored in every checkp
 DEFINING = ("dataset", "bias", "encoders", "objective")
 # ... except these, which change how the same world is served or optimised, not what it is.
 NOT_DEFINING = ("dataset.batch_size", "dataset.steps_per_epoch", "dataset.num_workers", "dataset.pin_memory",
-                "dataset.device", "dataset.data_dir", "dataset.cache", "objective.optimizer", "objective.scheduler")
+                "dataset.device", "dataset.data_dir", "dataset.cache", "objective.optimizer", "objective.scheduler",
+                "objective.gather")
 
 
 def read_checkpoint(ckpt_path) -> dict:
@@ -124,8 +126,8 @@ class RunBookkeeping(pl.Callback):
     """Three things a run needs to be resumable:
 
     * every checkpoint carries the run's resolved config (checked when a run resumes from it);
-    * on SIGTERM (a cluster's notice before it kills a job) every rank stops at the next step and ``last.ckpt`` is
-      written, so the run can resume where it stopped; at the end of training ``last.ckpt`` holds the final step
+    * on SIGTERM (a cluster's notice before it kills a job), or a preemption signal (:mod:`mmrep.utils.preemption`),
+      every rank stops at the next step and ``last.ckpt`` is written, so the run can resume where it stopped; at the end of training ``last.ckpt`` holds the final step
       (Lightning saves it only at epoch ends);
     * a run resumed in its own directory keeps the earlier curves up to the checkpoint's step
       (loggers with ``keep_rows_until``).
@@ -137,6 +139,12 @@ class RunBookkeeping(pl.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        preemption.fitting(True)  # a preemption notice now stops at the next step with a checkpoint
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        preemption.fitting(False)
 
     def on_train_start(self, trainer, pl_module) -> None:
         for logger in trainer.loggers:
@@ -160,5 +168,6 @@ class RunBookkeeping(pl.Callback):
             self.save_last(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        preemption.fitting(False)
         if isinstance(exception, SIGTERMException):
             self.terminated = Terminated(trainer.global_step, self.save_last(trainer))

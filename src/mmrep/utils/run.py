@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmrep.data.contract import MultimodalDataModule
 from mmrep.errors import ConfigError
-from mmrep.utils import checkpoints
+from mmrep.utils import checkpoints, preemption
 from mmrep.utils.results import select_value, tidy
 from mmrep.utils.threads import ThreadBudget
 
@@ -152,18 +152,63 @@ def check_metrics(metrics: dict, model, datamodule) -> None:
 
 
 def check_objective(model, datamodule, trainer) -> None:
-    """The objective's own data checks (e.g. MMCL's batch of at least two pairs per device), before training."""
+    """The objective's own data checks (e.g. MMCL's batch of at least two pairs), before training; then the batch
+    a step trains on is stated (``dataset.batch_size`` is per device)."""
     if hasattr(model, "check_data"):
         model.check_data(datamodule, trainer.world_size)
+    batch = getattr(datamodule, "batch_size", None)
+    if batch is None:
+        return
+    world = trainer.world_size
+    if world == 1:
+        log.info("batch: %d samples per step (dataset.batch_size, per device)", batch)
+        return
+    gather = getattr(getattr(model, "hparams", {}), "get", lambda *_: None)("gather")
+    contrast = {"global": "; the contrastive loss takes its negatives from the global batch (objective.gather=global)",
+                "local": "; the contrastive loss takes its negatives from each device's batch only "
+                         "(objective.gather=local)"}.get(gather, "")
+    log.info("batch: dataset.batch_size is per device: %d devices × %d samples = %d samples per step%s",
+             world, batch, world * batch, contrast)
 
 
-def check_resume(cfg: DictConfig, model) -> None:
+RESUME_MODES = ("auto", "never")
+
+
+def auto_resume(cfg: DictConfig) -> Path | None:
+    """``resume: auto`` and no ``ckpt_path``: a run whose folder already holds ``checkpoints/last.ckpt`` (a SLURM
+    requeue, a preempted submitit job, a sweep job started again) continues from it; returns that path (else None).
+    The checkpoint then goes through the same checks as an explicit ``ckpt_path``."""
+    mode = cfg.get("resume", "auto")
+    if mode is False or mode is None:
+        mode = "never"
+    if mode not in RESUME_MODES:
+        raise ConfigError(f"resume: one of {list(RESUME_MODES)}, got {mode!r}")
+    if mode == "never" or not cfg.fit or cfg.get("ckpt_path"):
+        return None
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    with open_dict(cfg):
+        cfg.ckpt_path = str(last)
+    log.info("resuming from %s: the run's folder holds a checkpoint (resume=auto; resume=never starts over)", last)
+    return last
+
+
+def check_resume(cfg: DictConfig, model, found: Path | None = None) -> None:
     """``fit: true`` with ``ckpt_path``: the checkpoint is readable, fits the model, and was trained on the same
-    data and model settings — checked before any training starts."""
-    if cfg.fit and cfg.get("ckpt_path"):
+    data and model settings — checked before any training starts. ``found``: the checkpoint ``resume: auto`` found
+    in the run's folder (the error then says how to start over instead)."""
+    if not (cfg.fit and cfg.get("ckpt_path")):
+        return
+    try:
         checkpoint = checkpoints.read_checkpoint(cfg.ckpt_path)
         checkpoints.check_fits(model, checkpoint, cfg.ckpt_path)
         checkpoints.check_resume(cfg, checkpoint, cfg.ckpt_path)
+    except ConfigError as err:
+        if found is None:
+            raise
+        raise ConfigError(f"resume: the run's folder holds {found}, which this run cannot continue ({err}); start "
+                          "over with resume=never or in another folder (hydra.run.dir=…)") from None
 
 
 def load_for_evaluation(model, datamodule, ckpt_path: str | None, device) -> None:
@@ -344,6 +389,9 @@ def one_line_errors(out_dir: Path, cfg: DictConfig | None = None):
     try:
         yield
     except checkpoints.Terminated as err:  # a cluster's notice: the job (or the whole sweep) ends, resumable
+        if preemption.received():  # checkpointed: now the job system requeues the job (it resumes: resume=auto)
+            log.warning("preempted at step %d, checkpoint %s; handing over to the job system", err.step, err.path)
+            preemption.hand_over()
         print(f"mmrep: error: {err}", file=sys.stderr)
         sys.exit(143)  # 128 + SIGTERM, as a shell reports a terminated process
     except Exception as err:
