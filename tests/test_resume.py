@@ -1,0 +1,77 @@
+"""``resume: auto``: a run started again in its folder (a SLURM requeue, a preempted submitit job, a sweep job run
+again) continues from the folder's ``last.ckpt`` and ends as an uninterrupted run would."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, TINY
+
+# one thread in every run: results at one seed are bit-identical only at the same thread count (README)
+ARGS = [a for a in TINY if not a.startswith("trainer.max_steps")] + [
+    "trainer.log_every_n_steps=5", "cpu_threads=1", "+logger.csv.flush_logs_every_n_steps=1"]
+STEPS = 160
+
+
+def _start(run, *extra):
+    return subprocess.Popen([sys.executable, "-m", "mmrep.train", *ARGS, *extra, f"hydra.run.dir={run}"], cwd=ROOT,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_killed_mid_training_and_started_again_in_its_folder_ends_as_an_uninterrupted_run(cli, tmp_path):
+    whole = cli([*ARGS, f"trainer.max_steps={STEPS}", f"hydra.run.dir={tmp_path / 'whole'}"])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    run = tmp_path / "run"
+    proc = _start(run, f"trainer.max_steps={STEPS}")
+    metrics, deadline = run / "csv" / "metrics.csv", time.time() + 120
+    while proc.poll() is None and time.time() < deadline:  # past the first epoch (20 steps), before the end
+        if metrics.exists() and (pd.read_csv(metrics).step.max() if metrics.stat().st_size > 100 else 0) >= 45:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    stopped_at = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert 0 < stopped_at < STEPS and stopped_at % 20 != 0  # mid-epoch: the SIGTERM checkpoint, not an epoch's
+
+    again = cli([*ARGS, f"trainer.max_steps={STEPS}", f"hydra.run.dir={run}"])  # the same command: no ckpt_path
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in again.stdout + again.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(run / "results.csv"), pd.read_csv(tmp_path / "whole" / "results.csv"))
+    curve = pd.read_csv(metrics)
+    assert curve.step.is_monotonic_increasing and curve.step.max() >= STEPS - 5
+    # the same curves, row for row: the rows after the checkpoint's step were dropped and logged again once
+    pd.testing.assert_frame_equal(curve, pd.read_csv(tmp_path / "whole" / "csv" / "metrics.csv"))
+
+
+def test_a_folder_holding_another_runs_checkpoint_is_one_line_and_resume_never_starts_over(run_inproc, tmp_path):
+    from mmrep.errors import ConfigError
+
+    run = tmp_path / "run"
+    run_inproc([*ARGS, "trainer.max_steps=20"], run)
+    last = run / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError) as err:
+        run_inproc([*ARGS, "trainer.max_steps=20", "dataset.n_cond_samples=3000"], run)
+    assert str(err.value).startswith(f"resume: the run's folder holds {last}, which this run cannot continue "
+                                     "(ckpt_path: "), err.value
+    assert "dataset.n_cond_samples (checkpoint 2000, now 3000)" in str(err.value) and str(err.value).endswith(
+        "start over with resume=never or in another folder (hydra.run.dir=…)")
+    run_inproc([*ARGS, "trainer.max_steps=20", "dataset.n_cond_samples=3000", "resume=never"], run)  # starts over
+    assert torch.load(last, weights_only=False)["mmrep_config"]["dataset"]["n_cond_samples"] == 3000
+    with pytest.raises(ConfigError, match=r"^resume: one of \['auto', 'never'\], got 'sometimes'$"):
+        run_inproc([*ARGS, "resume=sometimes"], tmp_path / "bad")
+
+
+@pytest.mark.parametrize("mode", ["never", "auto"])
+def test_resume_is_a_documented_top_level_key(compose, mode):
+    assert compose([f"resume={mode}"]).resume == mode
+    assert compose([]).resume == "auto"
