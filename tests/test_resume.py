@@ -2,7 +2,7 @@
 again) continues from the folder's ``last.ckpt`` and ends as an uninterrupted run would."""
 
 import os
-import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -75,3 +75,39 @@ def test_a_folder_holding_another_runs_checkpoint_is_one_line_and_resume_never_s
 def test_resume_is_a_documented_top_level_key(compose, mode):
     assert compose([f"resume={mode}"]).resume == mode
     assert compose([]).resume == "auto"
+
+
+def test_a_preempted_submitit_job_checkpoints_is_requeued_and_ends_as_an_uninterrupted_run(cli, tmp_path):
+    """hydra/launcher=submitit_local runs the job under submitit's own signal handling and requeue (the SLURM
+    executor's, with a local controller). SIGUSR2 mid-training — submitit's preemption signal — must checkpoint at
+    that step, then requeue; the requeued job resumes (resume=auto) and writes the uninterrupted run's results."""
+    whole = cli([*ARGS, f"trainer.max_steps={STEPS}", f"hydra.run.dir={tmp_path / 'whole'}"])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmrep.train", "-m", "hydra/launcher=submitit_local", *ARGS,
+         f"trainer.max_steps={STEPS}", f"hydra.sweep.dir={sweep}"], cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = sweep / "0" / "csv" / "metrics.csv", time.time() + 180
+    while proc.poll() is None and time.time() < deadline:
+        if metrics.exists() and (pd.read_csv(metrics).step.max() if metrics.stat().st_size > 100 else 0) >= 45:
+            break
+        time.sleep(0.1)
+    task = subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True, text=True)
+    pids = task.stdout.split()
+    assert len(pids) == 1, (task, proc.poll())
+    os.kill(int(pids[0]), signal.SIGUSR2)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-3000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*.err")) + \
+        "".join(p.read_text() for p in (sweep / ".submitit").rglob("*.out"))
+    assert "received SIGUSR2 (preemption or time limit): checkpointing, then requeueing" in logs, logs[-3000:]
+    assert "this job is preempted" in logs and "resuming from" in logs, logs[-3000:]
+    step = int(re.search(r"preempted at step (\d+), checkpoint \S+last\.ckpt", logs).group(1))
+    assert step >= 45  # written when the signal came (after step 45), by mmrep's handler before submitit's requeue
+    pd.testing.assert_frame_equal(pd.read_csv(sweep / "0" / "results.csv"),
+                                  pd.read_csv(tmp_path / "whole" / "results.csv"))
+    curve = pd.read_csv(metrics)
+    assert curve.step.is_monotonic_increasing
+    pd.testing.assert_frame_equal(curve, pd.read_csv(tmp_path / "whole" / "csv" / "metrics.csv"))
