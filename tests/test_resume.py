@@ -65,6 +65,10 @@ def test_a_folder_holding_another_runs_checkpoint_is_one_line_and_resume_never_s
                                      "(ckpt_path: "), err.value
     assert "dataset.n_cond_samples (checkpoint 2000, now 3000)" in str(err.value) and str(err.value).endswith(
         "start over with resume=never or in another folder (hydra.run.dir=…)")
+    # settings a resume may change on purpose (the optimiser) still mark another run here, e.g. another sweep trial
+    with pytest.raises(ConfigError, match=r"written by a run with other settings: objective\.optimizer\.lr "
+                                          r"\(checkpoint 0\.003, now 0\.01\)\); start over with resume=never"):
+        run_inproc([*ARGS, "trainer.max_steps=20", "objective.optimizer.lr=0.01"], run)
     run_inproc([*ARGS, "trainer.max_steps=20", "dataset.n_cond_samples=3000", "resume=never"], run)  # starts over
     assert torch.load(last, weights_only=False)["mmrep_config"]["dataset"]["n_cond_samples"] == 3000
     with pytest.raises(ConfigError, match=r"^resume: one of \['auto', 'never'\], got 'sometimes'$"):

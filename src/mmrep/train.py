@@ -19,6 +19,7 @@ from pathlib import Path
 import hydra
 import pandas as pd
 import pytorch_lightning as pl
+from hydra_plugins.mmrep_optuna_sweeper.workers import job_heartbeat
 from omegaconf import DictConfig
 
 from mmrep.utils import preemption, preflight, threads
@@ -85,7 +86,7 @@ def _run(cfg: DictConfig) -> tuple[pd.DataFrame, float | None]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     preemption.install()  # in a SLURM/submitit job: a preemption notice checkpoints before the requeue
-    with R.one_line_errors(Path(cfg.paths.output_dir), cfg):
+    with R.one_line_errors(Path(cfg.paths.output_dir), cfg), job_heartbeat():  # a sweep's trial beats while it runs
         print_config_tree(cfg)  # stdout and <run>/config_tree.log (print_config=false: neither)
         return run(cfg)[1]
 

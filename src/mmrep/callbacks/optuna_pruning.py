@@ -1,7 +1,7 @@
 """``OptunaPruning``: a sweep job reports its validation metric to its Optuna trial and stops when the pruner says so.
 
 Added by ``mmrep.train`` to the jobs of a ``hydra/sweeper=mmrep_optuna`` sweep whose ``hydra.sweeper.pruner`` is set;
-the job finds its trial in the stored study through ``MMREP_OPTUNA_TRIAL`` (the sweeper sets it per job), so it works
+the job finds its trial in the stored study through ``MMREP_OPTUNA_TRIAL_ID`` (the sweeper sets it per job), so it works
 in-process, with parallel launchers and on cluster nodes that share the storage."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from hydra_plugins.mmrep_optuna_sweeper.resumable import TRIAL_ENV, anchored_storage
+from hydra_plugins.mmrep_optuna_sweeper.workers import TRIAL_ID_ENV
 
 from mmrep.errors import ConfigError
 
@@ -23,15 +24,17 @@ class OptunaPruning(pl.Callback):
     ``optuna.TrialPruned`` after fit so the sweeper records the trial PRUNED (its checkpoints and curves stay).
 
     Args:
-        storage, study_name, trial_number: where the trial lives. monitor: a metric logged at every validation.
+        storage, study_name, trial_number: where the trial lives (trial_id, unique in the database, when the
+        sweeper gave it). monitor: a metric logged at every validation.
         sign: +1 when ``monitor`` improves in the study's direction, −1 when it improves the other way
         (``val/loss`` in a maximised study): the pruner compares the reported values as study values.
         pruner: the optuna pruner that decides.
     """
 
     def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str, sign: float,
-                 pruner: optuna.pruners.BasePruner) -> None:
+                 pruner: optuna.pruners.BasePruner, trial_id: int | None = None) -> None:
         self.storage, self.study_name, self.trial_number = storage, study_name, int(trial_number)
+        self.trial_id = None if trial_id is None else int(trial_id)
         self.monitor, self.sign, self.pruner = monitor, float(sign), pruner
         self.trial: optuna.trial.Trial | None = None
         self.pruned_at: int | None = None
@@ -40,7 +43,9 @@ class OptunaPruning(pl.Callback):
         if not trainer.is_global_zero:
             return
         study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner)
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.trial_number)
+        trial_id = self.trial_id
+        if trial_id is None:
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.trial_number)
         self.trial = optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -75,4 +80,4 @@ def from_sweep() -> OptunaPruning | None:
     mode = sweeper.get("prune_mode") or ("max" if study_max else "min")
     sign = 1.0 if (mode == "max") == study_max else -1.0
     return OptunaPruning(anchored_storage(sweeper.storage), sweeper.study_name, int(number), sweeper.prune_on, sign,
-                         instantiate(sweeper.pruner))
+                         instantiate(sweeper.pruner), trial_id=os.environ.get(TRIAL_ID_ENV))

@@ -95,6 +95,27 @@ def defining_differences(before: dict, now: dict) -> list[str]:
             for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
 
 
+# Keys a run may change when it is started again in its own folder (resume: auto): where it runs, how many threads,
+# how long it trains. Any other difference means the folder holds another run (e.g. another sweep trial's job).
+RERUN_MAY_CHANGE = ("ckpt_path", "resume", "cpu_threads", "cpu_threads_used", "print_config", "paths",
+                    "trainer.max_steps", "trainer.max_epochs")
+
+
+def check_same_run(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
+    """``resume: auto``: the checkpoint found in the run's folder was written by this very run (the same settings,
+    the optimiser's included), not by another job that used the folder before."""
+    before = checkpoint.get(CONFIG_KEY)
+    if before is None:  # written before checkpoints carried their config: the data/model check has to do
+        return
+    old, new = _flatten(before), _flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
+               and not any(k == n or k.startswith(n + ".") for n in RERUN_MAY_CHANGE)]
+    if changed:
+        shown = "; ".join(f"{k} (checkpoint {old.get(k, '<unset>')}, now {new.get(k, '<unset>')})" for k in changed[:4])
+        more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ConfigError(f"ckpt_path: {ckpt_path} was written by a run with other settings: {shown}{more}")
+
+
 def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
     """Refuse to resume a checkpoint trained on other data or another model (``ckpt_strict: false`` allows it)."""
     before = stored_config(checkpoint, ckpt_path)

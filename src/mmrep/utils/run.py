@@ -204,6 +204,8 @@ def check_resume(cfg: DictConfig, model, found: Path | None = None) -> None:
         checkpoint = checkpoints.read_checkpoint(cfg.ckpt_path)
         checkpoints.check_fits(model, checkpoint, cfg.ckpt_path)
         checkpoints.check_resume(cfg, checkpoint, cfg.ckpt_path)
+        if found is not None:
+            checkpoints.check_same_run(cfg, checkpoint, cfg.ckpt_path)
     except ConfigError as err:
         if found is None:
             raise
