@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-fast bench bench-alignment bench-rus clean
+.PHONY: install train test test-fast test-cluster services services-down bench bench-alignment bench-rus clean
 
 # torch first, as its CPU wheel: pyproject asks for a range (a user's CUDA build satisfies it), which pip would
 # otherwise fill with a multi-GB CUDA build. `make install TORCH=` keeps the torch the environment has.
@@ -30,8 +30,17 @@ test: $(STAMP)  ## the whole test suite, slow end-to-end reproductions included
 	@$(BIN)/python -m pytest $(XDIST) --timeout=1800 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-test-fast: $(STAMP)  ## everything but the slow reproductions
-	$(BIN)/python -m pytest $(XDIST) -m "not slow" --timeout=900 $(PYTEST_ARGS)
+test-fast: $(STAMP)  ## everything but the slow reproductions and the cluster tests
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not cluster" --timeout=900 $(PYTEST_ARGS)
+
+test-cluster: $(STAMP)  ## the tests on a real local SLURM cluster + PostgreSQL (pytest -m cluster; starts and stops them, as root)
+	$(BIN)/python -m pytest -m cluster --timeout=900 $(PYTEST_ARGS)
+
+services:  ## start a single-node SLURM cluster and PostgreSQL on 127.0.0.1:55432 (as root; apt-get installs them if missing)
+	@bash scripts/services.sh up
+
+services-down:  ## stop what `make services` started and remove its state (/tmp/mmrep-services)
+	@bash scripts/services.sh down
 
 bench: $(STAMP)  ## loss benchmark: new vs original formulation at the paper's batch size
 	$(BIN)/python benchmarks/bench_infonce.py
