@@ -20,16 +20,25 @@ ARGS = [a for a in TINY if not a.startswith("trainer.max_steps")] + [
 STEPS = 160
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The folder of the run the interrupted ones must end as: STEPS steps in one go."""
+    from conftest import run_cli
+
+    run = tmp_path_factory.mktemp("resume") / "whole"
+    res = run_cli([*ARGS, f"trainer.max_steps={STEPS}", f"hydra.run.dir={run}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run
+
+
 def _start(run, *extra):
     return subprocess.Popen([sys.executable, "-m", "mmrep.train", *ARGS, *extra, f"hydra.run.dir={run}"], cwd=ROOT,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_a_run_killed_mid_training_and_started_again_in_its_folder_ends_as_an_uninterrupted_run(cli, tmp_path):
-    whole = cli([*ARGS, f"trainer.max_steps={STEPS}", f"hydra.run.dir={tmp_path / 'whole'}"])
-    assert whole.returncode == 0, whole.stderr[-3000:]
-
+def test_a_run_killed_mid_training_and_started_again_in_its_folder_ends_as_an_uninterrupted_run(cli, tmp_path,
+                                                                                             uninterrupted):
     run = tmp_path / "run"
     proc = _start(run, f"trainer.max_steps={STEPS}")
     metrics, deadline = run / "csv" / "metrics.csv", time.time() + 120
@@ -46,11 +55,11 @@ def test_a_run_killed_mid_training_and_started_again_in_its_folder_ends_as_an_un
     again = cli([*ARGS, f"trainer.max_steps={STEPS}", f"hydra.run.dir={run}"])  # the same command: no ckpt_path
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in again.stdout + again.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(run / "results.csv"), pd.read_csv(tmp_path / "whole" / "results.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(run / "results.csv"), pd.read_csv(uninterrupted / "results.csv"))
     curve = pd.read_csv(metrics)
     assert curve.step.is_monotonic_increasing and curve.step.max() >= STEPS - 5
     # the same curves, row for row: the rows after the checkpoint's step were dropped and logged again once
-    pd.testing.assert_frame_equal(curve, pd.read_csv(tmp_path / "whole" / "csv" / "metrics.csv"))
+    pd.testing.assert_frame_equal(curve, pd.read_csv(uninterrupted / "csv" / "metrics.csv"))
 
 
 def test_a_folder_holding_another_runs_checkpoint_is_one_line_and_resume_never_starts_over(run_inproc, tmp_path):
@@ -81,13 +90,10 @@ def test_resume_is_a_documented_top_level_key(compose, mode):
     assert compose([]).resume == "auto"
 
 
-def test_a_preempted_submitit_job_checkpoints_is_requeued_and_ends_as_an_uninterrupted_run(cli, tmp_path):
+def test_a_preempted_submitit_job_checkpoints_is_requeued_and_ends_as_an_uninterrupted_run(tmp_path, uninterrupted):
     """hydra/launcher=submitit_local runs the job under submitit's own signal handling and requeue (the SLURM
     executor's, with a local controller). SIGUSR2 mid-training — submitit's preemption signal — must checkpoint at
     that step, then requeue; the requeued job resumes (resume=auto) and writes the uninterrupted run's results."""
-    whole = cli([*ARGS, f"trainer.max_steps={STEPS}", f"hydra.run.dir={tmp_path / 'whole'}"])
-    assert whole.returncode == 0, whole.stderr[-3000:]
-
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmrep.train", "-m", "hydra/launcher=submitit_local", *ARGS,
@@ -111,7 +117,7 @@ def test_a_preempted_submitit_job_checkpoints_is_requeued_and_ends_as_an_uninter
     step = int(re.search(r"preempted at step (\d+), checkpoint \S+last\.ckpt", logs).group(1))
     assert step >= 45  # written when the signal came (after step 45), by mmrep's handler before submitit's requeue
     pd.testing.assert_frame_equal(pd.read_csv(sweep / "0" / "results.csv"),
-                                  pd.read_csv(tmp_path / "whole" / "results.csv"))
+                                  pd.read_csv(uninterrupted / "results.csv"))
     curve = pd.read_csv(metrics)
     assert curve.step.is_monotonic_increasing
-    pd.testing.assert_frame_equal(curve, pd.read_csv(tmp_path / "whole" / "csv" / "metrics.csv"))
+    pd.testing.assert_frame_equal(curve, pd.read_csv(uninterrupted / "csv" / "metrics.csv"))
