@@ -9,6 +9,7 @@ import sys
 import time
 
 import pandas as pd
+import pytorch_lightning as pl
 import pytest
 import torch
 
@@ -121,3 +122,43 @@ def test_a_preempted_submitit_job_checkpoints_is_requeued_and_ends_as_an_uninter
     curve = pd.read_csv(metrics)
     assert curve.step.is_monotonic_increasing
     pd.testing.assert_frame_equal(curve, pd.read_csv(uninterrupted / "csv" / "metrics.csv"))
+
+
+class SigtermAtEpochEnd(pl.Callback):
+    """Sends this process SIGTERM in epoch ``$MMREP_TEST_SIGTERM_EPOCH`` (no variable: never) at the hook named by
+    ``$MMREP_TEST_SIGTERM_HOOK``: the end of its first validation batch, or the end of the training epoch."""
+
+    def _maybe_kill(self, trainer, hook: str) -> None:
+        if (os.environ.get("MMREP_TEST_SIGTERM_EPOCH") == str(trainer.current_epoch) and not trainer.sanity_checking
+                and os.environ.get("MMREP_TEST_SIGTERM_HOOK") == hook):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0:
+            self._maybe_kill(trainer, "validation")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._maybe_kill(trainer, "epoch_end")
+
+
+@pytest.mark.parametrize("hook", ["validation", "epoch_end"])
+def test_a_sigterm_at_an_epochs_end_resumes_without_losing_a_validation_or_an_epoch(run_inproc, tmp_path, monkeypatch,
+                                                                                    hook):
+    """SIGTERM during the validation at an epoch's end (Lightning stops between two validation batches and, resumed
+    there, skipped the rest: a val/loss row lost, the epoch count off by one) or right after the epoch: the resumed
+    epoch-based run ends with the uninterrupted run's curves, checkpoint step and results."""
+    from mmrep.utils.checkpoints import Terminated
+
+    args = [*ARGS, "trainer.max_steps=-1", "trainer.max_epochs=4", "+callbacks.sigterm._target_=test_resume.SigtermAtEpochEnd"]
+    run_inproc(args, tmp_path / "whole")
+    monkeypatch.setenv("MMREP_TEST_SIGTERM_EPOCH", "1")
+    monkeypatch.setenv("MMREP_TEST_SIGTERM_HOOK", hook)
+    with pytest.raises(Terminated, match="terminated by SIGTERM at step 40"):
+        run_inproc(args, tmp_path / "run")
+    monkeypatch.delenv("MMREP_TEST_SIGTERM_EPOCH")
+    run_inproc(args, tmp_path / "run")  # resume=auto
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 80
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "csv" / "metrics.csv"),
+                                  pd.read_csv(tmp_path / "whole" / "csv" / "metrics.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "results.csv"),
+                                  pd.read_csv(tmp_path / "whole" / "results.csv"))

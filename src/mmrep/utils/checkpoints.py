@@ -148,7 +148,8 @@ class RunBookkeeping(pl.Callback):
 
     * every checkpoint carries the run's resolved config (checked when a run resumes from it);
     * on SIGTERM (a cluster's notice before it kills a job), or a preemption signal (:mod:`mmrep.utils.preemption`),
-      every rank stops at the next step and ``last.ckpt`` is written, so the run can resume where it stopped; at the end of training ``last.ckpt`` holds the final step
+      every rank stops at the next step (after the validation under way, if any) and ``last.ckpt`` is written, so
+      the run can resume where it stopped; at the end of training ``last.ckpt`` holds the final step
       (Lightning saves it only at epoch ends);
     * a run resumed in its own directory keeps the earlier curves up to the checkpoint's step
       (loggers with ``keep_rows_until``).
@@ -157,6 +158,7 @@ class RunBookkeeping(pl.Callback):
     def __init__(self, cfg: DictConfig) -> None:
         self.config = OmegaConf.to_container(cfg, resolve=True)
         self.terminated: Terminated | None = None
+        self._deferred_sigterm = False
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
@@ -187,6 +189,19 @@ class RunBookkeeping(pl.Callback):
         checkpointing = trainer.checkpoint_callback
         if checkpointing is not None and getattr(checkpointing, "_last_global_step_saved", None) != trainer.global_step:
             self.save_last(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        # Lightning would stop for SIGTERM between two validation batches; resumed from a checkpoint of that moment
+        # it skips the rest of that validation (its val/loss row is lost, and at an epoch's end the epoch count is
+        # off by one). The notice waits until the validation is done (a few batches) and stops training there.
+        if trainer.received_sigterm and not trainer.sanity_checking:
+            self._deferred_sigterm = True
+            trainer._signal_connector.received_sigterm = False
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._deferred_sigterm:
+            self._deferred_sigterm = False
+            trainer._signal_connector.received_sigterm = True
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         preemption.fitting(False)
