@@ -263,7 +263,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     waiting_for = (census.finished, census.live)
                     log.info("study %s: %d finished of n_trials=%d, %d live in other workers; waiting", name,
                              census.finished, n_trials, census.live)
-                time.sleep(self.heartbeat_interval)
+                time.sleep(min(self.heartbeat_interval, 5))  # a finished peer frees its slot soon
                 census = coord.survey()
                 continue
             waiting_for = None

@@ -157,7 +157,7 @@ def check_objective(model, datamodule, trainer) -> None:
     if hasattr(model, "check_data"):
         model.check_data(datamodule, trainer.world_size)
     batch = getattr(datamodule, "batch_size", None)
-    if batch is None:
+    if batch is None or not trainer.is_global_zero:  # ranks started by srun share the run's log
         return
     world = trainer.world_size
     if world == 1:
