@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from mmrep.utils.threads import process_alive
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "services.sh"
 DIR = Path(os.environ.get("MMREP_SERVICES_DIR", "/tmp/mmrep-services"))
@@ -54,16 +56,6 @@ def _users_lock():
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _acquire(config) -> None:
@@ -95,7 +87,7 @@ def _release() -> None:
     _state["users"] = 0
     with _users_lock():
         (USERS / str(os.getpid())).unlink(missing_ok=True)
-        others = [p for p in USERS.glob("*") if p.name.isdigit() and _alive(int(p.name))] if USERS.is_dir() else []
+        others = [p for p in USERS.glob("*") if p.name.isdigit() and process_alive(int(p.name))] if USERS.is_dir() else []
         if not others and STARTED_BY_TESTS.exists():
             proc = services("down", timeout=120)
             if proc.returncode != 0:

@@ -33,7 +33,8 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (signal 0 reaches it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,7 +70,7 @@ def live_processes() -> int:
     except OSError:
         return 1
     for entry in entries:
-        if entry.name.isdigit() and _alive(int(entry.name)):
+        if entry.name.isdigit() and process_alive(int(entry.name)):
             count += 1
         else:
             entry.unlink(missing_ok=True)
