@@ -141,19 +141,21 @@ class SigtermAtEpochEnd(pl.Callback):
         self._maybe_kill(trainer, "epoch_end")
 
 
+@pytest.mark.parametrize("limit", ["trainer.max_steps=80", "trainer.max_epochs=4"])
 @pytest.mark.parametrize("hook", ["validation", "epoch_end"])
 def test_a_sigterm_at_an_epochs_end_resumes_without_losing_a_validation_or_an_epoch(run_inproc, tmp_path, monkeypatch,
-                                                                                    hook):
-    """SIGTERM during the validation at an epoch's end (Lightning stops between two validation batches and, resumed
-    there, skipped the rest: a val/loss row lost, the epoch count off by one) or right after the epoch: the resumed
-    epoch-based run ends with the uninterrupted run's curves, checkpoint step and results."""
+                                                                                    hook, limit):
+    """SIGTERM during the validation at an epoch's end or right after the epoch, in a step- or epoch-limited run:
+    Lightning would stop there, and resumed from that moment it skipped the rest of the validation (a val/loss row
+    lost), counted an empty extra epoch and came back one learning-rate step behind. mmrep stops after the next
+    epoch's first step instead, and the resumed run ends with the uninterrupted run's curves, step and results."""
     from mmrep.utils.checkpoints import Terminated
 
-    args = [*ARGS, "trainer.max_steps=-1", "trainer.max_epochs=4", "+callbacks.sigterm._target_=test_resume.SigtermAtEpochEnd"]
+    args = [*ARGS, "trainer.max_steps=-1", limit, "+callbacks.sigterm._target_=test_resume.SigtermAtEpochEnd"]
     run_inproc(args, tmp_path / "whole")
     monkeypatch.setenv("MMREP_TEST_SIGTERM_EPOCH", "1")
     monkeypatch.setenv("MMREP_TEST_SIGTERM_HOOK", hook)
-    with pytest.raises(Terminated, match="terminated by SIGTERM at step 40"):
+    with pytest.raises(Terminated, match="terminated by SIGTERM at step 41"):  # after the next epoch's first step
         run_inproc(args, tmp_path / "run")
     monkeypatch.delenv("MMREP_TEST_SIGTERM_EPOCH")
     run_inproc(args, tmp_path / "run")  # resume=auto

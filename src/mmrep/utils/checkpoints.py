@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import signal
+import threading
 import zipfile
 from pathlib import Path
 
@@ -148,8 +150,8 @@ class RunBookkeeping(pl.Callback):
 
     * every checkpoint carries the run's resolved config (checked when a run resumes from it);
     * on SIGTERM (a cluster's notice before it kills a job), or a preemption signal (:mod:`mmrep.utils.preemption`),
-      every rank stops at the next step (after the validation under way, if any) and ``last.ckpt`` is written, so
-      the run can resume where it stopped; at the end of training ``last.ckpt`` holds the final step
+      every rank stops between two training batches (the next end of a batch that does not end an epoch) and
+      ``last.ckpt`` is written, so the run can resume exactly where it stopped; at the end of training ``last.ckpt`` holds the final step
       (Lightning saves it only at epoch ends);
     * a run resumed in its own directory keeps the earlier curves up to the checkpoint's step
       (loggers with ``keep_rows_until``).
@@ -158,7 +160,8 @@ class RunBookkeeping(pl.Callback):
     def __init__(self, cfg: DictConfig) -> None:
         self.config = OmegaConf.to_container(cfg, resolve=True)
         self.terminated: Terminated | None = None
-        self._deferred_sigterm = False
+        self._held_sigterm: int | None = None
+        self._lightning_sigterm = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
@@ -170,6 +173,7 @@ class RunBookkeeping(pl.Callback):
         preemption.fitting(False)
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self._install_sigterm_hold(trainer)
         for logger in trainer.loggers:
             if hasattr(logger, "keep_rows_until"):
                 logger.keep_rows_until(trainer.global_step)
@@ -190,18 +194,29 @@ class RunBookkeeping(pl.Callback):
         if checkpointing is not None and getattr(checkpointing, "_last_global_step_saved", None) != trainer.global_step:
             self.save_last(trainer)
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        # Lightning would stop for SIGTERM between two validation batches; resumed from a checkpoint of that moment
-        # it skips the rest of that validation (its val/loss row is lost, and at an epoch's end the epoch count is
-        # off by one). The notice waits until the validation is done (a few batches) and stops training there.
-        if trainer.received_sigterm and not trainer.sanity_checking:
-            self._deferred_sigterm = True
-            trainer._signal_connector.received_sigterm = False
+    # Lightning stops for SIGTERM wherever it notices it: between two validation batches, or right after an epoch.
+    # Resumed from a checkpoint of either moment it is not the run that would have gone on: the rest of that
+    # validation is skipped (a val/loss row lost), a step-limited run counts an empty extra epoch, and the step-wise
+    # learning-rate schedule comes back one step behind (an epoch-end checkpoint precedes the last batch's scheduler
+    # step). The one moment that resumes exactly is between two training batches of an epoch, so mmrep holds the
+    # signal and hands it to Lightning at the end of the next training batch that is not an epoch's last (at most an
+    # epoch's end and one step later); training stops right after it.
+    def _hold_sigterm(self, signum, frame) -> None:
+        self._held_sigterm = signum
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if self._deferred_sigterm:
-            self._deferred_sigterm = False
-            trainer._signal_connector.received_sigterm = True
+    def _install_sigterm_hold(self, trainer) -> None:
+        """After Lightning installed its SIGTERM handler (``on_train_start``): ours in front of it."""
+        if trainer.num_training_batches < 2 or threading.current_thread() is not threading.main_thread():
+            return  # every batch ends an epoch: no better moment than Lightning's own
+        lightning = signal.getsignal(signal.SIGTERM)
+        if callable(lightning) and lightning != self._hold_sigterm:
+            self._lightning_sigterm = lightning
+            signal.signal(signal.SIGTERM, self._hold_sigterm)  # Lightning's teardown puts the original back
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._held_sigterm is not None and batch_idx + 1 < trainer.num_training_batches:
+            signum, self._held_sigterm = self._held_sigterm, None
+            self._lightning_sigterm(signum, None)  # Lightning's notice: every rank stops after this batch
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         preemption.fitting(False)
