@@ -50,8 +50,11 @@ def test_a_run_killed_mid_training_and_started_again_in_its_folder_ends_as_an_un
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-3000:]
-    stopped_at = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    last = run / "checkpoints" / "last.ckpt"
+    stopped_at = torch.load(last, weights_only=False)["global_step"]
     assert 0 < stopped_at < STEPS and stopped_at % 20 != 0  # mid-epoch: the SIGTERM checkpoint, not an epoch's
+    assert stderr.strip().splitlines()[-1] == (f"mmrep: error: terminated by SIGTERM at step {stopped_at}; resume "
+                                               f"with ckpt_path={last}")
 
     again = cli([*ARGS, f"trainer.max_steps={STEPS}", f"hydra.run.dir={run}"])  # the same command: no ckpt_path
     assert again.returncode == 0, again.stderr[-3000:]
@@ -141,8 +144,8 @@ class SigtermAtEpochEnd(pl.Callback):
         self._maybe_kill(trainer, "epoch_end")
 
 
-@pytest.mark.parametrize("limit", ["trainer.max_steps=80", "trainer.max_epochs=4"])
-@pytest.mark.parametrize("hook", ["validation", "epoch_end"])
+@pytest.mark.parametrize(("hook", "limit"), [("validation", "trainer.max_steps=80"), ("epoch_end", "trainer.max_steps=80"),
+                                            ("validation", "trainer.max_epochs=4")])
 def test_a_sigterm_at_an_epochs_end_resumes_without_losing_a_validation_or_an_epoch(run_inproc, tmp_path, monkeypatch,
                                                                                     hook, limit):
     """SIGTERM during the validation at an epoch's end or right after the epoch, in a step- or epoch-limited run:
