@@ -166,14 +166,15 @@ class RunBookkeeping(pl.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        preemption.fitting(True)  # a preemption notice now stops at the next step with a checkpoint
-
     def on_fit_end(self, trainer, pl_module) -> None:
         preemption.fitting(False)
+        if self._held_sigterm is not None:  # it came with the last batch: nothing left to stop
+            log.warning("SIGTERM arrived as training ended (step %d); measuring the trained model",
+                        trainer.global_step)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._install_sigterm_hold(trainer)
+        preemption.fitting(True)  # a preemption notice now stops training with a checkpoint (before: requeue at once)
         for logger in trainer.loggers:
             if hasattr(logger, "keep_rows_until"):
                 logger.keep_rows_until(trainer.global_step)

@@ -5,11 +5,11 @@ submitit's jobs use ``SIGUSR2``, plain SLURM jobs under Lightning ``SIGUSR1``). 
 job and exits at once, wherever training is: the requeued job would restart from the last epoch's checkpoint, or
 from step 0. :func:`install` puts mmrep's handler in front of it:
 
-* during ``trainer.fit`` the notice takes the SIGTERM route (:class:`~mmrep.utils.checkpoints.RunBookkeeping`):
-  every rank stops at the next step and ``last.ckpt`` is written there; then :func:`hand_over` calls the job
-  system's requeue (submitit's handler on rank 0, or ``scontrol requeue`` for a plain SLURM job);
-* outside ``fit`` (measuring after training) the requeue runs at once: the requeued job resumes from the final
-  ``last.ckpt`` (``resume: auto``) and measures again.
+* while training runs the notice takes the SIGTERM route (:class:`~mmrep.utils.checkpoints.RunBookkeeping`):
+  every rank stops between two training batches and ``last.ckpt`` is written there; then :func:`hand_over` calls
+  the job system's requeue (submitit's handler on rank 0, or ``scontrol requeue`` for a plain SLURM job);
+* before training (set-up) or after it (measuring) the requeue runs at once: the requeued job resumes from the
+  folder's ``last.ckpt`` (``resume: auto``), if any, and goes on from there.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ log = logging.getLogger("mmrep.train")
 
 _previous: dict[int, Callable] = {}  # the handler ours replaced, per signal (submitit's requeue)
 _received: int | None = None  # the notice received, if any
-_fitting = False  # True while trainer.fit runs (the notice then becomes a SIGTERM: checkpoint at the next step)
+_fitting = False  # True while training runs (the notice then becomes a SIGTERM: a checkpoint between two batches)
 
 
 def _submitit_signal() -> int | None:
@@ -70,7 +70,7 @@ def _notice(signum, frame) -> None:
 
 
 def fitting(active: bool) -> None:
-    """Called by the bookkeeping callback around ``trainer.fit``."""
+    """Called by the bookkeeping callback when training starts and ends."""
     global _fitting
     _fitting = active
 
