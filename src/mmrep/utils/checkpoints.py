@@ -151,8 +151,8 @@ class RunBookkeeping(pl.Callback):
     * every checkpoint carries the run's resolved config (checked when a run resumes from it);
     * on SIGTERM (a cluster's notice before it kills a job), or a preemption signal (:mod:`mmrep.utils.preemption`),
       every rank stops between two training batches (the next end of a batch that does not end an epoch) and
-      ``last.ckpt`` is written, so the run can resume exactly where it stopped; at the end of training ``last.ckpt`` holds the final step
-      (Lightning saves it only at epoch ends);
+      ``last.ckpt`` is written, so the run can resume exactly where it stopped; at the end of training
+      ``last.ckpt`` holds the final step (Lightning saves it only at epoch ends);
     * a run resumed in its own directory keeps the earlier curves up to the checkpoint's step
       (loggers with ``keep_rows_until``).
     """
