@@ -86,15 +86,24 @@ def stored_config(checkpoint: dict, ckpt_path) -> dict | None:
     return config
 
 
-def defining_differences(before: dict, now: dict) -> list[str]:
-    """``key (checkpoint X, now Y)`` for every data/model-defining key whose value differs."""
-    def defining(config):
-        flat = _flatten({k: config.get(k) for k in DEFINING})
-        return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DEFINING)}
+def _under(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
-    old, new = defining(before), defining(now)
+
+def config_differences(before: dict, now: dict, skip=()) -> list[str]:
+    """``key (checkpoint X, now Y)`` for every flattened key whose value differs, except keys under ``skip``."""
+    old, new = _flatten(before), _flatten(now)
     return [f"{k} (checkpoint {old.get(k, '<unset>')}, now {new.get(k, '<unset>')})"
-            for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+            for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k) and not _under(k, skip)]
+
+
+def defining_differences(before: dict, now: dict) -> list[str]:
+    """:func:`config_differences` of the data/model-defining keys."""
+    return config_differences({k: before.get(k) for k in DEFINING}, {k: now.get(k) for k in DEFINING}, NOT_DEFINING)
+
+
+def _first_four(differences: list[str]) -> str:
+    return "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
 
 
 # Keys a run may change when it is started again in its own folder (resume: auto): where it runs, how many threads,
@@ -109,13 +118,9 @@ def check_same_run(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
     before = checkpoint.get(CONFIG_KEY)
     if before is None:  # written before checkpoints carried their config: the data/model check has to do
         return
-    old, new = _flatten(before), _flatten(OmegaConf.to_container(cfg, resolve=True))
-    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
-               and not any(k == n or k.startswith(n + ".") for n in RERUN_MAY_CHANGE)]
+    changed = config_differences(before, OmegaConf.to_container(cfg, resolve=True), RERUN_MAY_CHANGE)
     if changed:
-        shown = "; ".join(f"{k} (checkpoint {old.get(k, '<unset>')}, now {new.get(k, '<unset>')})" for k in changed[:4])
-        more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
-        raise ConfigError(f"ckpt_path: {ckpt_path} was written by a run with other settings: {shown}{more}")
+        raise ConfigError(f"ckpt_path: {ckpt_path} was written by a run with other settings: {_first_four(changed)}")
 
 
 def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
@@ -131,9 +136,8 @@ def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
         log.warning("resuming %s with different data/model settings (ckpt_strict=false): %s", ckpt_path,
                     "; ".join(differences))
         return
-    shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
-    raise ConfigError(f"ckpt_path: {ckpt_path} was trained with other data/model settings: {shown}. Resume with "
-                      "the checkpoint's settings, or set ckpt_strict=false to continue on purpose")
+    raise ConfigError(f"ckpt_path: {ckpt_path} was trained with other data/model settings: {_first_four(differences)}. "
+                      "Resume with the checkpoint's settings, or set ckpt_strict=false to continue on purpose")
 
 
 class Terminated(Exception):

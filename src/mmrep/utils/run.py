@@ -163,7 +163,7 @@ def check_objective(model, datamodule, trainer) -> None:
     if world == 1:
         log.info("batch: %d samples per step (dataset.batch_size, per device)", batch)
         return
-    gather = getattr(getattr(model, "hparams", {}), "get", lambda *_: None)("gather")
+    gather = getattr(model, "hparams", {}).get("gather")
     contrast = {"global": "; the contrastive loss takes its negatives from the global batch (objective.gather=global)",
                 "local": "; the contrastive loss takes its negatives from each device's batch only "
                          "(objective.gather=local)"}.get(gather, "")
