@@ -19,8 +19,9 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
-from mmrep.train import CONF_DIR
-from mmrep.utils.run import build, instantiate
+from mmrep.core.configs import CONF_DIR
+from mmrep.pipeline import resolvers  # noqa: F401  (registers the configs' resolvers)
+from mmrep.pipeline.build import build, instantiate
 
 
 def utilisation_sampler(samples: list[int], stop: threading.Event) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrep.utils.threads import process_alive
+from mmrep.core.threads import process_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "services.sh"

@@ -15,13 +15,13 @@ def _share_the_cores_among_workers() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
     if workers < 2:
         return
-    # mmrep.utils.threads.cores() counts the same way, but importing that module loads torch before the variables
+    # mmrep.core.threads.cores() counts the same way, but importing that module loads torch before the variables
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     share = str(max(1, cores // workers))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(variable, share)
     if "torch" in sys.modules:  # a plugin loaded torch first: its pool is already sized, so resize it
-        from mmrep.utils.threads import env_cap
+        from mmrep.core.threads import env_cap
 
         if env_cap():
             sys.modules["torch"].set_num_threads(env_cap())
@@ -72,7 +72,8 @@ def compose_config(overrides=(), output_dir=None):
     """The composed run config, in process (no subprocess, no Hydra run directory)."""
     from hydra import compose, initialize_config_dir
 
-    from mmrep.train import CONF_DIR
+    from mmrep.core.configs import CONF_DIR
+    from mmrep.pipeline import resolvers  # noqa: F401  (registers the configs' resolvers)
 
     extra = [f"paths.output_dir={output_dir}"] if output_dir else ["paths.output_dir=unused"]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):

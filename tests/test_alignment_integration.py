@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from mmrep.encoders.features import layer_features
+from mmrep.core.errors import ConfigError
 from mmrep.encoders.mlp import MLP
-from mmrep.errors import ConfigError
 from mmrep.metrics.alignment import alignment_scores
 from mmrep.metrics.alignment_metric import Alignment
+from mmrep.metrics.features import layer_features
 
 ALIGN_TINY = ["metric=alignment", "metric.alignment.k=10", "metric.alignment.n=200"]
 
@@ -140,7 +140,7 @@ def test_alignment_callback_gathers_nested_features_across_ddp_ranks(cli, tmp_pa
 
 
 def test_train_alignment_config_error_names_the_key(compose, tiny, tmp_path):
-    from mmrep.utils.run import instantiate_group
+    from mmrep.pipeline.build import instantiate_group
 
     args = [a for a in tiny if not a.startswith("metric.identifiability")] + ["metric=alignment", "metric.alignment.k=600"]
     with pytest.raises(ConfigError, match="^metric.alignment.k"):

@@ -7,10 +7,10 @@ import struct
 import pandas as pd
 import pytest
 import wandb
-from test_analysis_numeric import _run
 
 from mmrep.analysis import numeric
 from mmrep.analysis.publish import publish_to_wandb, sweep_group
+from test_analysis_numeric import _run
 
 SWEEP_NAME = "2024-01-01_00-00-00"
 

@@ -4,7 +4,7 @@ from math import comb
 import pytest
 
 from mmrep.bias import MisalignmentBias, powerset_index, powerset_subset
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 
 
 def test_powerset_table_matches_spec_prefix_indices():

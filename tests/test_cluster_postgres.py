@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+
 from cluster import fresh_postgres_db  # noqa: F401  (fixture: a new empty database per test, dropped after)
 from test_sweeps import assert_no_duplicate_params, finish_workers, start_worker
 
@@ -21,7 +22,7 @@ def _trials(storage):
     return storage.get_all_trials(study_id)
 
 
-def test_three_workers_one_killed_mid_trial(fresh_postgres_db, tiny, tmp_path):
+def test_three_workers_one_killed_mid_trial(fresh_postgres_db, tiny, tmp_path):  # noqa: F811
     """3 workers × a 9-trial study; worker 0 is killed (SIGKILL) once its trial has reported a validation to the
     pruner, i.e. while it trains. The survivors fail that trial when its heartbeat is 3 s old, run a replacement,
     and end with 9 finished trials, no parameters twice."""

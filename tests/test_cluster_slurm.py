@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from cluster import slurm  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]

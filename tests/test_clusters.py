@@ -5,7 +5,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mmrep.train import CONF_DIR
+from mmrep.core.configs import CONF_DIR
+from mmrep.pipeline import resolvers  # noqa: F401  (registers the configs' resolvers)
 
 submitit = pytest.importorskip("submitit")
 

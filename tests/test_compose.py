@@ -9,9 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mmrep.errors import ConfigError
-from mmrep.train import CONF_DIR
-from mmrep.utils.run import build, instantiate, instantiate_group
+from mmrep.core.configs import CONF_DIR
+from mmrep.pipeline import resolvers  # noqa: F401  (registers the configs' resolvers)
+from mmrep.core.errors import ConfigError
+from mmrep.pipeline.build import build, instantiate, instantiate_group
 
 CONF = Path(CONF_DIR)
 # how an option of each group is selected, and the base overrides it needs to make sense

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mmrep.data.contract import DataSpec, ModalitySpec, shard
+from mmrep.core.contract import DataSpec, ModalitySpec, shard
 from mmrep.encoders.mlp import MLP
 from mmrep.objectives.mmcl import MMCL
 

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from mmrep.callbacks.progress import StepAwareRichProgressBar, train_description
-from mmrep.utils.console import CONFIG_TREE_FIELDS, print_config_tree, quiet_third_party
+from mmrep.pipeline.console import CONFIG_TREE_FIELDS, print_config_tree, quiet_third_party
 
 DATASETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "dataset").glob("*.yaml"))
 

@@ -56,7 +56,7 @@ def test_label_rules_median_kmeans_and_the_originals_per_batch_kmeans():
     import numpy as np
     from sklearn.cluster import KMeans
 
-    from mmrep.errors import ConfigError
+    from mmrep.core.errors import ConfigError
     from mmrep.metrics.downstream import Downstream, kmeans_labels_per_batch
 
     rng = np.random.default_rng(0)

@@ -46,7 +46,7 @@ def test_a_run_records_its_thread_count_and_checkpoints_carry_its_config(trained
 
 
 def test_resuming_on_other_data_is_refused_naming_the_keys(run_inproc, trained, tmp_path, caplog):
-    from mmrep.errors import ConfigError
+    from mmrep.core.errors import ConfigError
 
     ckpt = trained / "checkpoints" / "last.ckpt"
     args = [*FAST, "trainer.max_steps=60", f"ckpt_path={ckpt}", "dataset.n_cond_samples=3000"]
@@ -63,7 +63,7 @@ def test_resuming_on_other_data_is_refused_naming_the_keys(run_inproc, trained, 
 def test_a_checkpoint_without_its_config_is_checked_against_its_runs_folder(run_inproc, trained, tmp_path):
     """Checkpoints written before they carried the config: the run folder's .hydra/config.yaml (interpolations such
     as dataset.seed: ${seed} resolved) stands in."""
-    from mmrep.errors import ConfigError
+    from mmrep.core.errors import ConfigError
 
     run = tmp_path / "old"
     shutil.copytree(trained, run)
@@ -107,7 +107,7 @@ def test_sigterm_stops_a_sweep_with_a_non_zero_exit(tmp_path):
 @pytest.mark.parametrize("case", ["missing", "directory", "truncated", "garbage", "other model"])
 @pytest.mark.parametrize("fit", [True, False])
 def test_a_bad_ckpt_path_is_one_line(run_inproc, trained, tmp_path, case, fit):
-    from mmrep.errors import ConfigError
+    from mmrep.core.errors import ConfigError
 
     good = trained / "checkpoints" / "last.ckpt"
     path = {"missing": tmp_path / "nope.ckpt", "directory": trained / "checkpoints"}.get(case, tmp_path / "bad.ckpt")
@@ -159,7 +159,7 @@ def test_bad_input_is_one_line_with_nothing_left_on_disk(cli, tmp_path, override
 def test_bad_settings_fail_before_training_naming_the_key(run_inproc, tmp_path, monkeypatch, overrides, env, message):
     """Each is a ConfigError (one line naming the key; the command line prints it as above) raised before any
     training step: no checkpoint is written."""
-    from mmrep.errors import ConfigError
+    from mmrep.core.errors import ConfigError
 
     for key, value in env.items():
         monkeypatch.delenv(key, raising=False) if value is None else monkeypatch.setenv(key, value)
@@ -173,7 +173,7 @@ def test_bad_settings_fail_before_training_naming_the_key(run_inproc, tmp_path, 
 def test_running_out_of_memory_is_one_line_naming_the_batch_size(run_inproc, tmp_path):
     from omegaconf import OmegaConf
 
-    from mmrep.utils.run import one_line_message
+    from mmrep.pipeline.errors import one_line_message
 
     with pytest.raises(RuntimeError) as err:  # a real failed allocation (the one_line_errors wrapper is the CLI's)
         run_inproc([*FAST, "trainer.max_steps=20", "dataset.batch_size=1000000000"], tmp_path)

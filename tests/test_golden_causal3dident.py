@@ -12,14 +12,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fixtures import write_causal3dident
 from PIL import Image
 
+from fixtures import write_causal3dident
 from mmrep.bias import MisalignmentBias
 from mmrep.data import captions
 from mmrep.data.captions import build_vocabulary, read_caption_lines, token_ids
-from mmrep.data.causal3dident import (PALETTES, SEMANTIC, SETTINGS, TEXT_COLUMNS, Causal3DIdentDataModule,
-                                      caption_table, captions_of, color_indices, image_path, palette, split_bounds)
+from mmrep.data.causal3dident import (
+    PALETTES,
+    SEMANTIC,
+    SETTINGS,
+    TEXT_COLUMNS,
+    Causal3DIdentDataModule,
+    caption_table,
+    captions_of,
+    color_indices,
+    image_path,
+    palette,
+    split_bounds,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "causal3dident"
 FIXTURE_N = 47  # int(0.8 n) + int(0.1 n) = 41 but int(0.9 n) = 42; a few words occur only in the last 20 %

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures import MPI3D_GRID, write_mpi3d
 
+from fixtures import MPI3D_GRID, write_mpi3d
 from mmrep.bias import MisalignmentBias
 from mmrep.data import captions, mpi3d
 from mmrep.data.mpi3d import MPI3DComplexDataModule

@@ -2,17 +2,16 @@
 ResNet-18, the 2-D text CNN and a small CNN."""
 
 import math
-from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrep.data.contract import ModalitySpec
-from mmrep.encoders.cnn import ResNet18, SmallCNN
-from mmrep.encoders.features import layer_features
+from mmrep.core.contract import ModalitySpec
+from mmrep.core.errors import ConfigError
+from mmrep.encoders.cnn import ResNet18
 from mmrep.encoders.text_cnn import TextCNN2D
-from mmrep.errors import ConfigError
+from mmrep.metrics.features import layer_features
 from mmrep.objectives.losses import nt_xent
 
 

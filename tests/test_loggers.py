@@ -6,9 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from mmrep.train import CONF_DIR
-from mmrep.utils.loggers import choice_tags
-from mmrep.utils.run import log_results, result_key
+from mmrep.core.configs import CONF_DIR
+from mmrep.pipeline import resolvers  # noqa: F401  (registers the configs' resolvers)
+from mmrep.pipeline.loggers import choice_tags, log_results, result_key
 
 
 def test_wandb_tags_are_the_chosen_group_options():

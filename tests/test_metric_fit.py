@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY
 from fixtures import write_affect
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 
 QUIET = ["callbacks.rich_progress_bar=null", "logger=none", "trainer.max_epochs=1"]
 
@@ -67,8 +67,8 @@ def test_impossible_probe_sets_fail_before_training(run_inproc, tmp_path, overri
 
 
 def test_a_metric_failing_after_training_keeps_the_others_and_the_checkpoint(run_inproc, tmp_path, monkeypatch):
+    from mmrep.core.errors import MetricsFailed
     from mmrep.metrics.linear_probe import LinearProbe
-    from mmrep.utils.run import MetricsFailed
 
     def broken(self, model, datamodule):
         raise ValueError("the probe broke")
@@ -89,7 +89,7 @@ def test_a_metric_failing_after_training_keeps_the_others_and_the_checkpoint(run
 
 def test_mmcl_skips_a_single_pair_batch_and_refuses_fresh_negatives_without_them(compose):
     """The remainder batch of one pair has no in-batch negative: the step is skipped (Lightning: None)."""
-    from mmrep.utils.run import build
+    from mmrep.pipeline.build import build
 
     cfg = compose([*TINY, "objective.negatives=in_batch"])
     datamodule, model = build(cfg)

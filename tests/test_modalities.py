@@ -8,16 +8,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mmrep.data.contract import DataSpec, ModalitySpec, batch_size, concat_batches
+from mmrep.core.contract import DataSpec, ModalitySpec, batch_size, concat_batches
+from mmrep.core.errors import ConfigError
 from mmrep.data.toy import ToyDataModule
-from mmrep.encoders.features import layer_features
 from mmrep.encoders.mlp import MLP
 from mmrep.encoders.transformer import Transformer
-from mmrep.errors import ConfigError
+from mmrep.metrics.features import layer_features
 from mmrep.metrics.task import TaskMetrics
 from mmrep.objectives.mmcl import MMCL
 from mmrep.objectives.schedules import warmup_cosine
-from mmrep.objectives.unimodal import UnimodalSupervised
 
 QUIET = ["callbacks.rich_progress_bar=null", "logger=none"]
 ALIGN = ["metric.alignment.k=10", "metric.alignment.n=200", "metric.alignment.metrics=[mutual_knn,unbiased_cka]"]

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures import MPI3D_GRID, write_causal3dident, write_mpi3d
 from PIL import Image
 
+from fixtures import MPI3D_GRID, write_causal3dident, write_mpi3d
 from mmrep.bias import MisalignmentBias
+from mmrep.core.errors import ConfigError
 from mmrep.data import mpi3d
 from mmrep.data.captions import tokenize
 from mmrep.data.causal3dident import Causal3DIdentDataModule, image_path
 from mmrep.data.mpi3d import MPI3DComplexDataModule, original_split, render_text
-from mmrep.errors import ConfigError
 
 MPI3D_MEAN, MPI3D_STD = [0.00888889, 0.00888889, 0.00830382], [0.08381344, 0.07622504, 0.06356431]
 COLUMNS = ["OBJ_COLOR", "OBJ_SHAPE", "OBJ_SIZE", "CAMERA", "BACKGROUND", "H_AXIS", "V_AXIS"]

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from mmrep.bias import MisalignmentBias
+from mmrep.core.errors import ConfigError
 from mmrep.data.mixing import condition_threshold, invert_mlp, invertible_mlp
 from mmrep.data.numeric import NumericDataModule
 from mmrep.data.seeding import torch_generator
-from mmrep.errors import ConfigError
 
 
 def make(**kw):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fixtures import AFFECT, write_affect, write_avmnist
+from mmrep.core.errors import ConfigError
 from mmrep.data.affect import AffectDataModule
 from mmrep.data.avmnist import AVMNISTDataModule
-from mmrep.errors import ConfigError
 
 FEATURES = {name: {"vision": dv, "audio": da, "text": 300} for name, (_, _, dv, da, _) in AFFECT.items()}
 RULES = {"mosei": "regression", "mosi": "regression", "sarcasm": "positive", "humor": "raw"}
@@ -236,7 +236,7 @@ SPEC_TABLE = {  # spec §2.2: (vision, audio, text) features, CLS; AVMNIST: imag
 
 @pytest.mark.parametrize("name", [*SPEC_TABLE, "avmnist"])
 def test_encoder_defaults_reproduce_the_spec_table(compose, external_data, tmp_path, name):
-    from mmrep.utils.run import build
+    from mmrep.pipeline.build import build
 
     _, model = build(compose([f"dataset={name}", "objective=unimodal", f"paths.data_dir={external_data}"],
                              output_dir=tmp_path))

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pandas as pd
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from conftest import ROOT, TINY
@@ -67,7 +67,7 @@ def test_a_run_killed_mid_training_and_started_again_in_its_folder_ends_as_an_un
 
 
 def test_a_folder_holding_another_runs_checkpoint_is_one_line_and_resume_never_starts_over(run_inproc, tmp_path):
-    from mmrep.errors import ConfigError
+    from mmrep.core.errors import ConfigError
 
     run = tmp_path / "run"
     run_inproc([*ARGS, "trainer.max_steps=20"], run)
@@ -152,7 +152,7 @@ def test_a_sigterm_at_an_epochs_end_resumes_without_losing_a_validation_or_an_ep
     Lightning would stop there, and resumed from that moment it skipped the rest of the validation (a val/loss row
     lost), counted an empty extra epoch and came back one learning-rate step behind. mmrep stops after the next
     epoch's first step instead, and the resumed run ends with the uninterrupted run's curves, step and results."""
-    from mmrep.utils.checkpoints import Terminated
+    from mmrep.core.errors import Terminated
 
     args = [*ARGS, "trainer.max_steps=-1", limit, "+callbacks.sigterm._target_=test_resume.SigtermAtEpochEnd"]
     run_inproc(args, tmp_path / "whole")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from mmrep.core.errors import ConfigError
 from mmrep.data import rus
-from mmrep.errors import ConfigError
 
 # spec §1.3 table
 RULES = {

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mmrep.analysis import rus as analysis
-from mmrep.data.contract import DataSpec, ModalitySpec
+from mmrep.core.contract import DataSpec, ModalitySpec
+from mmrep.core.errors import ConfigError
 from mmrep.data.rus import RUSDataModule
 from mmrep.encoders.mlp import MLP
-from mmrep.errors import ConfigError
 from mmrep.metrics.task import TaskMetrics
 from mmrep.objectives.unimodal import UnimodalSupervised
 
@@ -133,7 +133,7 @@ def test_rus_with_contrastive_objective(run_inproc, tmp_path):
 
 
 def test_rus_bad_redundancy_names_the_key(compose, tmp_path):
-    from mmrep.utils.run import build
+    from mmrep.pipeline.build import build
 
     with pytest.raises(ConfigError, match="^dataset.redundancy"):
         build(compose(["dataset=rus", "dataset.redundancy=9"], output_dir=tmp_path))

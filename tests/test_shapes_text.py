@@ -4,11 +4,10 @@ checks the "Negate or Embrace" result on it: MMCL identifies exactly the unbiase
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from mmrep.bias import MisalignmentBias
+from mmrep.core.errors import ConfigError
 from mmrep.data.shapes_text import FACTORS, WORDS, ShapesTextDataModule, caption, generate, render
-from mmrep.errors import ConfigError
 
 
 def test_rendering_puts_the_object_where_its_factors_say():

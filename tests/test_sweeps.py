@@ -1,11 +1,11 @@
 """Multirun sweeps (experiment overlays, Optuna) and the analysis command that turns them into tables."""
 
-import sqlite3
 
 import pandas as pd
 import pytest
 
-from mmrep.analysis.numeric import identification_table, main as table_main, pivot
+from mmrep.analysis.numeric import identification_table, pivot
+from mmrep.analysis.numeric import main as table_main
 
 
 def test_selection_sweep_to_table_heatmap_and_notebook(cli, tiny, tmp_path, monkeypatch):
@@ -43,8 +43,8 @@ def _fake_runs(root, settings, seeds):
 
 
 def test_table_averages_seeds_clips_and_rounds_half_up(tmp_path):
-    from mmrep.analysis.runs import load_runs
     from mmrep.analysis.numeric import CONFIG_KEYS
+    from mmrep.analysis.runs import load_runs
 
     _fake_runs(
         tmp_path,

@@ -5,8 +5,9 @@ import os
 import pytest
 import torch
 
-from mmrep.errors import ConfigError
-from mmrep.utils import threads
+from mmrep.callbacks.threads import ThreadBudget
+from mmrep.core import threads
+from mmrep.core.errors import ConfigError
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_apply_sets_torch_threads_and_the_callback_follows_the_registry(registry
     before = torch.get_num_threads()
     try:
         assert threads.apply(2) == 2 and torch.get_num_threads() == 2
-        callback = threads.ThreadBudget("auto", every_n_steps=1)
+        callback = ThreadBudget("auto", every_n_steps=1)
         (registry / str(os.getppid())).touch()
         callback.on_train_batch_start(type("T", (), {"global_step": 0})(), None, None, 0)
         assert torch.get_num_threads() == 4  # 8 cores, 2 live processes

@@ -64,8 +64,8 @@ def test_bad_input_one_line_error_and_nothing_written(cli, tiny, tmp_path):
     ],
 )
 def test_bad_input_names_the_key(compose, tmp_path, override, key):
-    from mmrep.errors import ConfigError
-    from mmrep.utils.run import build
+    from mmrep.core.errors import ConfigError
+    from mmrep.pipeline.build import build
 
     overrides = [override, "bias=selection"] if override == "dataset=rus" else [override]
     with pytest.raises(ConfigError, match=f"^{key}"):
@@ -83,8 +83,9 @@ def test_bad_input_names_the_key(compose, tmp_path, override, key):
     ],
 )
 def test_metrics_that_cannot_work_fail_before_training(compose, tmp_path, overrides, key):
-    from mmrep.errors import ConfigError
-    from mmrep.utils.run import build, check_metrics, instantiate_group
+    from mmrep.core.errors import ConfigError
+    from mmrep.pipeline.build import build, instantiate_group
+    from mmrep.pipeline.checks import check_metrics
 
     cfg = compose(overrides, output_dir=tmp_path)
     datamodule, model = build(cfg)
@@ -123,8 +124,8 @@ def test_composes_in_batch_cosine_and_wandb_offline_one_run_per_job(cli, tiny, t
 
 def test_a_value_meant_for_another_encoder_is_a_config_error(compose, tmp_path):
     """paper_scale=numeric sets encoders.x.hidden (an MLP value); swapping x's encoder keeps it: one clear line."""
-    from mmrep.errors import ConfigError
-    from mmrep.utils.run import build
+    from mmrep.core.errors import ConfigError
+    from mmrep.pipeline.build import build
 
     cfg = compose(["paper_scale=numeric", "encoder@encoders.x=transformer"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match="^encoders.x: .*unexpected keyword argument 'hidden'"):
@@ -132,8 +133,8 @@ def test_a_value_meant_for_another_encoder_is_a_config_error(compose, tmp_path):
 
 
 def test_compile_encoders_switch(compose, tmp_path, monkeypatch):
-    from mmrep.errors import ConfigError
-    from mmrep.utils.run import build
+    from mmrep.core.errors import ConfigError
+    from mmrep.pipeline.build import build
 
     calls = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.append((type(self).__name__, kw)))

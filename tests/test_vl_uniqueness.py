@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures import write_caption_uniqueness, write_tiny_lm, write_tiny_vit
 from PIL import Image
 
-from mmrep.data.caption_uniqueness import CaptionUniquenessDataModule, read_variants, square
-from mmrep.data.contract import ModalitySpec, decode_texts, encode_texts
+from fixtures import write_caption_uniqueness, write_tiny_lm, write_tiny_vit
+from mmrep.core.contract import ModalitySpec, decode_texts, encode_texts
+from mmrep.core.errors import ConfigError
+from mmrep.data.caption_uniqueness import CaptionUniquenessDataModule, read_variants
 from mmrep.encoders.hf import HFCausalLM, HFVisionTransformer
-from mmrep.errors import ConfigError
 from mmrep.metrics.alignment import mutual_knn, remove_outliers
 
 

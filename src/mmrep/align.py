@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmrep.core.files import nearest_existing
 from mmrep.metrics.alignment import METRICS, AlignmentInputError, alignment_scores, resolve_metrics
 from mmrep.metrics.alignment.preprocess import check_pair
-from mmrep.utils.files import nearest_existing
 
 
 class InputFileError(ValueError):

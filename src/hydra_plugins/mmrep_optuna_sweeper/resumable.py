@@ -53,9 +53,10 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobStatus
+from omegaconf import OmegaConf
+
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import OmegaConf
 
 # optuna (and numpy) are imported where used: Hydra imports every plugin module at each start, sweep or not
 log = logging.getLogger(__name__)
@@ -176,8 +177,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
     def _open_study(self, directions):
         """The study (created or loaded) and, on an RDB storage, its :class:`workers.Coordinator` (else None)."""
         import optuna
-        from hydra_plugins.mmrep_optuna_sweeper import workers
         from sqlalchemy.exc import SQLAlchemyError
+
+        from hydra_plugins.mmrep_optuna_sweeper import workers
 
         impl = self.sweeper
         rdb = isinstance(impl.storage, str) and not impl.storage.startswith("redis")
@@ -202,8 +204,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     @staticmethod
     def _solo_census(study):
-        from hydra_plugins.mmrep_optuna_sweeper.workers import Census
         from optuna.trial import TrialState
+
+        from hydra_plugins.mmrep_optuna_sweeper.workers import Census
 
         trials = study.get_trials(deepcopy=False)
         return Census(finished=sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
@@ -214,6 +217,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         every worker's trials, trials are claimed and beat, and failed or pruned jobs are told as such."""
         import numpy as np
         import optuna
+
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
         impl = self.sweeper

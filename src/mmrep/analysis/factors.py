@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from mmrep.analysis.runs import load_runs, markdown
-from mmrep.utils.files import atomic_write
+from mmrep.core.files import atomic_write
 
 CONFIG_KEYS = {"theta": "bias.theta", "beta": "bias.beta", "seed": "seed"}
 

@@ -41,8 +41,8 @@ from hydra.utils import get_class
 from mmrep.analysis import summary as seed_stats
 from mmrep.analysis.runs import load_runs, markdown, save_figure
 from mmrep.bias.misalignment import MisalignmentBias
+from mmrep.core.files import atomic_write
 from mmrep.metrics.alignment import METRICS
-from mmrep.utils.files import atomic_write
 
 PROG = "python -m mmrep.analysis.misalignment_alignment"
 CONFIG_KEYS = {"theta": "bias.theta", "beta": "bias.beta", "seed": "seed", "dataset_target": "dataset._target_",

@@ -29,11 +29,12 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from mmrep.analysis.runs import find_runs
-from mmrep.data.contract import concat_batches
-from mmrep.encoders.features import layer_features
+from mmrep.core.contract import concat_batches
+from mmrep.core.files import atomic_write
 from mmrep.metrics.alignment import layerwise_alignment
-from mmrep.utils.files import atomic_write
-from mmrep.utils.run import build, load_for_evaluation
+from mmrep.metrics.features import layer_features
+from mmrep.pipeline.build import build
+from mmrep.pipeline.resume import load_for_evaluation
 
 
 @dataclass

@@ -9,7 +9,7 @@ config, else ``mmrep``). What goes where:
 * the run's files → ``<sweep>/wandb/offline-run-*`` offline (upload later with ``wandb sync``),
   ``<sweep>/wandb/run-*`` online.
 
-Offline ``"auto"`` is as for training runs (:func:`mmrep.utils.loggers.wandb_logger`): offline when no API key is
+Offline ``"auto"`` is as for training runs (:func:`mmrep.pipeline.loggers.wandb_logger`): offline when no API key is
 configured and ``WANDB_MODE`` is unset.
 """
 
@@ -23,7 +23,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from mmrep.analysis.runs import find_runs
-from mmrep.utils.loggers import wandb_has_credentials
+from mmrep.pipeline.loggers import wandb_has_credentials
 
 DEFAULT_PROJECT = "mmrep"
 DEFAULT_TASK = "train"  # conf/train.yaml's task_name
@@ -41,7 +41,7 @@ def _sweep_config(sweep: Path) -> tuple[list[Path], object]:
 
 
 def sweep_group(sweep: Path) -> str:
-    """The W&B group of the runs under ``sweep``, as :func:`mmrep.utils.loggers.wandb_logger` named it:
+    """The W&B group of the runs under ``sweep``, as :func:`mmrep.pipeline.loggers.wandb_logger` named it:
     ``logger.wandb.group`` where the runs' config sets one, else ``<task_name>/<sweep dir name>`` for a multirun
     folder and ``<task_name>`` for a single run directory."""
     sweep = Path(sweep).resolve()

@@ -38,9 +38,8 @@ import pandas as pd
 
 from mmrep.analysis import summary as seed_stats
 from mmrep.analysis.runs import load_runs, markdown, save_figure
+from mmrep.core.files import atomic_write
 from mmrep.data.rus import LABEL_BITS, conditional_table
-from mmrep.utils.files import atomic_write
-
 
 PROG = "python -m mmrep.analysis.uniqueness_objective"
 CONFIG_KEYS = {"r": "dataset.redundancy", "objective_target": "objective._target_", "seed": "seed"}

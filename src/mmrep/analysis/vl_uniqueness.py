@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from mmrep.analysis.runs import load_runs, markdown, save_figure
-from mmrep.utils.files import atomic_write
+from mmrep.core.files import atomic_write
 
 CONFIG_KEYS = {"uniqueness": "dataset.uniqueness", "language_model": "encoders.text.model",
                "vision_model": "encoders.image.model", "seed": "seed"}

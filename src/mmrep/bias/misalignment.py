@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping, Sequence, Union
 
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 
 IndexSpec = Union[None, int, Sequence[int]]
 

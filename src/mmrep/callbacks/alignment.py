@@ -10,11 +10,11 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from mmrep.data.contract import slice_input
-from mmrep.encoders.features import layer_features
-from mmrep.errors import ConfigError
+from mmrep.core.contract import slice_input
+from mmrep.core.errors import ConfigError
+from mmrep.core.results import write_csv_atomic
 from mmrep.metrics.alignment_metric import Alignment, encoder_pairs, heldout_inputs
-from mmrep.utils.results import write_csv_atomic
+from mmrep.metrics.features import layer_features
 
 
 class AlignmentCallback(pl.Callback):

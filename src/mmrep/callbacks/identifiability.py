@@ -9,10 +9,10 @@ from typing import Sequence
 import pandas as pd
 import pytorch_lightning as pl
 
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
+from mmrep.core.results import write_csv_atomic
 from mmrep.metrics.factors import FactorProbes
 from mmrep.metrics.identifiability import Identifiability
-from mmrep.utils.results import write_csv_atomic
 
 
 class IdentifiabilityCallback(pl.Callback):

@@ -12,10 +12,10 @@ import optuna
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+
 from hydra_plugins.mmrep_optuna_sweeper.resumable import TRIAL_ENV, anchored_storage
 from hydra_plugins.mmrep_optuna_sweeper.workers import TRIAL_ID_ENV
-
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 
 
 class OptunaPruning(pl.Callback):

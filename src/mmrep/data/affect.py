@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmrep.core.contract import DataSpec, ModalitySpec
+from mmrep.core.errors import ConfigError
 from mmrep.data.base import InMemorySplitDataModule, reject_bias, select_modalities
-from mmrep.data.contract import DataSpec, ModalitySpec
-from mmrep.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmrep.core.contract import DataSpec, ModalitySpec
+from mmrep.core.errors import ConfigError
 from mmrep.data.base import InMemorySplitDataModule, reject_bias, select_modalities
-from mmrep.data.contract import DataSpec, ModalitySpec
-from mmrep.errors import ConfigError
 
 FILES = ("image/train_data.npy", "image/test_data.npy", "audio/train_data.npy", "audio/test_data.npy",
          "train_labels.npy", "test_labels.npy")

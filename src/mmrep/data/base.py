@@ -14,8 +14,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmrep.data.contract import Batch, DataSpec, slice_input
-from mmrep.errors import ConfigError
+from mmrep.core.contract import Batch, DataSpec, slice_input
+from mmrep.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

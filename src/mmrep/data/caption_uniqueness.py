@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmrep.core.contract import DataSpec, ModalitySpec, encode_texts
+from mmrep.core.errors import ConfigError, check_positive_ints
 from mmrep.data.base import InMemorySplitDataModule, reject_bias
-from mmrep.data.contract import DataSpec, ModalitySpec, encode_texts
-from mmrep.errors import ConfigError, check_positive_ints
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def hf_images(name: str, revision: str | None, split: str, cache_dir: str | None
     try:
         import datasets
     except ImportError:
-        raise ConfigError(f"dataset.hf_dataset: needs the Hugging Face `datasets` package (pip install datasets); or "
+        raise ConfigError("dataset.hf_dataset: needs the Hugging Face `datasets` package (pip install datasets); or "
                           "export the images to a folder and set dataset.images") from None
     try:
         if Path(name).is_dir():

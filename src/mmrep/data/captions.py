@@ -27,8 +27,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from mmrep.errors import ConfigError
-from mmrep.utils.files import atomic_write
+from mmrep.core.errors import ConfigError
+from mmrep.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 

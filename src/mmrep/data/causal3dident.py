@@ -38,10 +38,10 @@ import torch
 from PIL import Image
 
 from mmrep.bias.misalignment import MisalignmentBias
+from mmrep.core.contract import Batch, DataSpec, ModalitySpec
+from mmrep.core.errors import ConfigError, check_positive_ints
 from mmrep.data.captions import read_caption_lines, render_text_main, token_ids, write_caption_files
-from mmrep.data.contract import Batch, DataSpec, ModalitySpec
 from mmrep.data.factor_data import FactorDataModule, read_factor_table
-from mmrep.errors import ConfigError, check_positive_ints
 
 SOURCE = ("the Causal3DIdent image–text release of 'Negate or Embrace' (github.com/YichaoCai1/crossmodal_mislaignment, "
           "rendering_data/Causal3DIdent)")

@@ -15,10 +15,10 @@ from typing import ClassVar, Mapping, Sequence
 import pandas as pd
 
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
+from mmrep.core.contract import Batch
+from mmrep.core.errors import ConfigError
 from mmrep.data.base import InMemorySplitDataModule
 from mmrep.data.captions import checked_vocabulary, one_hot, save_vocabulary
-from mmrep.data.contract import Batch
-from mmrep.errors import ConfigError
 
 
 def read_factor_table(path: Path, columns: Sequence[str], source: str, integer: bool = False) -> pd.DataFrame:

@@ -31,11 +31,11 @@ import pandas as pd
 import torch
 
 from mmrep.bias.misalignment import MisalignmentBias
+from mmrep.core.contract import Batch, DataSpec, ModalitySpec
+from mmrep.core.errors import ConfigError, check_positive_ints
+from mmrep.core.files import atomic_write
 from mmrep.data.captions import read_caption_lines, render_text_main, token_ids, write_caption_files
-from mmrep.data.contract import Batch, DataSpec, ModalitySpec
 from mmrep.data.factor_data import FactorDataModule, read_factor_table
-from mmrep.errors import ConfigError, check_positive_ints
-from mmrep.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ data of one device of W·B pairs; held-out sets are fixed by the seed.
 from __future__ import annotations
 
 import copy
-
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -21,10 +20,10 @@ from scipy.stats import wishart
 from torch.utils.data import DataLoader, IterableDataset
 
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
-from mmrep.data.contract import Batch, DataSpec, ModalitySpec, shard
+from mmrep.core.contract import Batch, DataSpec, ModalitySpec, shard
+from mmrep.core.errors import ConfigError, check_positive_ints
 from mmrep.data.mixing import invertible_mlp
 from mmrep.data.seeding import seed_sequence, torch_generator
-from mmrep.errors import ConfigError, check_positive_ints
 
 
 @dataclass

@@ -21,10 +21,10 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from mmrep.core.contract import DataSpec, ModalitySpec
+from mmrep.core.errors import ConfigError, check_positive_ints
+from mmrep.core.files import atomic_write
 from mmrep.data.base import InMemorySplitDataModule, check_split_fractions, reject_bias, train_statistics
-from mmrep.data.contract import DataSpec, ModalitySpec
-from mmrep.errors import ConfigError, check_positive_ints
-from mmrep.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 

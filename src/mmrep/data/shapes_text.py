@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from mmrep.bias.misalignment import MisalignmentBias
+from mmrep.core.contract import DataSpec, ModalitySpec
+from mmrep.core.errors import check_positive_ints
+from mmrep.core.files import atomic_write
 from mmrep.data.base import check_split_fractions
 from mmrep.data.captions import build_vocabulary, token_ids, tokenize
-from mmrep.data.contract import DataSpec, ModalitySpec
 from mmrep.data.factor_data import FactorDataModule
-from mmrep.errors import check_positive_ints
-from mmrep.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 

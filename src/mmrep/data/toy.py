@@ -20,10 +20,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmrep.data.base import (InMemorySplitDataModule, check_split_fractions, reject_bias, select_modalities,
-                             train_statistics)
-from mmrep.data.contract import DataSpec, ModalitySpec, slice_input
-from mmrep.errors import ConfigError, check_positive_ints
+from mmrep.core.contract import DataSpec, ModalitySpec, slice_input
+from mmrep.core.errors import ConfigError, check_positive_ints
+from mmrep.data.base import (
+    InMemorySplitDataModule,
+    check_split_fractions,
+    reject_bias,
+    select_modalities,
+    train_statistics,
+)
 
 
 def generate_toy(n: int, num_classes: int = 3, seq_len: int = 12, vocab: int = 6, vector_dim: int = 4,

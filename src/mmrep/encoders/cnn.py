@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mmrep.data.contract import ModalitySpec
-from mmrep.errors import ConfigError
+from mmrep.core.contract import ModalitySpec
+from mmrep.core.errors import ConfigError
 
 
 def _image_channels(modality: ModalitySpec) -> int:

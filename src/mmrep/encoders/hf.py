@@ -27,9 +27,9 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from mmrep.data.contract import ModalitySpec, decode_texts
-from mmrep.errors import ConfigError
-from mmrep.utils.files import atomic_write
+from mmrep.core.contract import ModalitySpec, decode_texts
+from mmrep.core.errors import ConfigError
+from mmrep.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mmrep.data.contract import ModalitySpec
-from mmrep.errors import ConfigError
+from mmrep.core.contract import ModalitySpec
+from mmrep.core.errors import ConfigError
 
 _ACTIVATIONS = {
     "leaky_relu": lambda slope: nn.LeakyReLU(slope),

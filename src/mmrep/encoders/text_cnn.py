@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmrep.data.contract import ModalityInput, ModalitySpec
-from mmrep.errors import ConfigError
+from mmrep.core.contract import ModalityInput, ModalitySpec
+from mmrep.core.errors import ConfigError
 
 EMBEDDING, FIRST_CHANNELS, MAX_CHANNELS = 128, 25, 200
 MIN_LEN, MAX_LEN = 4, 164  # the original constructor's bounds

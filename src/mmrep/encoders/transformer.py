@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from mmrep.data.contract import ModalityInput, ModalitySpec
-from mmrep.errors import ConfigError
+from mmrep.core.contract import ModalityInput, ModalitySpec
+from mmrep.core.errors import ConfigError
 
 
 class Transformer(nn.Module):

@@ -14,12 +14,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mmrep.data.contract import concat_batches, heldout_size
-from mmrep.encoders.features import layer_features
-from mmrep.errors import ConfigError
-from mmrep.metrics.alignment import (METRICS, AlignmentInputError, LayerAlignment, layerwise_alignment,
-                                    remove_outliers, resolve_metrics)
+from mmrep.core.contract import concat_batches, heldout_size
+from mmrep.core.errors import ConfigError
+from mmrep.metrics.alignment import (
+    METRICS,
+    AlignmentInputError,
+    LayerAlignment,
+    layerwise_alignment,
+    remove_outliers,
+    resolve_metrics,
+)
 from mmrep.metrics.alignment.preprocess import check_k, check_q
+from mmrep.metrics.features import layer_features
 
 log = logging.getLogger(__name__)
 MIN_SAMPLES = 4  # the fewest held-out samples any metric of the suite is defined on

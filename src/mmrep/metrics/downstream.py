@@ -21,7 +21,7 @@ from sklearn.metrics import matthews_corrcoef, r2_score
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 from mmrep.metrics.identifiability import encode_batches, probe_table
 
 TASK_PREFIX = {"y1": 3, "y2": 5, "y3": 7, "y4": 9}

@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 from joblib import Parallel, delayed
 
-from mmrep.data.contract import require_samples
-from mmrep.errors import ConfigError
+from mmrep.core.contract import require_samples
+from mmrep.core.errors import ConfigError
 from mmrep.metrics.identifiability import encode_batches, probe_table
 from mmrep.metrics.probes import PROBES, probe_score, standardize
 

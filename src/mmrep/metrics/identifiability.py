@@ -8,8 +8,8 @@ import torch
 from joblib import Parallel, delayed
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
-from mmrep.data.contract import RESERVED_KEYS, require_samples
-from mmrep.errors import ConfigError
+from mmrep.core.contract import RESERVED_KEYS, require_samples
+from mmrep.core.errors import ConfigError
 from mmrep.metrics.probes import PROBES, probe_score, standardize
 
 

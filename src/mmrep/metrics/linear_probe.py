@@ -18,8 +18,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from mmrep.data.contract import require_samples
-from mmrep.errors import ConfigError
+from mmrep.core.contract import require_samples
+from mmrep.core.errors import ConfigError
 from mmrep.metrics.identifiability import encode_batches
 from mmrep.metrics.task import TaskMetrics, score_predictions
 

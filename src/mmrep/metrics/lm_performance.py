@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 from mmrep.metrics.alignment_metric import heldout_inputs
 
 

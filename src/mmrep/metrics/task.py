@@ -14,8 +14,8 @@ import torch
 import torchmetrics
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
-from mmrep.data.contract import require_samples
-from mmrep.errors import ConfigError
+from mmrep.core.contract import require_samples
+from mmrep.core.errors import ConfigError
 
 CLASSIFICATION = ("accuracy", "f1")
 REGRESSION = ("mae", "pearson", "sign_accuracy")

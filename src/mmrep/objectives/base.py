@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from mmrep.data.contract import Batch, DataSpec
-from mmrep.errors import ConfigError
+from mmrep.core.contract import Batch, DataSpec
+from mmrep.core.errors import ConfigError
 
 EncoderFactory = Callable[..., nn.Module]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 from mmrep.objectives.base import Objective
 
 

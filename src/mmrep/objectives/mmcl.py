@@ -8,8 +8,8 @@ from typing import Sequence
 
 import torch
 
-from mmrep.data.contract import Batch
-from mmrep.errors import ConfigError
+from mmrep.core.contract import Batch
+from mmrep.core.errors import ConfigError
 from mmrep.objectives.base import Objective
 from mmrep.objectives.distributed import gather_rows, world_size
 from mmrep.objectives.losses import SIMILARITIES, ensure_finite, nt_xent, symmetric_info_nce

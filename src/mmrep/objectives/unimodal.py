@@ -11,8 +11,8 @@ import torch
 import torchmetrics
 from torch import nn
 
-from mmrep.data.contract import Batch
-from mmrep.errors import ConfigError
+from mmrep.core.contract import Batch
+from mmrep.core.errors import ConfigError
 from mmrep.objectives.base import Objective
 from mmrep.objectives.losses import ensure_finite
 

@@ -11,7 +11,6 @@ import math
 
 import torch
 
-from mmrep.metrics.alignment.preprocess import AlignmentInputError
 from mmrep.metrics.alignment.neighbors import (
     Neighbors,
     SortedLists,
@@ -22,6 +21,7 @@ from mmrep.metrics.alignment.neighbors import (
     match_neighbors,
     sort_lists,
 )
+from mmrep.metrics.alignment.preprocess import AlignmentInputError
 
 
 def center_columns(H: torch.Tensor) -> torch.Tensor:

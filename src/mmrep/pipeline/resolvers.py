@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import torch
 from omegaconf import OmegaConf
 
 
 def bf16_or_32() -> str:
     """Lightning precision for ``trainer=gpu``: bf16 mixed precision where the GPU supports it, else float32."""
+    import torch  # resolved when a run is built: --help and --cfg need no torch
+
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
 
 

@@ -9,23 +9,39 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mmrep.errors import ConfigError
+from mmrep.core.configs import CONF_DIR
+from mmrep.core.errors import ConfigError
 
 log = logging.getLogger("mmrep.train")
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
-@lru_cache(maxsize=1)
+def config_dirs() -> tuple[Path, ...]:
+    """The config folders of this run: mmrep's own and, under Hydra, every file source of its search path (a user's
+    ``--config-dir``, ``hydra.searchpath``)."""
+    dirs = [Path(CONF_DIR)]
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.schema == "file" and Path(source.path).is_dir() and Path(source.path) not in dirs:
+                dirs.append(Path(source.path))
+    return tuple(dirs)
+
+
 def known_top_level_keys() -> frozenset[str]:
+    """Every top-level key some config file of this run's search path can set (:func:`_top_level_keys`)."""
+    return frozenset().union(*(_top_level_keys(d) for d in config_dirs()))
+
+
+@lru_cache(maxsize=8)
+def _top_level_keys(conf_dir: Path) -> frozenset[str]:
     """Every top-level key some config file can set: ``train.yaml``'s keys and groups, the top-level keys of the
     ``@package _global_`` overlays (experiments, searches, datasets that pick encoders, ...) and the packages that
-    ``group@package`` defaults entries target. Derived from ``conf/`` so a new overlay needs no list to maintain."""
+    ``group@package`` defaults entries target. Derived from the config files so a new overlay needs no list to maintain."""
     keys = {"hydra", "cpu_threads_used"}  # cpu_threads_used: recorded by the run itself
-    for path in CONF_DIR.rglob("*.yaml"):
-        if path.relative_to(CONF_DIR).parts[0] == "hydra":
+    for path in conf_dir.rglob("*.yaml"):
+        if path.relative_to(conf_dir).parts[0] == "hydra":
             continue
         text = path.read_text()
         header = re.search(r"^#\s*@package\s+(\S+)", text, re.M)
@@ -63,7 +79,7 @@ def check_seed(seed) -> None:
 def check_trainer(trainer: DictConfig) -> None:
     """A trainer that cannot start here fails with the key to change (Lightning's own errors are multi-line)."""
     accelerator = str(trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if accelerator in ("gpu", "cuda") and not _cuda_available():
         raise ConfigError(f"trainer.accelerator: {accelerator} asked for, but CUDA is not available on this machine "
                           "(torch.cuda.is_available() is False); use trainer=default (CPU) or run on a GPU node")
     for key in ("max_steps", "max_epochs"):
@@ -94,3 +110,15 @@ def check(cfg: DictConfig, overrides: list[str] = ()) -> None:
     check_top_level_keys(cfg, overrides)
     check_seed(cfg.get("seed"))
     check_trainer(cfg.trainer)
+
+
+def task_overrides() -> list[str]:
+    """The command line's overrides of this run (empty outside Hydra)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+
+def _cuda_available() -> bool:
+    import torch  # only when a GPU trainer is asked for: the other checks answer without torch
+
+    return torch.cuda.is_available()

@@ -9,7 +9,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mmrep.utils.files import nearest_existing
+from mmrep.core.files import nearest_existing
 
 
 def _check_creatable(folder: str, key: str) -> None:

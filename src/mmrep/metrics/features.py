@@ -13,7 +13,7 @@ import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
-from mmrep.data.contract import ModalityInput
+from mmrep.core.contract import ModalityInput
 
 # Post-activation modules: any of these counts as a layer (the original matched names containing "relu",
 # which silently found no layer in tanh encoders, spec §4.1).

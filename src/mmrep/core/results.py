@@ -8,8 +8,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from mmrep.errors import ConfigError
-from mmrep.utils.files import atomic_write
+from mmrep.core.errors import ConfigError
+from mmrep.core.files import atomic_write
 
 RESULT_COLUMNS = ["metric", "probe", "modality", "target", "value", "split"]
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import sys
 from pathlib import Path
 
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
-from mmrep.utils.files import atomic_write
+from mmrep.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ def wandb_logger(offline: bool | str = "auto", task_name: str = "train", group: 
         if offline:
             log.info("W&B: no API key configured, logging offline (sync later with `wandb sync`)")
     if (not offline and mode in (None, "online", "run")) and not wandb_has_credentials():
-        from mmrep.errors import ConfigError
+        from mmrep.core.errors import ConfigError
 
         asked = f"WANDB_MODE={mode}" if mode else "logger.wandb.offline=false"
         raise ConfigError(f"logger.wandb: {asked} but no W&B API key is configured; run `wandb login` or set "
@@ -121,3 +124,38 @@ class ResumableCSVLogger(CSVLogger):
         writer = self.experiment
         if hasattr(writer, "keep_until"):  # rank 0 (elsewhere a dummy experiment)
             writer.keep_until(step)
+
+
+def log_config(loggers: list, config: DictConfig) -> None:
+    """The resolved run config as every logger's hyper-parameters."""
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))
+
+
+def result_key(row: pd.Series) -> str:
+    """A row's summary name from its identifying columns, e.g. ``r2/mlp/x/s_inv`` or ``mutual_knn/x0|x1/max``."""
+    parts = [row.get(c) for c in ("metric", "probe", "modality", "target", "aggregate", "split")]
+    return "/".join(str(p) for p in parts if p is not None and not (isinstance(p, float) and pd.isna(p)))
+
+
+def log_results(loggers: list, results: pd.DataFrame) -> None:
+    """The final results to the loggers: W&B gets a ``results`` table and one summary value per row (the CSV
+    logger's table is ``results.csv`` itself); TensorBoard gets each row as a scalar at the last step."""
+    for logger in loggers:
+        if hasattr(logger, "log_table"):
+            logger.log_table(key="results", dataframe=results.astype(object).where(results.notna(), None))
+            summary = logger.experiment.summary
+            for _, row in results.iterrows():
+                summary[f"results/{result_key(row)}"] = float(row["value"])
+        elif type(logger).__name__ == "TensorBoardLogger":
+            logger.log_metrics({f"results/{result_key(row)}": float(row["value"]) for _, row in results.iterrows()})
+
+
+def finish_loggers() -> None:
+    """End the W&B run, so the next job of a multirun starts its own (W&B would reuse an unfinished run)."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+

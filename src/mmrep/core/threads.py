@@ -16,10 +16,9 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 REGISTRY = Path(tempfile.gettempdir()) / f"mmrep-{os.getuid()}-processes"
@@ -102,19 +101,3 @@ def apply(setting) -> int:
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads
-
-
-class ThreadBudget(pl.Callback):
-    """Re-applies ``cpu_threads`` at the start of training and every ``every_n_steps`` steps (``auto`` follows how
-    many mmrep processes share the machine)."""
-
-    def __init__(self, setting="auto", every_n_steps: int = 100) -> None:
-        budget(setting)  # validate early
-        self.setting, self.every_n_steps = setting, int(every_n_steps)
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        log.info("CPU threads: %d (cpu_threads=%s, %d cores)", apply(self.setting), self.setting, cores())
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.setting in (None, "auto") and trainer.global_step % self.every_n_steps == 0:
-            apply(self.setting)

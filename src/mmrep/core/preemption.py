@@ -5,7 +5,7 @@ submitit's jobs use ``SIGUSR2``, plain SLURM jobs under Lightning ``SIGUSR1``). 
 job and exits at once, wherever training is: the requeued job would restart from the last epoch's checkpoint, or
 from step 0. :func:`install` puts mmrep's handler in front of it:
 
-* while training runs the notice takes the SIGTERM route (:class:`~mmrep.utils.checkpoints.RunBookkeeping`):
+* while training runs the notice takes the SIGTERM route (:class:`~mmrep.callbacks.bookkeeping.RunBookkeeping`):
   every rank stops between two training batches and ``last.ckpt`` is written there; then :func:`hand_over` calls
   the job system's requeue (submitit's handler on rank 0, or ``scontrol requeue`` for a plain SLURM job);
 * before training (set-up) or after it (measuring) the requeue runs at once: the requeued job resumes from the

@@ -22,7 +22,7 @@ from typing import Literal, Mapping, Protocol, Sequence, Union, runtime_checkabl
 
 import torch
 
-from mmrep.errors import ConfigError
+from mmrep.core.errors import ConfigError
 
 RESERVED_KEYS = ("y", "latents", "neg")
 TASKS = ("classification", "regression", "none")
@@ -145,6 +145,9 @@ class MultimodalDataModule(Protocol):
     def heldout(self, purpose: str, n: int | None = None) -> list[Batch]:
         """Fixed batches for metrics; the same every call (``purpose``: train/val/test/align/...)."""
         ...
+
+# Every checkpoint a run writes stores the run's resolved config under this key (checked when a run resumes).
+CHECKPOINT_CONFIG_KEY = "mmrep_config"
 
 
 def heldout_size(datamodule, purpose: str, n: int | None = None) -> int:

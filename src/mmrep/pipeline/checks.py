@@ -1,0 +1,35 @@
+"""Checks of the built run before any training: each metric's and the objective's own checks of the data."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("mmrep.train")
+
+
+def check_metrics(metrics: dict, model, datamodule) -> None:
+    """Each metric's ``check(model, datamodule)``: a metric that cannot work on this run fails before training."""
+    for metric in metrics.values():
+        if hasattr(metric, "check"):
+            metric.check(model, datamodule)
+
+
+def check_objective(model, datamodule, trainer) -> None:
+    """The objective's own data checks (e.g. MMCL's batch of at least two pairs), before training; then the batch
+    a step trains on is stated (``dataset.batch_size`` is per device)."""
+    if hasattr(model, "check_data"):
+        model.check_data(datamodule, trainer.world_size)
+    batch = getattr(datamodule, "batch_size", None)
+    if batch is None or not trainer.is_global_zero:  # ranks started by srun share the run's log
+        return
+    world = trainer.world_size
+    if world == 1:
+        log.info("batch: %d samples per step (dataset.batch_size, per device)", batch)
+        return
+    gather = getattr(model, "hparams", {}).get("gather")
+    contrast = {"global": "; the contrastive loss takes its negatives from the global batch (objective.gather=global)",
+                "local": "; the contrastive loss takes its negatives from each device's batch only "
+                         "(objective.gather=local)"}.get(gather, "")
+    log.info("batch: dataset.batch_size is per device: %d devices × %d samples = %d samples per step%s",
+             world, batch, world * batch, contrast)
+
