@@ -107,7 +107,11 @@ def base_cka(A, B, k):
 
 
 def base_rbf_cka(A, B, k, sigma=1.0):
-    return _cka(torch.exp(-torch.cdist(A, A) ** 2 / (2 * sigma**2)), torch.exp(-torch.cdist(B, B) ** 2 / (2 * sigma**2)), _hsic_biased)
+    return _cka(
+        torch.exp(-(torch.cdist(A, A) ** 2) / (2 * sigma**2)),
+        torch.exp(-(torch.cdist(B, B) ** 2) / (2 * sigma**2)),
+        _hsic_biased,
+    )
 
 
 def base_unbiased_cka(A, B, k):
@@ -169,7 +173,9 @@ def baseline_suite(X, Y, k):
     for name in METRICS:
         started = time.perf_counter()
         fn = BASELINE[UNNORMALIZED.get(name, name)]
-        A, B = (X, Y) if name in UNNORMALIZED else (_normalize(X), _normalize(Y))  # normalised per call, as the original
+        A, B = (
+            (X, Y) if name in UNNORMALIZED else (_normalize(X), _normalize(Y))
+        )  # normalised per call, as the original
         values[name] = fn(A, B, k)
         seconds[name] = time.perf_counter() - started
         print(f"  baseline {name:20s} {seconds[name]:8.2f}s", flush=True)
@@ -271,13 +277,19 @@ def main() -> None:
             f"| {ours[m]:.6f} | {abs(base[m] - ours[m]):.1e} |"
         )
     worst = max(METRICS, key=lambda m: abs(base[m] - ours[m]) / max(1.0, abs(base[m])))
-    print(f"\nwhole suite: baseline {base_total:.1f}s, mmrep {ours_total:.2f}s (shared Gram/kNN/preprocessing) "
-          f"→ {base_total / ours_total:.0f}× faster")
-    print(f"largest relative value difference: {worst} {abs(base[worst] - ours[worst]) / max(1.0, abs(base[worst])):.2e}")
+    print(
+        f"\nwhole suite: baseline {base_total:.1f}s, mmrep {ours_total:.2f}s (shared Gram/kNN/preprocessing) "
+        f"→ {base_total / ours_total:.0f}× faster"
+    )
+    print(
+        f"largest relative value difference: {worst} {abs(base[worst] - ours[worst]) / max(1.0, abs(base[worst])):.2e}"
+    )
     failed = [m for m in METRICS if not abs(base[m] - ours[m]) <= tolerance(m, args.n, args.k)]
     knn_tolerance = tolerance(KNN_METRICS[0], args.n, args.k)
-    print(f"values: abs difference per metric within tolerance (kNN metrics {knn_tolerance:g} = same lists, others "
-          f"{DEFAULT_TOLERANCE:g}): " + ("PASS" if not failed else f"FAIL {failed}"))
+    print(
+        f"values: abs difference per metric within tolerance (kNN metrics {knn_tolerance:g} = same lists, others "
+        f"{DEFAULT_TOLERANCE:g}): " + ("PASS" if not failed else f"FAIL {failed}")
+    )
     print(suite_line)
     if failed:
         raise SystemExit(1)

@@ -50,17 +50,26 @@ def matrix_nt_xent(a, b, tau: float = 1.0):
 
 def matrix_in_batch(a, b, similarity: str, tau: float = 1.0):
     """Symmetric in-batch InfoNCE through the full (B, B) similarity matrix."""
+
     def one(x, y):
         s = (F.normalize(x, dim=1) @ F.normalize(y, dim=1).T if similarity == "cosine" else x @ y.T) / tau
         return (torch.logsumexp(s, 1) - math.log(s.shape[1]) - s.diagonal()).mean()
+
     return 0.5 * (one(a, b) + one(b, a))
 
 
 PAIRS = {  # name: (reference, fused, number of input tensors)
-    "infonce": (lambda a, b, c, d: 0.5 * (original_lp_infonce(a, b, c) + original_lp_infonce(b, a, d)),
-                lambda a, b, c, d: symmetric_info_nce(a, b, c, d), 4),
+    "infonce": (
+        lambda a, b, c, d: 0.5 * (original_lp_infonce(a, b, c) + original_lp_infonce(b, a, d)),
+        lambda a, b, c, d: symmetric_info_nce(a, b, c, d),
+        4,
+    ),
     "nt_xent": (matrix_nt_xent, nt_xent, 2),
-    "cosine": (lambda a, b: matrix_in_batch(a, b, "cosine"), lambda a, b: symmetric_info_nce(a, b, similarity="cosine"), 2),
+    "cosine": (
+        lambda a, b: matrix_in_batch(a, b, "cosine"),
+        lambda a, b: symmetric_info_nce(a, b, similarity="cosine"),
+        2,
+    ),
     "dot": (lambda a, b: matrix_in_batch(a, b, "dot"), lambda a, b: symmetric_info_nce(a, b, similarity="dot"), 2),
 }
 
@@ -84,8 +93,11 @@ def measure(pair: str, side: int, batch: int, dim: int, repeats: int, device: st
             torch.cuda.synchronize()
         if i:
             times.append(time.perf_counter() - start)
-    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-               else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    peak_mb = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device == "cuda"
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    )
     grads = torch.cat([t.grad.flatten() for t in inputs]).double().cpu()
     return {"ms": 1e3 * min(times), "value": loss.item(), "grads": grads.tolist(), "peak_mb": peak_mb}
 
@@ -103,20 +115,37 @@ def main() -> None:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.batch, args.dim, args.repeats, args.device)))
         return
     print(f"device={args.device} batch={args.batch} dim={args.dim} threads={torch.get_num_threads()}")
-    print(f"{'loss':8} {'reference ms':>13} {'fused ms':>9} {'speed-up':>9} {'value rel':>10} {'grad rel':>9} "
-          f"{'ref peak MB':>12} {'fused peak MB':>14}")
+    print(
+        f"{'loss':8} {'reference ms':>13} {'fused ms':>9} {'speed-up':>9} {'value rel':>10} {'grad rel':>9} "
+        f"{'ref peak MB':>12} {'fused peak MB':>14}"
+    )
     for pair in args.pairs:
         sides = []
         for side in (0, 1):
-            cmd = [sys.executable, __file__, "--one", pair, str(side), "--batch", str(args.batch), "--dim",
-                   str(args.dim), "--repeats", str(args.repeats), "--device", args.device]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                pair,
+                str(side),
+                "--batch",
+                str(args.batch),
+                "--dim",
+                str(args.dim),
+                "--repeats",
+                str(args.repeats),
+                "--device",
+                args.device,
+            ]
             sides.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
         ref, fused = sides
         g_ref, g_fused = torch.tensor(ref["grads"]), torch.tensor(fused["grads"])
         value_rel = abs(fused["value"] - ref["value"]) / max(abs(ref["value"]), 1e-12)
         grad_rel = ((g_fused - g_ref).abs().max() / g_ref.abs().max()).item()
-        print(f"{pair:8} {ref['ms']:13.1f} {fused['ms']:9.1f} {ref['ms'] / fused['ms']:8.1f}× {value_rel:10.1e} "
-              f"{grad_rel:9.1e} {ref['peak_mb']:12.0f} {fused['peak_mb']:14.0f}")
+        print(
+            f"{pair:8} {ref['ms']:13.1f} {fused['ms']:9.1f} {ref['ms'] / fused['ms']:8.1f}× {value_rel:10.1e} "
+            f"{grad_rel:9.1e} {ref['peak_mb']:12.0f} {fused['peak_mb']:14.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -26,18 +26,32 @@ from mmrep.pipeline.build import build, instantiate
 
 def utilisation_sampler(samples: list[int], stop: threading.Event) -> None:
     while not stop.wait(0.5):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode == 0 and out.stdout.strip():
             samples.append(int(out.stdout.split()[0]))
 
 
 def fit(trainer_name: str, steps: int, folder: str) -> float:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["paper_scale=numeric", f"trainer={trainer_name}", f"trainer.max_steps={steps}",
-                                          "logger=none", "callbacks=none", "metric=identifiability",
-                                          f"paths.output_dir={folder}", "+trainer.enable_checkpointing=false",
-                                          "+trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "paper_scale=numeric",
+                f"trainer={trainer_name}",
+                f"trainer.max_steps={steps}",
+                "logger=none",
+                "callbacks=none",
+                "metric=identifiability",
+                f"paths.output_dir={folder}",
+                "+trainer.enable_checkpointing=false",
+                "+trainer.limit_val_batches=0",
+                "+trainer.enable_progress_bar=false",
+            ],
+        )
     datamodule, model = build(cfg)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     start = time.perf_counter()

@@ -69,8 +69,10 @@ def main() -> None:
     base_s = time.perf_counter() - started
 
     same = all(all(np.array_equal(o, b) for o, b in zip(ours[k], base[k])) for k in base)
-    print(f"all 9 × 11 datasets of {args.num_data} samples: per-sample {base_s:.1f}s, mmrep {ours_s:.2f}s "
-          f"→ {base_s / ours_s:.0f}× faster; identical arrays: {same}")
+    print(
+        f"all 9 × 11 datasets of {args.num_data} samples: per-sample {base_s:.1f}s, mmrep {ours_s:.2f}s "
+        f"→ {base_s / ours_s:.0f}× faster; identical arrays: {same}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,20 @@ from pathlib import Path
 
 
 def start(steps: int, threads: str, folder: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "mmrep.train", f"trainer.max_steps={steps}", f"cpu_threads={threads}",
-            "metric=identifiability", "metric.identifiability.n_fit=512", "metric.identifiability.n_eval=512",
-            "metric.identifiability.probes=[linear]", "logger=none", "callbacks.rich_progress_bar=null",
-            f"hydra.run.dir={folder}"]
+    args = [
+        sys.executable,
+        "-m",
+        "mmrep.train",
+        f"trainer.max_steps={steps}",
+        f"cpu_threads={threads}",
+        "metric=identifiability",
+        "metric.identifiability.n_fit=512",
+        "metric.identifiability.n_eval=512",
+        "metric.identifiability.probes=[linear]",
+        "logger=none",
+        "callbacks.rich_progress_bar=null",
+        f"hydra.run.dir={folder}",
+    ]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -39,9 +49,13 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_threads_"))
     rows = []
-    for label, threads, concurrent in (("solo, torch default (all cores)", "2", 1), ("solo, auto", "auto", 1),
-                                       ("two at once, 2 threads each", "2", 2), ("two at once, 1 thread each", "1", 2),
-                                       ("two at once, auto", "auto", 2)):
+    for label, threads, concurrent in (
+        ("solo, torch default (all cores)", "2", 1),
+        ("solo, auto", "auto", 1),
+        ("two at once, 2 threads each", "2", 2),
+        ("two at once, 1 thread each", "1", 2),
+        ("two at once, auto", "auto", 2),
+    ):
         runs = [start(args.steps, threads, root / f"{len(rows)}_{i}") for i in range(concurrent)]
         rows.append((label, [seconds(r) for r in runs]))
     solo = rows[1][1][0]

@@ -42,8 +42,9 @@ _state: dict = {"users": 0, "skip": None}  # per process
 
 def services(command: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``scripts/services.sh <command>``."""
-    return subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 @contextmanager
@@ -74,8 +75,10 @@ def _acquire(config) -> None:
                 _state["skip"] = lines[-1] if lines else "services: slurm-wlm/munge/postgresql unavailable"
                 pytest.skip(_state["skip"])
             if proc.returncode != 0:
-                pytest.fail(f"scripts/services.sh up failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}",
-                            pytrace=False)
+                pytest.fail(
+                    f"scripts/services.sh up failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}",
+                    pytrace=False,
+                )
             STARTED_BY_TESTS.write_text(f"{time.monotonic() - started:.1f} s\n")
         USERS.mkdir(parents=True, exist_ok=True)
         (USERS / str(os.getpid())).touch()
@@ -87,7 +90,9 @@ def _release() -> None:
     _state["users"] = 0
     with _users_lock():
         (USERS / str(os.getpid())).unlink(missing_ok=True)
-        others = [p for p in USERS.glob("*") if p.name.isdigit() and process_alive(int(p.name))] if USERS.is_dir() else []
+        others = (
+            [p for p in USERS.glob("*") if p.name.isdigit() and process_alive(int(p.name))] if USERS.is_dir() else []
+        )
         if not others and STARTED_BY_TESTS.exists():
             proc = services("down", timeout=120)
             if proc.returncode != 0:
@@ -147,8 +152,26 @@ def postgres_url(request) -> str:
 
 
 def _psql(sql: str) -> None:
-    done = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres", "-d", "postgres",
-                           "-v", "ON_ERROR_STOP=1", "-qc", sql], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(PORT),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, f"psql {sql!r}: {done.stderr}"
 
 

@@ -17,23 +17,27 @@ AFFECT = {  # name: (folder, file, vision dim, audio dim, label kind)
 }
 
 
-def affect_split(rng, n: int, dv: int, da: int, labels: str, steps: int = 50, zero_text: int = 0,
-                 edge_cases: bool = False) -> dict:
+def affect_split(
+    rng, n: int, dv: int, da: int, labels: str, steps: int = 50, zero_text: int = 0, edge_cases: bool = False
+) -> dict:
     """One MultiBench split: front-padded (N, T, d) float32 arrays, ``labels`` (N, 1, 1), ``id`` (N,) strings.
 
     Each sample's label shifts its features, so a model can learn something. ``zero_text`` samples get an
     all-zero text (the loader drops them); a few audio entries are -inf (the loader sets them to 0).
     ``edge_cases`` (N >= 8) adds the cases of :func:`add_affect_edge_cases` and lengths from 1 (T <= 50) or
     T - 49 (T > 50: text must start inside the first 50 steps, where the original loader looks for it)."""
-    y = {"score": rng.uniform(-3, 3, n), "signed": rng.choice([-1.0, 1.0], n),
-         "binary": rng.integers(0, 2, n).astype(float)}[labels]
+    y = {
+        "score": rng.uniform(-3, 3, n),
+        "signed": rng.choice([-1.0, 1.0], n),
+        "binary": rng.integers(0, 2, n).astype(float),
+    }[labels]
     split = {k: np.zeros((n, steps, d), np.float32) for k, d in (("vision", dv), ("audio", da), ("text", 300))}
     low = max(1, steps - 49) if edge_cases else 5
     lengths = rng.integers(low, steps + 1, n)
     if edge_cases:
         lengths[:4] = (steps, low, steps - 20, steps - 25)  # unpadded, shortest, two with late text (below)
     for i, length in enumerate(lengths):
-        for k, x in split.items():
+        for _k, x in split.items():
             x[i, steps - length :] = rng.normal(0.3 * y[i], 1.0, (length, x.shape[2]))
     split["audio"][0, -1, 0] = -np.inf
     for i in range(zero_text):
@@ -65,14 +69,17 @@ def add_affect_edge_cases(split: dict, lengths: np.ndarray, y: np.ndarray, label
     y[5] = {"score": y[5], "signed": y[5], "binary": 0.7}[labels]
 
 
-def write_affect(data_dir: Path, name: str, sizes=(40, 16, 16), seed: int = 0, steps=(50, 50, 50),
-                 edge_cases: bool = False) -> Path:
+def write_affect(
+    data_dir: Path, name: str, sizes=(40, 16, 16), seed: int = 0, steps=(50, 50, 50), edge_cases: bool = False
+) -> Path:
     """``<data_dir>/affect/<folder>/<file>.pkl`` as MultiBench ships it; returns the path. ``steps``: T of the
     train, valid and test splits; ``edge_cases``: see :func:`affect_split`."""
     folder, file, dv, da, labels = AFFECT[name]
     rng = np.random.default_rng(seed)
-    data = {split: affect_split(rng, n, dv, da, labels, steps=t, zero_text=1, edge_cases=edge_cases)
-            for split, n, t in zip(("train", "valid", "test"), sizes, steps)}
+    data = {
+        split: affect_split(rng, n, dv, da, labels, steps=t, zero_text=1, edge_cases=edge_cases)
+        for split, n, t in zip(("train", "valid", "test"), sizes, steps)
+    }
     path = Path(data_dir) / "affect" / folder / file
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
@@ -80,8 +87,16 @@ def write_affect(data_dir: Path, name: str, sizes=(40, 16, 16), seed: int = 0, s
     return path
 
 
-def write_avmnist(data_dir: Path, n_train: int = 60, n_test: int = 20, n_mfcc: int = 20, n_frames: int = 36,
-                  seed: int = 0, image_dtype=np.float64, audio_dtype=np.float64) -> Path:
+def write_avmnist(
+    data_dir: Path,
+    n_train: int = 60,
+    n_test: int = 20,
+    n_mfcc: int = 20,
+    n_frames: int = 36,
+    seed: int = 0,
+    image_dtype=np.float64,
+    audio_dtype=np.float64,
+) -> Path:
     """``<data_dir>/avmnist/avmnist_mfcc/``: image (N, 784) uint8-valued float, audio (N, n_mfcc, n_frames), labels.
     The original loader hard-codes 60,000 train and 10,000 test rows; at that size write ``image_dtype=np.uint8``,
     ``audio_dtype=np.float32`` (the loaders cast to float32 anyway) to keep the files small."""
@@ -147,30 +162,64 @@ def write_causal3dident(data_dir: Path, n: int = 60, size: int = 128, seed: int 
     (root / "images").mkdir(parents=True, exist_ok=True)
     x, y, shape, pos = rng.integers(0, 3, n), rng.integers(0, 3, n), rng.integers(0, 7, n), rng.random(n)
     s_hue = (pos + rng.random(n)) / 2
-    latents = pd.DataFrame({
-        "object_shape": shape, "object_xpos": x, "object_ypos": y, "object_zpos": np.zeros(n),
-        "object_alpharot": rng.random(n), "object_betarot": rng.random(n), "object_gammarot": rng.random(n),
-        "object_color": ((x + y) / 2 + rng.random(n)) / 3, "spotlight_pos": pos, "spotlight_color": s_hue,
-        "background_color": (pos + s_hue + rng.random(n)) / 3,
-    })
+    latents = pd.DataFrame(
+        {
+            "object_shape": shape,
+            "object_xpos": x,
+            "object_ypos": y,
+            "object_zpos": np.zeros(n),
+            "object_alpharot": rng.random(n),
+            "object_betarot": rng.random(n),
+            "object_gammarot": rng.random(n),
+            "object_color": ((x + y) / 2 + rng.random(n)) / 3,
+            "spotlight_pos": pos,
+            "spotlight_color": s_hue,
+            "background_color": (pos + s_hue + rng.random(n)) / 3,
+        }
+    )
     latents.to_csv(root / "latents_image.csv", index=False)
     for i, row in latents.iterrows():
         image = np.empty((size, size, 3), np.float64)
         image[:] = colorsys.hsv_to_rgb((row.background_color - 0.5) / 2 % 1, 0.6, 1)
-        cx, cy, half = int((0.25 + 0.25 * row.object_xpos) * size), int((0.25 + 0.25 * row.object_ypos) * size), size // 8
+        cx, cy, half = (
+            int((0.25 + 0.25 * row.object_xpos) * size),
+            int((0.25 + 0.25 * row.object_ypos) * size),
+            size // 8,
+        )
         image[cy - half : cy + half, cx - half : cx + half] = colorsys.hsv_to_rgb(row.object_color, 1, 1)
         Image.fromarray((255 * image).astype(np.uint8)).save(image_path(root, i, n))
     render_text(root, seed=seed)
     return root
 
 
-VL_WORDS = ("a", "red", "blue", "green", "dog", "cat", "house", "tree", "on", "the", "beach", "street", "at", "night",
-            "day", "snowy", "old", "small", "big", "car")
+VL_WORDS = (
+    "a",
+    "red",
+    "blue",
+    "green",
+    "dog",
+    "cat",
+    "house",
+    "tree",
+    "on",
+    "the",
+    "beach",
+    "street",
+    "at",
+    "night",
+    "day",
+    "snowy",
+    "old",
+    "small",
+    "big",
+    "car",
+)
 
 
 def write_caption_uniqueness(data_dir: Path, n: int = 24, seed: int = 0) -> Path:
     """``<data_dir>/caption_uniqueness/``: ``data.json`` in the variants layout (spec rus-alignment §7.1: per entry
-    ``{"Index - i": {"sentences": {"Caption 0 - 0%": ..., "Caption k - P%": ...}, "similarities": [...]}}``, each rewrite
+    ``{"Index - i": {"sentences": {"Caption 0 - 0%": ..., "Caption k - P%": ...}, "similarities": [...]}}``, each
+    rewrite
     swapping more words) and ``images/<i>.png`` (sizes vary; colour and a bar encode the original caption's words)."""
     import json
 
@@ -207,8 +256,9 @@ def write_tiny_lm(folder: Path) -> Path:
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="</s>").save_pretrained(folder)
-    config = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=1,
-                        eos_token_id=1)
+    config = GPT2Config(
+        vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=1, eos_token_id=1
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     return Path(folder)
 
@@ -217,7 +267,15 @@ def write_tiny_vit(folder: Path) -> Path:
     """A randomly initialised 2-block ViT (32×32, patches of 8) and its image processor, as a local model folder."""
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64)).save_pretrained(folder)
+    ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return Path(folder)

@@ -163,7 +163,10 @@ def test_subprocess_error_has_no_traceback(files, tmp_path):
     out_csv = tmp_path / "out.csv"
     res = subprocess.run(
         [sys.executable, "-m", "mmrep.align", files["a"], files["b"], "--svcca-dim", "0", "--csv", str(out_csv)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert res.returncode == 2
     assert "Traceback" not in res.stderr

@@ -46,7 +46,9 @@ class _TwoEncoders(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(1)
-        self.encoders = nn.ModuleDict({"x": MLP((8,), 4, hidden=[6, 6], relative=False), "t": MLP((5,), 4, hidden=[7], relative=False)})
+        self.encoders = nn.ModuleDict(
+            {"x": MLP((8,), 4, hidden=[6, 6], relative=False), "t": MLP((5,), 4, hidden=[7], relative=False)}
+        )
 
 
 class _Data:
@@ -126,10 +128,21 @@ def test_alignment_callback_gathers_nested_features_across_ddp_ranks(cli, tmp_pa
     """Two gloo ranks, three modalities (one a masked token sequence): every pair's tracked alignment equals the
     single-process metric after training (n = 199 is odd: rank 1's shard repeats a sample that is dropped)."""
     out = tmp_path / "run"
-    args = ["dataset=toy", "objective=unimodal", "trainer=ddp_cpu", "trainer.max_epochs=1", "callbacks=alignment",
-            "callbacks.alignment.k=10", "callbacks.alignment.n=199", "callbacks.rich_progress_bar=null",
-            "metric=alignment", "metric.alignment.k=10", "metric.alignment.n=199",
-            "metric.alignment.metrics=[mutual_knn,unbiased_cka]", f"hydra.run.dir={out}"]
+    args = [
+        "dataset=toy",
+        "objective=unimodal",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "callbacks=alignment",
+        "callbacks.alignment.k=10",
+        "callbacks.alignment.n=199",
+        "callbacks.rich_progress_bar=null",
+        "metric=alignment",
+        "metric.alignment.k=10",
+        "metric.alignment.n=199",
+        "metric.alignment.metrics=[mutual_knn,unbiased_cka]",
+        f"hydra.run.dir={out}",
+    ]
     res = cli(args)
     assert res.returncode == 0, res.stderr[-3000:]
     history = pd.read_csv(out / "alignment_history.csv")
@@ -142,7 +155,10 @@ def test_alignment_callback_gathers_nested_features_across_ddp_ranks(cli, tmp_pa
 def test_train_alignment_config_error_names_the_key(compose, tiny, tmp_path):
     from mmrep.pipeline.build import instantiate_group
 
-    args = [a for a in tiny if not a.startswith("metric.identifiability")] + ["metric=alignment", "metric.alignment.k=600"]
+    args = [a for a in tiny if not a.startswith("metric.identifiability")] + [
+        "metric=alignment",
+        "metric.alignment.k=600",
+    ]
     with pytest.raises(ConfigError, match="^metric.alignment.k"):
         instantiate_group(compose(args, output_dir=tmp_path).metric)
 
@@ -160,8 +176,21 @@ def feature_files(tmp_path):
 
 def test_align_cli_prints_the_suite_and_matches_the_library(cli, feature_files):
     tmp, a, b = feature_files
-    res = cli([str(tmp / "a.npy"), str(tmp / "b.npy"), "--metrics", "all", "--k", "10", "--format", "csv",
-               "--csv", str(tmp / "out.csv")], module="mmrep.align")
+    res = cli(
+        [
+            str(tmp / "a.npy"),
+            str(tmp / "b.npy"),
+            "--metrics",
+            "all",
+            "--k",
+            "10",
+            "--format",
+            "csv",
+            "--csv",
+            str(tmp / "out.csv"),
+        ],
+        module="mmrep.align",
+    )
     assert res.returncode == 0, res.stderr
     table = pd.read_csv(tmp / "out.csv").set_index("metric").value
     expected = alignment_scores(torch.from_numpy(a), torch.from_numpy(b), "all", k=10)
@@ -176,7 +205,11 @@ def test_align_cli_prints_the_suite_and_matches_the_library(cli, feature_files):
     [
         (lambda t, a: np.save(t / "c.npy", a[:100]), ["a.npy", "c.npy"], "A, B: sample counts differ"),
         (lambda t, a: None, ["a.npy", "b.npy", "--k", "300"], "--k: must be an integer"),
-        (lambda t, a: np.save(t / "c.npy", np.where(np.eye(300, 24) > 0, np.nan, a)), ["a.npy", "c.npy"], "B: contains"),
+        (
+            lambda t, a: np.save(t / "c.npy", np.where(np.eye(300, 24) > 0, np.nan, a)),
+            ["a.npy", "c.npy"],
+            "B: contains",
+        ),
         (lambda t, a: None, ["a.npy", "b.npy", "--metrics", "cka,foo"], "--metrics: unknown metric"),
         (lambda t, a: None, ["missing.npy", "b.npy"], "A: no such file"),
     ],

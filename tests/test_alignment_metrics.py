@@ -37,6 +37,7 @@ def _single_threaded():
     finally:
         torch.set_num_threads(threads)
 
+
 KNN_METRICS = ["mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna"]
 SYMMETRIC = [
     "mutual_knn",
@@ -96,20 +97,20 @@ CASES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case_data(name):
     pair_args, options = CASES[name]
     X, Y = correlated_pair(**pair_args)
     return X, Y, options
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case_reference(name):
     X, Y, options = case_data(name)
     return R.reference_scores(X, Y, **options)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case_fast(name):
     X, Y, options = case_data(name)
     return alignment_scores(torch.from_numpy(X), torch.from_numpy(Y), "all", **options)

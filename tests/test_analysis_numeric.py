@@ -20,9 +20,13 @@ def _run(root, name, *, theta, seed, overrides=(), config=None, value=0.5, choic
     ``.hydra/overrides.yaml`` (``bias.theta=…``, ``seed=…`` and ``overrides``), optionally ``.hydra/hydra.yaml``."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    cfg = {"bias": {"theta": theta, "beta": None, "change_prob": 0.75}, "seed": seed,
-           "dataset": {"dependent": False, "n_semantics": 10, "batch_size": 64},
-           "objective": {"optimizer": {"lr": 0.001}}, "trainer": {"max_steps": 40}}
+    cfg = {
+        "bias": {"theta": theta, "beta": None, "change_prob": 0.75},
+        "seed": seed,
+        "dataset": {"dependent": False, "n_semantics": 10, "batch_size": 64},
+        "objective": {"optimizer": {"lr": 0.001}},
+        "trainer": {"max_steps": 40},
+    }
     for key, v in (config or {}).items():
         node = cfg
         *parents, leaf = key.split(".")
@@ -34,8 +38,19 @@ def _run(root, name, *, theta, seed, overrides=(), config=None, value=0.5, choic
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if choices is not None:
         (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
-    rows = [{"metric": "r2", "probe": "mlp", "modality": "x", "target": t, "value": value + 0.01 * seed,
-             "split": "probe_eval", "n_fit": 100, "n_eval": 100} for t in TARGETS]
+    rows = [
+        {
+            "metric": "r2",
+            "probe": "mlp",
+            "modality": "x",
+            "target": t,
+            "value": value + 0.01 * seed,
+            "split": "probe_eval",
+            "n_fit": 100,
+            "n_eval": 100,
+        }
+        for t in TARGETS
+    ]
     pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
     return run
 
@@ -46,9 +61,15 @@ def _lr_sweep(root, lrs=(0.001, 0.01), thetas=(967, 55), seeds=(0, 1, 2)):
     for lr in lrs:
         for theta in thetas:
             for seed in seeds:
-                _run(root, str(n), theta=theta, seed=seed, config={"objective.optimizer.lr": lr},
-                     overrides=[f"objective.optimizer.lr={lr}", "trainer.max_steps=40"],
-                     value=0.2 if lr == 0.001 else 0.8)
+                _run(
+                    root,
+                    str(n),
+                    theta=theta,
+                    seed=seed,
+                    config={"objective.optimizer.lr": lr},
+                    overrides=[f"objective.optimizer.lr={lr}", "trainer.max_steps=40"],
+                    value=0.2 if lr == 0.001 else 0.8,
+                )
                 n += 1
 
 
@@ -78,13 +99,25 @@ def test_runs_with_a_differing_override_are_grouped_not_pooled(tmp_path, capsys)
     assert means.loc[0.001].tolist() == pytest.approx([0.21, 0.21])  # the mean of seeds 0, 1, 2 of lr 0.001 only
     assert means.loc[0.01].tolist() == pytest.approx([0.81, 0.81])
     assert list(dict.fromkeys(zip(table["objective.optimizer.lr"], table.setting))) == [
-        (0.001, "θ={0..7}"), (0.001, "θ={0..2}"), (0.01, "θ={0..7}"), (0.01, "θ={0..2}")]
+        (0.001, "θ={0..7}"),
+        (0.001, "θ={0..2}"),
+        (0.01, "θ={0..7}"),
+        (0.01, "θ={0..2}"),
+    ]
     rows = _pipe_rows((sweep / "identification_x_mlp.md").read_text())
-    assert rows[0] == ["target", "lr=0.001 · θ={0..7}", "lr=0.001 · θ={0..2}",
-                       "lr=0.01 · θ={0..7}", "lr=0.01 · θ={0..2}"]
+    assert rows[0] == [
+        "target",
+        "lr=0.001 · θ={0..7}",
+        "lr=0.001 · θ={0..2}",
+        "lr=0.01 · θ={0..7}",
+        "lr=0.01 · θ={0..2}",
+    ]
     assert rows[2] == ["m_x", "0.2", "0.2", "0.8", "0.8"] and [r[0] for r in rows[2:]] == TARGETS
     assert sorted(p.name for p in sweep.iterdir() if p.is_file()) == [
-        "identification.csv", "identification_x_mlp.md", "identification_x_mlp.png"]
+        "identification.csv",
+        "identification_x_mlp.md",
+        "identification_x_mlp.png",
+    ]
 
 
 def test_the_csv_read_back_pivots_by_group_and_setting(tmp_path):
@@ -103,8 +136,14 @@ def test_without_differing_overrides_the_outputs_are_as_before(tmp_path, capsys)
     sweep = tmp_path / "sweep"
     for k, theta in enumerate((967, 55)):
         for seed in (0, 1):
-            _run(sweep, f"{k}{seed}", theta=theta, seed=seed, overrides=["objective.optimizer.lr=0.01"],
-                 config={"objective.optimizer.lr": 0.01})
+            _run(
+                sweep,
+                f"{k}{seed}",
+                theta=theta,
+                seed=seed,
+                overrides=["objective.optimizer.lr=0.01"],
+                config={"objective.optimizer.lr": 0.01},
+            )
     assert main([str(sweep)]) == 0
     captured = capsys.readouterr()
     assert "grouping by" not in captured.out and "seeds per cell: 2" in captured.out and "warning" not in captured.err
@@ -139,11 +178,26 @@ def test_differing_overrides_compares_resolved_values_and_group_choices(tmp_path
     # bias=…: a config-group choice: the override's text, else the choice recorded in .hydra/hydra.yaml
     # +extra=1 on one run only → the others are "(default)"
     _run(root, "a", theta=967, seed=0, choices={"bias": "selection"})
-    _run(root, "b", theta=55, seed=1, overrides=["objective.optimizer.lr=1e-3", "bias=perturbation", "+extra=1",
-                                                  "bias.setting=selection_1"])
-    _run(root, "c", theta=55, seed=2, config={"objective.optimizer.lr": 0.01, "bias.change_prob": 0.5},
-         overrides=["++objective.optimizer.lr=0.01", "bias.change_prob=0.5", "dataset.batch_size=64",
-                    "hydra.job.chdir=true"])
+    _run(
+        root,
+        "b",
+        theta=55,
+        seed=1,
+        overrides=["objective.optimizer.lr=1e-3", "bias=perturbation", "+extra=1", "bias.setting=selection_1"],
+    )
+    _run(
+        root,
+        "c",
+        theta=55,
+        seed=2,
+        config={"objective.optimizer.lr": 0.01, "bias.change_prob": 0.5},
+        overrides=[
+            "++objective.optimizer.lr=0.01",
+            "bias.change_prob=0.5",
+            "dataset.batch_size=64",
+            "hydra.job.chdir=true",
+        ],
+    )
     table = differing_overrides(root, ignore=("bias.theta", "seed", "bias.setting"))
     assert list(table.index) == ["a", "b", "c"]
     assert sorted(table.columns) == ["bias", "bias.change_prob", "extra", "objective.optimizer.lr"]
@@ -178,8 +232,10 @@ def test_markdown_renders_a_pipe_table_without_tabulate():
 
 
 @pytest.mark.parametrize("columns", [1, 3])
-@pytest.mark.parametrize("title", ["mlp R² of ẑ_x (mean over 3 seeds)",
-                                   "linear R² of ẑ_t (mean over 1–3 seeds), grouped by objective.optimizer.lr"])
+@pytest.mark.parametrize(
+    "title",
+    ["mlp R² of ẑ_x (mean over 3 seeds)", "linear R² of ẑ_t (mean over 1–3 seeds), grouped by objective.optimizer.lr"],
+)
 def test_heatmap_title_lies_within_the_figure(columns, title):
     import matplotlib.pyplot as plt
 

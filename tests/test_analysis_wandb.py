@@ -44,10 +44,10 @@ def _records(path):
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block
             continue
-        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
         if length == 0 and kind == 0:
             break
-        chunk, pos = chunk + data[pos + 7:pos + 7 + length], pos + 7 + length
+        chunk, pos = chunk + data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 4):  # FULL or LAST
             record = wandb_internal_pb2.Record()
             record.ParseFromString(chunk)
@@ -76,9 +76,18 @@ def test_numeric_wandb_logs_table_and_heatmap_offline_in_the_sweep_group(tmp_pat
     records = _records(next(run_dir.glob("run-*.wandb")))
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert (run.run_group, run.job_type, run.display_name, list(run.tags), run.project) == (
-        f"numeric_selection/{SWEEP_NAME}", "analysis", "analysis:numeric", ["analysis=numeric"], "mmrep")
-    logged = {"/".join((item.key or "/".join(item.nested_key)).split("/")[:2])
-              for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item}
+        f"numeric_selection/{SWEEP_NAME}",
+        "analysis",
+        "analysis:numeric",
+        ["analysis=numeric"],
+        "mmrep",
+    )
+    logged = {
+        "/".join((item.key or "/".join(item.nested_key)).split("/")[:2])
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+        for item in r.history.item
+    }
     assert {"tables/identification", "figures/identification_x_mlp"} <= logged
 
 
@@ -127,8 +136,14 @@ def test_project_tags_and_auto_offline_are_passed_to_wandb_init(tmp_path, monkey
     assert publish_to_wandb(sweep, {"t": frame}, [figure], "numeric") == tmp_path / "run-x"
     (run,) = runs
     assert {k: run.kwargs[k] for k in ("project", "group", "job_type", "name", "tags", "mode", "dir")} == {
-        "project": "my-project", "group": f"numeric_selection/{SWEEP_NAME}", "job_type": "analysis",
-        "name": "analysis:numeric", "tags": ["analysis=numeric"], "mode": "offline", "dir": str(sweep)}
+        "project": "my-project",
+        "group": f"numeric_selection/{SWEEP_NAME}",
+        "job_type": "analysis",
+        "name": "analysis:numeric",
+        "tags": ["analysis=numeric"],
+        "mode": "offline",
+        "dir": str(sweep),
+    }
     assert run.logged["figures/fig"] == ("image", str(figure))
     assert run.logged["tables/t"].to_dict("list") == {"setting": ["(0, 1)", "(2,)"], "value": [0.5, None]}
 
@@ -149,14 +164,17 @@ def test_a_wandb_error_is_one_line_and_a_nonzero_exit(tmp_path, monkeypatch, cap
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines() == [
         "mmrep.analysis.numeric: error: W&B: api_key not configured (no-tty). call wandb.login(key=[your_api_key]); "
-        "set WANDB_API_KEY or WANDB_MODE=offline"]
+        "set WANDB_API_KEY or WANDB_MODE=offline"
+    ]
     assert "logged to W&B" not in captured.out
     assert (sweep / "identification.csv").exists() and (sweep / "identification_x_mlp.png").exists()
     assert not (sweep / "wandb").exists()
 
 
-@pytest.mark.parametrize("module", ["numeric", "rus", "factors", "multibench", "vl_uniqueness", "uniqueness_objective",
-                                    "misalignment_alignment"])
+@pytest.mark.parametrize(
+    "module",
+    ["numeric", "rus", "factors", "multibench", "vl_uniqueness", "uniqueness_objective", "misalignment_alignment"],
+)
 def test_every_analysis_command_has_a_wandb_flag(module, capsys):
     import importlib
 

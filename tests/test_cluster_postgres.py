@@ -32,11 +32,22 @@ def test_three_workers_one_killed_mid_trial(fresh_postgres_db, tiny, tmp_path): 
 
     storage = optuna.storages.RDBStorage(fresh_postgres_db)  # the schema first: the test polls it
     tiny = [a for a in tiny if not a.startswith(("trainer.max_steps", "dataset.steps_per_epoch"))]
-    args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweeper.storage={fresh_postgres_db}",
-            "hydra.sweeper.n_trials=9", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3",
-            "print_config=false", "trainer.max_steps=60", "dataset.steps_per_epoch=10", *tiny]  # 6 validations
-    procs = [start_worker([*args, f"hydra.sweep.dir={tmp_path / f'sweep{k}'}"], tmp_path / f"worker{k}.log")
-             for k in range(3)]
+    args = [
+        "-m",
+        "hparams_search=numeric_optuna",
+        f"hydra.sweeper.storage={fresh_postgres_db}",
+        "hydra.sweeper.n_trials=9",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=3",
+        "print_config=false",
+        "trainer.max_steps=60",
+        "dataset.steps_per_epoch=10",
+        *tiny,
+    ]  # 6 validations
+    procs = [
+        start_worker([*args, f"hydra.sweep.dir={tmp_path / f'sweep{k}'}"], tmp_path / f"worker{k}.log")
+        for k in range(3)
+    ]
     victim = procs[0]
     victim_id = f"{socket.gethostname()}:{victim.pid}"
     try:
@@ -44,8 +55,11 @@ def test_three_workers_one_killed_mid_trial(fresh_postgres_db, tiny, tmp_path): 
         while killed is None:
             assert victim.poll() is None and time.time() < deadline, open(victim.log_path).read()[-3000:]
             for trial in _trials(storage):
-                if (trial.state.name == "RUNNING" and trial.system_attrs.get(WORKER_ATTR) == victim_id
-                        and trial.intermediate_values):
+                if (
+                    trial.state.name == "RUNNING"
+                    and trial.system_attrs.get(WORKER_ATTR) == victim_id
+                    and trial.intermediate_values
+                ):
                     victim.send_signal(signal.SIGKILL)
                     killed = trial.number
                     break

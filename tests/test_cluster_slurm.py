@@ -31,16 +31,27 @@ ENV = {"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}  # sbatch exports the
 
 def launcher(tasks: int = 1) -> list[str]:
     """hydra/launcher=slurm sized for the local node (CPUs only, 1 GB)."""
-    return ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", f"hydra.launcher.tasks_per_node={tasks}",
-            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
+    return [
+        "hydra/launcher=slurm",
+        "hydra.launcher.gpus_per_node=0",
+        f"hydra.launcher.tasks_per_node={tasks}",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10",
+    ]
 
 
 def small(tiny: list[str], **values) -> list[str]:
     """conftest's tiny run with linear probes only, no config print, 1 CPU thread; ``values`` replace its keys
     (``trainer__max_steps=...`` for trainer.max_steps)."""
     values = {k.replace("__", "."): v for k, v in values.items()}
-    values = {"metric.identifiability.probes": "[linear]", "print_config": "false", "cpu_threads": 1,
-              "logger": "none", **values}
+    values = {
+        "metric.identifiability.probes": "[linear]",
+        "print_config": "false",
+        "cpu_threads": 1,
+        "logger": "none",
+        **values,
+    }
     kept = [a for a in tiny if a.split("=", 1)[0] not in values]
     return [*kept, *(f"{k}={v}" for k, v in values.items())]
 
@@ -48,8 +59,14 @@ def small(tiny: list[str], **values) -> list[str]:
 def start(args: list[str], log: Path) -> subprocess.Popen:
     """``python -m mmrep.train ARGS`` in the background (this interpreter: the venv's, which submitit's jobs reuse)."""
     out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mmrep.train", *args], cwd=ROOT, env={**os.environ, **ENV},
-                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmrep.train", *args],
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     out.close()
     proc.log = log
     return proc
@@ -117,8 +134,18 @@ def test_srun_ddp_equals_ddp_spawn(slurm, tiny, tmp_path):  # noqa: F811
         pytest.skip(f"the local SLURM node has {slurm.cpus} CPU: a 2-task job would never start")
     sweep, local = tmp_path / "sweep", tmp_path / "local"
     args = small(tiny)
-    srun = start(["-m", *launcher(tasks=2), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                  f"hydra.sweep.dir={sweep}", *args], tmp_path / "srun.log")
+    srun = start(
+        [
+            "-m",
+            *launcher(tasks=2),
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            f"hydra.sweep.dir={sweep}",
+            *args,
+        ],
+        tmp_path / "srun.log",
+    )
     spawn = start(["trainer=ddp_cpu", f"hydra.run.dir={local}", *args], tmp_path / "spawn.log")  # meanwhile
     try:
         finish(spawn)
@@ -148,8 +175,9 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm, tiny, tmp_path):  # noq
     last.ckpt. results.csv and the curves equal those of the same run uninterrupted."""
     sweep, reference = tmp_path / "sweep", tmp_path / "reference"
     # 1000 steps of 100 (a validation + checkpoint each); requeued past step 100, i.e. mid-epoch 1 (~7 ms a step)
-    args = small(tiny, trainer__max_steps=1000, dataset__steps_per_epoch=100, trainer__log_every_n_steps=10,
-                 logger="csv")
+    args = small(
+        tiny, trainer__max_steps=1000, dataset__steps_per_epoch=100, trainer__log_every_n_steps=10, logger="csv"
+    )
     proc = start(["-m", *launcher(), f"hydra.sweep.dir={sweep}", *args], tmp_path / "sweep.log")
     ref = start([f"hydra.run.dir={reference}", *args], tmp_path / "reference.log")  # meanwhile, locally
     try:

@@ -16,8 +16,11 @@ def _sbatch(overrides, tmp_path, monkeypatch) -> str:
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}", *overrides],
+            return_hydra_config=True,
+        )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     launcher["tasks_per_node"] = cfg.hydra.launcher.tasks_per_node  # the one interpolation needing its node
     launcher["submitit_folder"] = str(tmp_path / ".submitit" / "%j")
@@ -26,18 +29,36 @@ def _sbatch(overrides, tmp_path, monkeypatch) -> str:
     init_keys = {"submitit_folder", "max_num_timeout"}  # executor constructor arguments in the plugin
     params = {k if k in base else f"slurm_{k}": v for k, v in launcher.items() if k not in init_keys}
     monkeypatch.setattr("submitit.slurm.slurm.shutil.which", lambda name: f"/usr/bin/{name}")  # no srun here
-    executor = submitit.AutoExecutor(folder=launcher["submitit_folder"], cluster="slurm",
-                                     slurm_max_num_timeout=launcher["max_num_timeout"])
+    executor = submitit.AutoExecutor(
+        folder=launcher["submitit_folder"], cluster="slurm", slurm_max_num_timeout=launcher["max_num_timeout"]
+    )
     executor.update_parameters(**params)
     return executor._executor._make_submission_file_text("python -m mmrep.train", "uid")
 
 
 def test_slurm_launcher_keys_become_sbatch_options(tmp_path, monkeypatch):
-    text = _sbatch(["hydra.launcher.partition=gpu", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4",
-                    "hydra.launcher.account=lab", "+hydra.launcher.additional_parameters.constraint=a100"],
-                   tmp_path, monkeypatch)
-    for option in ("--partition=gpu", "--nodes=2", "--gpus-per-node=4", "--ntasks-per-node=4", "--account=lab",
-                   "--cpus-per-task=8", "--mem=64GB", "--time=1440", "--constraint=a100"):
+    text = _sbatch(
+        [
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.nodes=2",
+            "hydra.launcher.gpus_per_node=4",
+            "hydra.launcher.account=lab",
+            "+hydra.launcher.additional_parameters.constraint=a100",
+        ],
+        tmp_path,
+        monkeypatch,
+    )
+    for option in (
+        "--partition=gpu",
+        "--nodes=2",
+        "--gpus-per-node=4",
+        "--ntasks-per-node=4",
+        "--account=lab",
+        "--cpus-per-task=8",
+        "--mem=64GB",
+        "--time=1440",
+        "--constraint=a100",
+    ):
         assert f"#SBATCH {option}\n" in text, text
     assert "srun" in text  # one task per GPU, started by srun: what Lightning's SLURM environment expects
 

@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from mmrep.core.configs import CONF_DIR
-from mmrep.pipeline import resolvers  # noqa: F401  (registers the configs' resolvers)
 from mmrep.core.errors import ConfigError
+from mmrep.pipeline import resolvers  # noqa: F401  (registers the configs' resolvers)
 from mmrep.pipeline.build import build, instantiate, instantiate_group
 
 CONF = Path(CONF_DIR)
@@ -21,11 +21,20 @@ SELECT = {
     "optimizer": "optimizer@objective.optimizer={}",
     "scheduler": "scheduler@objective.scheduler={}",
 }
-VL = ["dataset=caption_uniqueness", "encoders.text.model=${paths.data_dir}/models/tiny_lm",  # the fixture's models
-      "encoders.image.model=${paths.data_dir}/models/tiny_vit"]
-NEEDS = {("objective", "unimodal"): ["dataset=rus"], ("paper_scale", "image_text"): ["dataset=shapes_text"],
-         ("dataset", "caption_uniqueness"): VL, ("encoder", "hf_lm"): VL, ("encoder", "hf_vit"): VL,
-         ("metric", "vl_alignment"): VL, ("experiment", "vl_uniqueness"): VL[1:]}
+VL = [
+    "dataset=caption_uniqueness",
+    "encoders.text.model=${paths.data_dir}/models/tiny_lm",  # the fixture's models
+    "encoders.image.model=${paths.data_dir}/models/tiny_vit",
+]
+NEEDS = {
+    ("objective", "unimodal"): ["dataset=rus"],
+    ("paper_scale", "image_text"): ["dataset=shapes_text"],
+    ("dataset", "caption_uniqueness"): VL,
+    ("encoder", "hf_lm"): VL,
+    ("encoder", "hf_vit"): VL,
+    ("metric", "vl_alignment"): VL,
+    ("experiment", "vl_uniqueness"): VL[1:],
+}
 # encoders for images and token sequences are tried on the toy dataset's modality of that kind
 ENCODER_ON = {"resnet18": "image", "small_cnn": "image", "text_cnn2d": "tokens"}
 
@@ -69,8 +78,15 @@ def test_dataset_defaults_pick_encoders_bias_metric_and_trainer(compose):
     toy = compose(["dataset=toy"])
     assert toy.encoders.tokens._target_.endswith("Transformer") and toy.encoders.image._target_.endswith("MLP")
     # one modality's encoder on the command line; choices and values win over the dataset's defaults
-    cfg = compose(["dataset=toy", "encoder@encoders.vector=transformer", "encoders.image.hidden=[8]", "bias=none",
-                   "trainer.max_epochs=3"])
+    cfg = compose(
+        [
+            "dataset=toy",
+            "encoder@encoders.vector=transformer",
+            "encoders.image.hidden=[8]",
+            "bias=none",
+            "trainer.max_epochs=3",
+        ]
+    )
     assert cfg.encoders.vector._target_.endswith("Transformer") and list(cfg.encoders.image.hidden) == [8]
     assert cfg.trainer.max_epochs == 3
     # an experiment overlay sets one modality's depth; the sweep is a plain override
@@ -80,9 +96,9 @@ def test_dataset_defaults_pick_encoders_bias_metric_and_trainer(compose):
     assert sweep.encoders.x1.depth == 3 and sweep.encoders.x0.depth == 1
 
 
-
-@pytest.mark.parametrize("overlay", [f"{g}={p.stem}" for g in ("experiment", "hparams_search")
-                                     for p in sorted((CONF / g).glob("*.yaml"))])
+@pytest.mark.parametrize(
+    "overlay", [f"{g}={p.stem}" for g in ("experiment", "hparams_search") for p in sorted((CONF / g).glob("*.yaml"))]
+)
 def test_sweep_parameters_name_existing_keys(overlay):
     from hydra import compose, initialize_config_dir
 

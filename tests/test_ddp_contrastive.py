@@ -50,7 +50,9 @@ def _loss_and_grads(model: MMCL, batch: dict) -> tuple[float, dict[str, torch.Te
             dist.all_reduce(g)
             g /= dist.get_world_size()
         grads[name] = g
-    logged = float(loss.detach()) / (dist.get_world_size() if dist.is_initialized() and model.hparams.gather == "global" else 1)
+    logged = float(loss.detach()) / (
+        dist.get_world_size() if dist.is_initialized() and model.hparams.gather == "global" else 1
+    )
     return logged, grads
 
 
@@ -130,10 +132,21 @@ def test_gather_rows_handles_uneven_and_empty_shards(tmp_path):
 def test_a_ddp_run_and_a_one_process_run_of_the_same_global_batch_share_the_loss_curve(cli, tmp_path):
     """trainer=ddp_cpu, 2 ranks × 64 pairs vs one process × 128 pairs: the numeric stream shards each step's global
     batch, the loss contrasts the global batch, so the curves agree step by step (float sums in another order)."""
-    common = ["trainer.max_steps=30", "dataset.steps_per_epoch=10", "dataset.n_val=256", "dataset.n_cond_samples=2000",
-              "trainer.log_every_n_steps=1", "objective.scheduler.warmup_steps=5", "metric.identifiability.n_fit=256",
-              "metric.identifiability.n_eval=256", "metric.identifiability.probes=[linear]", "logger=csv",
-              "callbacks.rich_progress_bar=null", "callbacks.lr_monitor=null", "cpu_threads=1"]
+    common = [
+        "trainer.max_steps=30",
+        "dataset.steps_per_epoch=10",
+        "dataset.n_val=256",
+        "dataset.n_cond_samples=2000",
+        "trainer.log_every_n_steps=1",
+        "objective.scheduler.warmup_steps=5",
+        "metric.identifiability.n_fit=256",
+        "metric.identifiability.n_eval=256",
+        "metric.identifiability.probes=[linear]",
+        "logger=csv",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.lr_monitor=null",
+        "cpu_threads=1",
+    ]
     curves = {}
     for name, overrides in (("one", ["dataset.batch_size=128"]), ("two", ["trainer=ddp_cpu", "dataset.batch_size=64"])):
         res = cli([*overrides, *common, f"hydra.run.dir={tmp_path / name}"])
@@ -151,8 +164,10 @@ def test_a_ddp_run_and_a_one_process_run_of_the_same_global_batch_share_the_loss
     assert (tmp_path / "two" / "results.csv").is_file()  # one results table, written by rank 0
     # the same encoders at the end (the probes' held-out sets are drawn in chunks of dataset.batch_size, so the
     # two runs' R² rows are measured on different samples and are not compared here)
-    weights = {k: torch.load(tmp_path / k / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-               for k in ("one", "two")}
+    weights = {
+        k: torch.load(tmp_path / k / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for k in ("one", "two")
+    }
     assert weights["one"].keys() == weights["two"].keys()
     for name, w in weights["one"].items():  # Adam's normalised steps amplify the sum-order noise: measured ≤ 3.4e-4
         assert _relative(weights["two"][name], w) < 2e-3, name

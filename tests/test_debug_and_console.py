@@ -69,19 +69,30 @@ def test_debug_fdr_runs_without_checkpoints(run_inproc, tmp_path):
 
 def test_debug_default_on_rus(run_inproc, tmp_path):
     """Another dataset: only the trainer limits and the batch size apply (data in a scratch folder, fewer samples)."""
-    results, _ = run_inproc(["debug=default", "dataset=rus", f"paths.data_dir={tmp_path / 'data'}",
-                             "dataset.num_data=4096", "callbacks.rich_progress_bar=null"], tmp_path)
+    results, _ = run_inproc(
+        [
+            "debug=default",
+            "dataset=rus",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "dataset.num_data=4096",
+            "callbacks.rich_progress_bar=null",
+        ],
+        tmp_path,
+    )
     assert not results.empty and (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 # ---- progress bar -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("args, expected", [
-    ((4, -1, 80, 300), "Epoch 4 · step  80/300"),     # step-based (max_epochs -1): no bogus "/-2"
-    ((4, None, 4080, 5000), "Epoch 4 · step 4080/5000"),
-    ((3, 50, 0, -1), "Epoch 3/49"),                   # epoch-based: Lightning's label
-    ((0, 2, 7, 20), "Epoch 0/1 · step  7/20"),        # both bounds (debug=default)
-    ((4, -1, 123, -1), "Epoch 4"),                    # unbounded
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((4, -1, 80, 300), "Epoch 4 · step  80/300"),  # step-based (max_epochs -1): no bogus "/-2"
+        ((4, None, 4080, 5000), "Epoch 4 · step 4080/5000"),
+        ((3, 50, 0, -1), "Epoch 3/49"),  # epoch-based: Lightning's label
+        ((0, 2, 7, 20), "Epoch 0/1 · step  7/20"),  # both bounds (debug=default)
+        ((4, -1, 123, -1), "Epoch 4"),  # unbounded
+    ],
+)
 def test_train_description(args, expected):
     assert train_description(*args) == expected
 
@@ -124,8 +135,13 @@ def test_quiet_third_party_drops_the_litlogger_tip_only(tmp_path):
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu",
-                   default_root_dir=tmp_path)
+        pl.Trainer(
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            accelerator="cpu",
+            default_root_dir=tmp_path,
+        )
     finally:
         logger.removeHandler(collect)
         logger.setLevel(level)
@@ -146,8 +162,8 @@ def test_print_config_tree_orders_groups_and_saves(compose, tmp_path, capsys):
     assert path == tmp_path / "config_tree.log"
     text = path.read_text()
     heads = [m.group(1) for m in re.finditer(r"^[├└]── (\w+)", text, flags=re.M)]
-    assert heads[:len(CONFIG_TREE_FIELDS)] == list(CONFIG_TREE_FIELDS)
-    assert {"seed", "task_name", "fit"} <= set(heads[len(CONFIG_TREE_FIELDS):])  # then the rest
+    assert heads[: len(CONFIG_TREE_FIELDS)] == list(CONFIG_TREE_FIELDS)
+    assert {"seed", "task_name", "fit"} <= set(heads[len(CONFIG_TREE_FIELDS) :])  # then the rest
     assert "${" not in text and f"seed: {cfg.seed}" in text  # resolved (dataset.seed: ${seed})
     assert "\x1b[" not in text  # plain text
     assert "CONFIG" in capsys.readouterr().out  # printed on stdout
@@ -180,7 +196,18 @@ def test_help_lists_groups_keys_and_examples(cli):
     datasets = re.search(r"^dataset: (.*)$", out, flags=re.M)
     assert datasets and {"numeric", "rus"} <= set(datasets.group(1).split(", "))
     assert re.search(r"^debug: default, fdr$", out, flags=re.M)
-    for key in ("seed", "cpu_threads", "fit", "ckpt_path", "ckpt_strict", "optimized_metric", "compile_encoders",
-                "paper_scale", "experiment", "hparams_search", "debug"):
+    for key in (
+        "seed",
+        "cpu_threads",
+        "fit",
+        "ckpt_path",
+        "ckpt_strict",
+        "optimized_metric",
+        "compile_encoders",
+        "paper_scale",
+        "experiment",
+        "hparams_search",
+        "debug",
+    ):
         assert re.search(rf"^{key} ", out, flags=re.M), key
     assert "-m experiment=numeric_selection" in out and "dataset=rus objective=unimodal metric=accuracy" in out

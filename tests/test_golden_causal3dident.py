@@ -38,8 +38,24 @@ SETTING_NAMES = [f"{kind}s_{i}" for kind in SETTINGS for i in range(7)]
 # every ordered pair of the five phrasings once, so that consecutive captions meet in every combination (the
 # original splits the whole file into sentences; a caption's end and the next one's start decide each split)
 DE_BRUIJN = (0, 0, 1, 0, 2, 0, 3, 0, 4, 1, 1, 2, 1, 3, 1, 4, 2, 2, 3, 2, 4, 3, 3, 4, 4)
-SPOTLIGHT_VALUES = (0.0, 0.1, 0.19999999999999998, 0.2, 0.3, 0.39999999999999997, 0.4, 0.5, 0.5999999999999999, 0.6,
-                    0.7, 0.7999999999999999, 0.8, 0.9, 0.9999999999999999, 1.0)  # each bin, its edges, both ends
+SPOTLIGHT_VALUES = (
+    0.0,
+    0.1,
+    0.19999999999999998,
+    0.2,
+    0.3,
+    0.39999999999999997,
+    0.4,
+    0.5,
+    0.5999999999999999,
+    0.6,
+    0.7,
+    0.7999999999999999,
+    0.8,
+    0.9,
+    0.9999999999999999,
+    1.0,
+)  # each bin, its edges, both ends
 
 
 def enumeration(level: int) -> pd.DataFrame:
@@ -55,8 +71,12 @@ def enumeration(level: int) -> pd.DataFrame:
     for r in range(25 * math.ceil(per_phrasing / 5)):
         j = DE_BRUIJN[r % 25]
         t, seen[j] = seen[j], seen[j] + 1
-        row = {"object_shape": t % 7, "object_xpos": t % 3, "object_ypos": t // 3 % 3,
-               "spotlight_pos": SPOTLIGHT_VALUES[t % len(SPOTLIGHT_VALUES)]}
+        row = {
+            "object_shape": t % 7,
+            "object_xpos": t % 3,
+            "object_ypos": t // 3 % 3,
+            "spotlight_pos": SPOTLIGHT_VALUES[t % len(SPOTLIGHT_VALUES)],
+        }
         for f, palette_names in names.items():
             name_column, index_column = TEXT_COLUMNS[f]
             row[name_column], row[index_column] = palette_names[t % len(palette_names)], t % len(palette_names)
@@ -172,8 +192,9 @@ def test_render_text_writes_the_original_captions_of_its_caption_tables(tmp_path
     phrasing = table["text_phrasing"].to_numpy()
     bugged = caption_table({**truth, "background_color": truth["object_color"]}, phrasing, SEMANTIC)
     assert bugged.to_csv(index=False) == str(stored["table_perturbations_0"])
-    assert (caption_table(truth, phrasing, SEMANTIC)["background_color_name"]
-            != table["background_color_name"]).any()  # mmrep's render-text uses the background hue
+    assert (
+        caption_table(truth, phrasing, SEMANTIC)["background_color_name"] != table["background_color_name"]
+    ).any()  # mmrep's render-text uses the background hue
 
 
 def test_split_bounds_and_colour_names_equal_the_originals():
@@ -221,8 +242,10 @@ def test_the_golden_comparison_fails_when_the_tokenisation_changes(tmp_path, mon
     old_regex = re.compile(r"[\w'-]+(?::[\w'-]+)*|[^\w\s]")  # mmrep's tokenizer before it followed NLTK
     monkeypatch.setattr(captions, "tokenize", old_regex.findall)
     stored = golden("enumeration")
-    results = {level: compare_text_file(tmp_path, str(stored[f"text_{level}"]), *golden_tokens(stored, level))
-               for level in range(7)}
+    results = {
+        level: compare_text_file(tmp_path, str(stored[f"text_{level}"]), *golden_tokens(stored, level))
+        for level in range(7)
+    }
     assert all(results[level] == [] for level in range(4))  # no quotes before level 4: the old words were NLTK's
     assert all(any(p.startswith("tokens differ") for p in results[level]) for level in range(4, 7)), results
     monkeypatch.setattr(captions, "tokenize", lambda text: text.split())  # any other change fails too

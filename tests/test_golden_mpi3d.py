@@ -72,8 +72,9 @@ def differences(root: Path, setting: str, golden) -> list[str]:
             continue
         text = torch.cat([b["text"] for b in batches])
         images = torch.cat([b["image"] for b in batches])
-        labels = np.concatenate([np.concatenate([b["latents"][f].numpy() for f in mpi3d.COLUMNS], axis=1)
-                                 for b in batches])
+        labels = np.concatenate(
+            [np.concatenate([b["latents"][f].numpy() for f in mpi3d.COLUMNS], axis=1) for b in batches]
+        )
         if not torch.equal(text.sum(-1), torch.ones(text.shape[:2])):  # the vocabulary size is checked above
             found.append(f"{split} one-hot")
             continue
@@ -86,8 +87,10 @@ def differences(root: Path, setting: str, golden) -> list[str]:
         flat = images.double().reshape(len(images), -1).numpy()
         if images.dtype != torch.float32 or images.shape[1:] != (3, 64, 64):
             found.append(f"{split} image dtype/shape")
-        elif not (np.allclose(flat.reshape(-1, 3, 64 * 64).sum(-1), arrays[f"image_sums_{split}"], rtol=1e-7, atol=1e-6)
-                  and np.allclose(flat @ projection, arrays[f"image_proj_{split}"], rtol=1e-7, atol=1e-6)):
+        elif not (
+            np.allclose(flat.reshape(-1, 3, 64 * 64).sum(-1), arrays[f"image_sums_{split}"], rtol=1e-7, atol=1e-6)
+            and np.allclose(flat @ projection, arrays[f"image_proj_{split}"], rtol=1e-7, atol=1e-6)
+        ):
             found.append(f"{split} images")
         if split == "train" and not np.allclose(images[0].numpy(), arrays["image_first_train"], rtol=0, atol=1e-6):
             found.append("first train image")

@@ -27,8 +27,13 @@ GOLDEN = Path(__file__).parent / "golden" / "multibench"
 BATCH = 64  # spec §3.3; the golden batches are the original's, in order
 SPLITS = {"train": "train", "val": "valid", "test": "test"}  # mmrep's split → the original's loader
 AFFECT_FIXTURE = {"sizes": (72, 70, 24), "steps": (60, 50, 60), "seed": 0, "edge_cases": True}
-AVMNIST_FIXTURE = {"n_train": 60_000, "n_test": 10_000, "seed": 0, "image_dtype": np.uint8,
-                   "audio_dtype": np.float32}  # the original hard-codes 60,000 / 10,000 rows
+AVMNIST_FIXTURE = {
+    "n_train": 60_000,
+    "n_test": 10_000,
+    "seed": 0,
+    "image_dtype": np.uint8,
+    "audio_dtype": np.float32,
+}  # the original hard-codes 60,000 / 10,000 rows
 DIGEST_SEED = 2024
 TOL = {"rtol": 1e-4, "atol": 1e-4}  # float32 work, summation order differs
 GOLDEN_CASES = {**{name: (name, True) for name in AFFECT}, "mosi_nonorm": ("mosi", False)}  # file: (dataset, normalize)
@@ -85,10 +90,12 @@ def compare_affect(golden: dict, dm) -> None:
             assert rows.stop - rows.start == sizes[b], f"{ours} batch {b}: size"
             for m in affect.MODALITIES:
                 where = f"{ours} batch {b} {m}"
-                np.testing.assert_array_equal(data[m]["mask"][rows].numpy(), ~golden[f"{theirs}/{m}/pad_mask"][rows],
-                                              err_msg=f"{where} mask")
-                np.testing.assert_allclose(digests[m][rows], golden[f"{theirs}/{m}/proj"][rows], **TOL,
-                                           err_msg=f"{where} projection")
+                np.testing.assert_array_equal(
+                    data[m]["mask"][rows].numpy(), ~golden[f"{theirs}/{m}/pad_mask"][rows], err_msg=f"{where} mask"
+                )
+                np.testing.assert_allclose(
+                    digests[m][rows], golden[f"{theirs}/{m}/proj"][rows], **TOL, err_msg=f"{where} projection"
+                )
             y = data["y"][rows].numpy()
             assert y.dtype == labels.dtype, f"{ours} batch {b}: labels {y.dtype}, the original {labels.dtype}"
             np.testing.assert_array_equal(y, labels[rows].reshape(len(y)), err_msg=f"{ours} batch {b} labels")
@@ -96,8 +103,9 @@ def compare_affect(golden: dict, dm) -> None:
         train = affect.first_steps(dm._clean(affect.read_affect_pickle(dm.path)["train"], "train"), dm.max_len)
         for m in affect.NORMALISED:
             for got, key in zip(affect.norm_stats(train[m]), ("mean", "std")):
-                np.testing.assert_allclose(got, golden[f"stats/{m}/{key}"], rtol=1e-5, atol=1e-6,
-                                           err_msg=f"train statistics {m} {key}")
+                np.testing.assert_allclose(
+                    got, golden[f"stats/{m}/{key}"], rtol=1e-5, atol=1e-6, err_msg=f"train statistics {m} {key}"
+                )
 
 
 def affect_module(tmp_path: Path, case: str):
@@ -210,10 +218,15 @@ def compare_avmnist(golden: dict, dm) -> None:
             got = np.stack([batch_digest(data[m][r]) for r in rows])
             np.testing.assert_allclose(got, golden[f"{theirs}/{m}_digest"], **TOL, err_msg=f"{ours} {m} batch digests")
     train = dm.split("train").data
-    np.testing.assert_allclose(train["image"][:BATCH].numpy(), golden["first/image_x255"] / np.float32(255),
-                               rtol=1e-6, err_msg="first train batch: image")
-    np.testing.assert_allclose(train["audio"][:BATCH].numpy(), golden["first/audio"], **TOL,
-                               err_msg="first train batch: audio")
+    np.testing.assert_allclose(
+        train["image"][:BATCH].numpy(),
+        golden["first/image_x255"] / np.float32(255),
+        rtol=1e-6,
+        err_msg="first train batch: image",
+    )
+    np.testing.assert_allclose(
+        train["audio"][:BATCH].numpy(), golden["first/audio"], **TOL, err_msg="first train batch: audio"
+    )
     audio = np.load(dm.root / "audio" / "train_data.npy").astype(np.float32)[: dm.n_train]
     for got, key in zip(avmnist.mfcc_stats(audio), ("mean", "std")):
         np.testing.assert_allclose(got.ravel(), golden[f"stats/audio/{key}"], rtol=1e-5, err_msg=f"audio {key}")

@@ -30,7 +30,10 @@ def nt_xent_reference(a, b, tau):
 @pytest.mark.parametrize("tau", [1.0, 0.3])
 def test_nt_xent_matches_the_literal_reference_with_gradients(tau):
     torch.manual_seed(0)
-    a, b = torch.randn(7, 5, dtype=torch.float64, requires_grad=True), torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    a, b = (
+        torch.randn(7, 5, dtype=torch.float64, requires_grad=True),
+        torch.randn(7, 5, dtype=torch.float64, requires_grad=True),
+    )
     ours, ref = nt_xent(a, b, tau), nt_xent_reference(a, b, tau)
     torch.testing.assert_close(ours, ref)
     ga, gb = torch.autograd.grad(ours, (a, b))
@@ -49,7 +52,13 @@ def test_resnet18_is_torchvisions_architecture_with_the_spec_head():
     x = torch.randn(2, 3, 64, 64)
     assert enc(x).shape == (2, 5)
     names, feats = layer_features(enc, [x])
-    assert names == ["stage1", "stage2", "stage3", "stage4", "fc"] and [f.shape[1] for f in feats] == [64, 128, 256, 512, 100]
+    assert names == ["stage1", "stage2", "stage3", "stage4", "fc"] and [f.shape[1] for f in feats] == [
+        64,
+        128,
+        256,
+        512,
+        100,
+    ]
     with pytest.raises(ConfigError, match="needs \\(C, H, W\\)"):
         ResNet18(ModalitySpec((10,)), 3)
 
@@ -74,11 +83,25 @@ def test_text_cnn_rejects_lengths_outside_the_originals_bounds(length):
 
 
 def test_small_cnn_and_nt_xent_train_end_to_end(run_inproc, tmp_path):
-    results, _ = run_inproc(["dataset=toy", "dataset.modalities=[image,tokens]", "encoder@encoders.image=small_cnn",
-                             "encoder@encoders.tokens=text_cnn2d", "objective=mmcl", "objective.loss=nt_xent",
-                             "objective.temperature=0.5", "trainer.max_epochs=2", "metric=probe_alignment",
-                             "metric.alignment.k=10", "metric.alignment.n=200", "metric.alignment.metrics=[unbiased_cka]",
-                             "callbacks.rich_progress_bar=null", "logger=none"], tmp_path)
+    results, _ = run_inproc(
+        [
+            "dataset=toy",
+            "dataset.modalities=[image,tokens]",
+            "encoder@encoders.image=small_cnn",
+            "encoder@encoders.tokens=text_cnn2d",
+            "objective=mmcl",
+            "objective.loss=nt_xent",
+            "objective.temperature=0.5",
+            "trainer.max_epochs=2",
+            "metric=probe_alignment",
+            "metric.alignment.k=10",
+            "metric.alignment.n=200",
+            "metric.alignment.metrics=[unbiased_cka]",
+            "callbacks.rich_progress_bar=null",
+            "logger=none",
+        ],
+        tmp_path,
+    )
     loss = results[results.metric == "loss"].value.iloc[0]
     assert loss < math.log(2 * 128 - 1)  # below the chance level of NT-Xent with 2N - 1 candidates
     probe = results[(results.probe == "linear") & (results.split == "test") & (results.metric == "accuracy")]

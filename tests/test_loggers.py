@@ -13,7 +13,9 @@ from mmrep.pipeline.loggers import choice_tags, log_results, result_key
 
 def test_wandb_tags_are_the_chosen_group_options():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["dataset=rus", "objective=unimodal", "metric=accuracy"], return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=["dataset=rus", "objective=unimodal", "metric=accuracy"], return_hydra_config=True
+        )
     HydraConfig.instance().set_config(cfg)
     try:
         tags = choice_tags()
@@ -31,14 +33,27 @@ def test_results_go_to_a_table_and_one_summary_value_per_row():
         def log_table(self, key, dataframe):
             self.tables[key] = dataframe
 
-    rows = pd.DataFrame([{"metric": "r2", "probe": "mlp", "modality": "x", "target": "s_inv", "value": 0.9, "split": "probe_eval"},
-                         {"metric": "mutual_knn", "probe": None, "modality": "x0|x1", "target": None, "value": 0.4,
-                          "aggregate": "max", "split": "align"}])
+    rows = pd.DataFrame(
+        [
+            {"metric": "r2", "probe": "mlp", "modality": "x", "target": "s_inv", "value": 0.9, "split": "probe_eval"},
+            {
+                "metric": "mutual_knn",
+                "probe": None,
+                "modality": "x0|x1",
+                "target": None,
+                "value": 0.4,
+                "aggregate": "max",
+                "split": "align",
+            },
+        ]
+    )
     logger = FakeWandb()
     log_results([logger], rows)
     assert logger.tables["results"].shape == rows.shape
-    assert logger.experiment.summary == {"results/r2/mlp/x/s_inv/probe_eval": 0.9,
-                                         "results/mutual_knn/x0|x1/max/align": 0.4}
+    assert logger.experiment.summary == {
+        "results/r2/mlp/x/s_inv/probe_eval": 0.9,
+        "results/mutual_knn/x0|x1/max/align": 0.4,
+    }
     assert result_key(rows.iloc[0]) == "r2/mlp/x/s_inv/probe_eval"
 
 

@@ -50,7 +50,7 @@ def test_float32_matches_naive_at_scale():
         ("cosine", lambda u, v: float(u @ v / (u.norm() * v.norm()))),
         ("dot", lambda u, v: float(u @ v)),
         ("sq_euclidean", lambda u, v: -float(((u - v) ** 2).sum())),
-        ("euclidean", lambda u, v: -float(((u - v) ** 2).sum()) ** 0.5),
+        ("euclidean", lambda u, v: -(float(((u - v) ** 2).sum()) ** 0.5)),
     ],
 )
 def test_in_batch_matches_naive(similarity, fn):
@@ -64,7 +64,10 @@ def test_symmetric_is_mean_of_directions_and_gradients_match():
     g = torch.Generator().manual_seed(3)
     ha, hb, na, nb = (torch.randn(9, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
     loss = symmetric_info_nce(ha, hb, na, nb)
-    ref = 0.5 * (naive_lp_infonce(ha.detach(), hb.detach(), na.detach()) + naive_lp_infonce(hb.detach(), ha.detach(), nb.detach()))
+    ref = 0.5 * (
+        naive_lp_infonce(ha.detach(), hb.detach(), na.detach())
+        + naive_lp_infonce(hb.detach(), ha.detach(), nb.detach())
+    )
     assert loss.item() == pytest.approx(ref, rel=1e-10)
     # gradient of the fast form equals the gradient of a direct (N,N,d) autograd formulation
     loss.backward()
@@ -128,6 +131,7 @@ def test_float32_values_and_gradients_match_float64_even_with_a_large_shared_off
             pos = torch.diagonal(sim(x, y))
             lse = torch.logaddexp(torch.logsumexp(sim(x, z), 1), pos)
             return (lse - math.log(z.shape[0] + 1) - pos).mean()
+
         return 0.5 * (one(a, b, c) + one(b, a, d))
 
     ref_inputs = [x.clone().requires_grad_() for x in data]

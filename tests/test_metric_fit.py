@@ -25,8 +25,16 @@ def test_shipped_metrics_fit_a_small_test_split_and_narrow_features(run_inproc, 
     MOSI's 5 audio features (svcca_dim = 10) end in results.csv, with the capped values in the rows."""
     write_affect(tmp_path / "data", name, sizes=(40, 12, 39))
     caplog.set_level(logging.WARNING)
-    results, _ = run_inproc([f"dataset={name}", f"objective={objective}", "dataset.modalities=[vision,audio]",
-                             f"paths.data_dir={tmp_path / 'data'}", *QUIET], tmp_path / "run")
+    results, _ = run_inproc(
+        [
+            f"dataset={name}",
+            f"objective={objective}",
+            "dataset.modalities=[vision,audio]",
+            f"paths.data_dir={tmp_path / 'data'}",
+            *QUIET,
+        ],
+        tmp_path / "run",
+    )
     assert (tmp_path / "run" / "results.csv").is_file()
     aligned = results.dropna(subset=["aggregate"])
     assert set(aligned.modality) == {"vision|audio"} and set(aligned.k) == {37}  # 39 - the all-zero-text sample - 1
@@ -44,14 +52,19 @@ def test_shipped_metrics_fit_a_small_test_split_and_narrow_features(run_inproc, 
 def test_a_split_too_small_to_align_fails_before_training(run_inproc, tmp_path):
     write_affect(tmp_path / "data", "mosi", sizes=(40, 12, 4))  # 3 test samples once the zero-text one is dropped
     with pytest.raises(ConfigError, match=r"^metric\.alignment\.n: the held-out alignment set has 3 samples"):
-        run_inproc(["dataset=mosi", "objective=unimodal", f"paths.data_dir={tmp_path / 'data'}", *QUIET], tmp_path / "run")
+        run_inproc(
+            ["dataset=mosi", "objective=unimodal", f"paths.data_dir={tmp_path / 'data'}", *QUIET], tmp_path / "run"
+        )
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["metric.linear_probe.n_fit=1"], "metric.linear_probe.n_fit: the train set has 1 samples; at least 2"),
-    (["metric.linear_probe.n_fit=2"], "metric.linear_probe.n_fit: the probe's training samples hold one class"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["metric.linear_probe.n_fit=1"], "metric.linear_probe.n_fit: the train set has 1 samples; at least 2"),
+        (["metric.linear_probe.n_fit=2"], "metric.linear_probe.n_fit: the probe's training samples hold one class"),
+    ],
+)
 def test_impossible_probe_sets_fail_before_training(run_inproc, tmp_path, overrides, message):
     path = write_affect(tmp_path / "data", "humor", sizes=(30, 12, 12))
     import pickle
@@ -60,8 +73,10 @@ def test_impossible_probe_sets_fail_before_training(run_inproc, tmp_path, overri
     data["train"]["labels"][:2] = 1.0  # the first two training samples share a class
     pickle.dump(data, open(path, "wb"))
     with pytest.raises(ConfigError) as err:
-        run_inproc(["dataset=humor", "objective=mmcl", f"paths.data_dir={tmp_path / 'data'}", *QUIET, *overrides],
-                   tmp_path / "run")
+        run_inproc(
+            ["dataset=humor", "objective=mmcl", f"paths.data_dir={tmp_path / 'data'}", *QUIET, *overrides],
+            tmp_path / "run",
+        )
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -76,10 +91,20 @@ def test_a_metric_failing_after_training_keeps_the_others_and_the_checkpoint(run
     monkeypatch.setattr(LinearProbe, "__call__", broken)
     write_affect(tmp_path / "data", "mosei", sizes=(40, 12, 30))
     with pytest.raises(MetricsFailed) as err:
-        run_inproc(["dataset=mosei", "objective=mmcl", f"paths.data_dir={tmp_path / 'data'}", *QUIET,
-                    "metric.alignment.metrics=[mutual_knn]"], tmp_path / "run")
+        run_inproc(
+            [
+                "dataset=mosei",
+                "objective=mmcl",
+                f"paths.data_dir={tmp_path / 'data'}",
+                *QUIET,
+                "metric.alignment.metrics=[mutual_knn]",
+            ],
+            tmp_path / "run",
+        )
     message = str(err.value)
-    assert message.startswith("after training, metric.linear_probe: ValueError: the probe broke") and "\n" not in message
+    assert (
+        message.startswith("after training, metric.linear_probe: ValueError: the probe broke") and "\n" not in message
+    )
     assert f"the other metrics' rows are in {tmp_path / 'run' / 'results.csv'}" in message
     assert f"fit=false ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}" in message
     rows = pd.read_csv(tmp_path / "run" / "results.csv")

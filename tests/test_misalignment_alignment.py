@@ -20,7 +20,11 @@ def test_block_sizes_follow_the_resolved_bias():
     assert numeric["roles"]["s_2"] == "invariant" and numeric["roles"]["s_0"] == "perturbed"
     assert numeric["roles"]["s_9"] == "omitted" and len(numeric["roles"]) == 10
     everything = study.resolve_blocks(NUMERIC, None, (), 10)  # θ null: every latent
-    assert (everything["selected"], everything["unbiased"], everything["setting"]) == (10, 10, "θ={0,1,2,3,4,5,6,7,8,9} β=∅")
+    assert (everything["selected"], everything["unbiased"], everything["setting"]) == (
+        10,
+        10,
+        "θ={0,1,2,3,4,5,6,7,8,9} β=∅",
+    )
     shapes = study.resolve_blocks(SHAPES, ("color", "shape"), ("color",), float("nan"))
     assert shapes["setting"] == "θ={color,shape} β={color}" and shapes["unbiased"] == 1
     assert shapes["roles"] == {"color": "perturbed", "shape": "invariant", "size": "omitted", "background": "omitted"}
@@ -49,28 +53,60 @@ def _fake_run(path, target, theta, beta, seed, n_semantics=None):
     latents are identified (0.9) while the perturbed and omitted ones are not (0.1)."""
     (path / ".hydra").mkdir(parents=True)
     dataset = {"_target_": target, **({"n_semantics": n_semantics} if n_semantics else {})}
-    OmegaConf.save({"seed": seed, "dataset": dataset, "bias": {"theta": theta, "beta": beta}},
-                   path / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        {"seed": seed, "dataset": dataset, "bias": {"theta": theta, "beta": beta}}, path / ".hydra" / "config.yaml"
+    )
     blocks = study.resolve_blocks(target, theta, beta, n_semantics)
     noise = 0.01 * (seed - 1)
     value = 0.5 + 0.05 * blocks["unbiased"] + noise
     pair = "x|t" if target == NUMERIC else "image|text"
-    rows = [{"metric": m, "aggregate": agg, "layer_a": "act1", "layer_b": "act1", "modality": pair, "value": value}
-            for m in ("mutual_knn", "unbiased_cka") for agg in ("max", "last")]
-    rows += [{"metric": "unbiased_cka", "aggregate": "layer", "layer_a": a, "layer_b": "act1", "modality": pair,
-              "value": value - 0.1 * i} for i, a in enumerate(("act0", "act1"))]
+    rows = [
+        {"metric": m, "aggregate": agg, "layer_a": "act1", "layer_b": "act1", "modality": pair, "value": value}
+        for m in ("mutual_knn", "unbiased_cka")
+        for agg in ("max", "last")
+    ]
+    rows += [
+        {
+            "metric": "unbiased_cka",
+            "aggregate": "layer",
+            "layer_a": a,
+            "layer_b": "act1",
+            "modality": pair,
+            "value": value - 0.1 * i,
+        }
+        for i, a in enumerate(("act0", "act1"))
+    ]
     score = {"invariant": 0.9, "perturbed": 0.1, "omitted": 0.1}
     for modality in pair.split("|"):
         if target == NUMERIC:
-            rows += [{"metric": "r2", "probe": "linear", "modality": modality, "target": t, "value": score[r] + noise}
-                     for t, r in blocks["roles"].items()]
+            rows += [
+                {"metric": "r2", "probe": "linear", "modality": modality, "target": t, "value": score[r] + noise}
+                for t, r in blocks["roles"].items()
+            ]
             rows.append({"metric": "r2", "probe": "linear", "modality": modality, "target": "s_inv", "value": 0.8})
             rows.append({"metric": "r2", "probe": "linear", "modality": modality, "target": "m_x", "value": 0.5})
         else:
-            rows += [{"metric": "mcc", "probe": "linear", "modality": modality, "target": t, "role": r,
-                      "value": score[r] + noise} for t, r in blocks["roles"].items()]
-            rows.append({"metric": "r2", "probe": "linear", "modality": modality, "target": "x", "role": "image-specific",
-                         "value": 0.3})
+            rows += [
+                {
+                    "metric": "mcc",
+                    "probe": "linear",
+                    "modality": modality,
+                    "target": t,
+                    "role": r,
+                    "value": score[r] + noise,
+                }
+                for t, r in blocks["roles"].items()
+            ]
+            rows.append(
+                {
+                    "metric": "r2",
+                    "probe": "linear",
+                    "modality": modality,
+                    "target": "x",
+                    "role": "image-specific",
+                    "value": 0.3,
+                }
+            )
     pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
 
 
@@ -97,17 +133,21 @@ def test_analysis_tables_figure_and_correlations_on_fake_sweeps(tmp_path, capsys
     row = index.loc[("numeric", "θ={0,1,2} β={0,1}", "alignment", "unbiased_cka", "x|t", "max")]
     assert row["mean"] == pytest.approx(0.55) and row["unbiased"] == 1 and row["selected"] == 3
     assert row["ci_high"] - row["mean"] == pytest.approx(4.302653 * 0.01 / np.sqrt(3), rel=1e-4)
-    assert index.loc[("numeric", "θ={0,1,2} β={0,1}", "alignment", "unbiased_cka", "x|t", "act0/act1"), "mean"] == \
-        pytest.approx(0.55)
+    assert index.loc[
+        ("numeric", "θ={0,1,2} β={0,1}", "alignment", "unbiased_cka", "x|t", "act0/act1"), "mean"
+    ] == pytest.approx(0.55)
     # identification: the s_inv block for numeric, the invariant factors' mean for shapes; roles averaged apart
     assert index.loc[("numeric", "θ={0,1,2} β={0,1}", "id:block", "r2", "t", np.nan), "mean"] == pytest.approx(0.8)
     assert index.loc[("numeric", "θ={0,1,2} β={0,1}", "id:perturbed", "r2", "x", np.nan), "mean"] == pytest.approx(0.1)
-    assert index.loc[("shapes_text", "θ={color,shape} β={color}", "id:block", "mcc", "image", np.nan), "mean"] == \
-        pytest.approx(0.9)
-    assert index.loc[("shapes_text", "θ={color,shape} β=∅", "id:image-specific", "r2", "text", np.nan), "mean"] == \
-        pytest.approx(0.3)
-    corr = pd.read_csv(tmp_path / "out" / "misalignment_alignment_correlation.csv", keep_default_na=False,
-                       na_values=[""]).set_index(["dataset", "quantity", "metric", "modality", "layers"])
+    assert index.loc[
+        ("shapes_text", "θ={color,shape} β={color}", "id:block", "mcc", "image", np.nan), "mean"
+    ] == pytest.approx(0.9)
+    assert index.loc[
+        ("shapes_text", "θ={color,shape} β=∅", "id:image-specific", "r2", "text", np.nan), "mean"
+    ] == pytest.approx(0.3)
+    corr = pd.read_csv(
+        tmp_path / "out" / "misalignment_alignment_correlation.csv", keep_default_na=False, na_values=[""]
+    ).set_index(["dataset", "quantity", "metric", "modality", "layers"])
     numeric_cka = corr.loc[("numeric", "alignment", "unbiased_cka", "x|t", "max")]
     assert numeric_cka["rho_unbiased"] > 0.9 and numeric_cka["rho_unbiased_lo"] > 0.5  # built to follow θ \ β
     assert numeric_cka["partial_rho_unbiased"] > 0.5 and numeric_cka["n_runs"] == 18
@@ -120,12 +160,20 @@ def test_wandb_publishes_the_tables_and_figure_in_each_sweeps_group(tmp_path, mo
 
     numeric, shapes = _fake_sweeps(tmp_path)
     calls = []
-    monkeypatch.setattr(publish, "publish_cli", lambda prog, sweep, tables, figures, analysis: calls.append(
-        (sweep, sorted(tables), [f.name for f in figures], analysis)) or 0)
+    monkeypatch.setattr(
+        publish,
+        "publish_cli",
+        lambda prog, sweep, tables, figures, analysis: (
+            calls.append((sweep, sorted(tables), [f.name for f in figures], analysis)) or 0
+        ),
+    )
     assert study.main([str(numeric), str(shapes), "--bootstrap", "0", "--wandb"]) == 0
     assert [c[0] for c in calls] == [numeric, shapes]  # one analysis run in each sweep's W&B group
-    assert calls[0][1:] == (["misalignment_alignment", "misalignment_alignment_correlation"],
-                            ["misalignment_alignment.png"], "misalignment_alignment")
+    assert calls[0][1:] == (
+        ["misalignment_alignment", "misalignment_alignment_correlation"],
+        ["misalignment_alignment.png"],
+        "misalignment_alignment",
+    )
 
 
 def test_analysis_errors_are_one_line(tmp_path, capsys):
@@ -136,7 +184,8 @@ def test_analysis_errors_are_one_line(tmp_path, capsys):
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save({"seed": 0, "dataset": {"_target_": NUMERIC, "n_semantics": 10}}, run / ".hydra" / "config.yaml")
     pd.DataFrame([{"metric": "r2", "probe": "linear", "modality": "x", "target": "s_0", "value": 0.9}]).to_csv(
-        run / "results.csv", index=False)
+        run / "results.csv", index=False
+    )
     assert study.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no alignment rows (metric.alignment)" in err and err.count("\n") == 1
@@ -150,15 +199,29 @@ def test_reduced_numeric_sweep_svcca_follows_the_unbiased_block_cka_does_not(cli
     SVCCA at the best layer pair falls from 0.75 to 0.34 with the block, CKA stays at 0.92–0.94, the first layers' CKA
     falls (act1/act1 0.39 → 0.19), and the block itself is identified at both ends (R² 0.78–0.80 and 0.98–0.99)."""
     sweep = tmp_path / "sweep"
-    res = cli(["-m", "experiment=misalignment_alignment", "bias.theta=[0,1,2,3,4,5,6,7,8,9],[0,1,2]", "bias.beta=[0,1]",
-               "seed=0", "trainer.max_steps=1000", f"hydra.sweep.dir={sweep}", "callbacks.rich_progress_bar=null",
-               "print_config=false"], timeout=300)
+    res = cli(
+        [
+            "-m",
+            "experiment=misalignment_alignment",
+            "bias.theta=[0,1,2,3,4,5,6,7,8,9],[0,1,2]",
+            "bias.beta=[0,1]",
+            "seed=0",
+            "trainer.max_steps=1000",
+            f"hydra.sweep.dir={sweep}",
+            "callbacks.rich_progress_bar=null",
+            "print_config=false",
+        ],
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert study.main([str(sweep), "--bootstrap", "0"]) == 0
     summary = pd.read_csv(sweep / "misalignment_alignment.csv", keep_default_na=False, na_values=[""])
-    best = summary[(summary.quantity == "alignment") & (summary.layers == "max")].set_index(["unbiased", "metric"])["mean"]
-    first = summary[(summary.quantity == "alignment") & (summary.metric == "unbiased_cka")
-                    & (summary.layers == "act1/act1")].set_index("unbiased")["mean"]
+    best = summary[(summary.quantity == "alignment") & (summary.layers == "max")].set_index(["unbiased", "metric"])[
+        "mean"
+    ]
+    first = summary[
+        (summary.quantity == "alignment") & (summary.metric == "unbiased_cka") & (summary.layers == "act1/act1")
+    ].set_index("unbiased")["mean"]
     block = summary[summary.quantity == "id:block"].set_index(["unbiased", "modality"])["mean"]
     # measured here: SVCCA 0.72 → 0.32, CKA 0.86 → 0.92 (still converging at 1,000 steps), act1/act1 0.31 → 0.16,
     # block R² 0.74–0.76 → 0.96–0.99

@@ -53,7 +53,9 @@ def test_toy_batches_follow_the_contract():
     # held-out sets are fixed and concatenate nested inputs entry by entry
     a, b = dm.heldout("align", 50), dm.heldout("align", 50)
     joined = concat_batches(a, ["tokens"])["tokens"]
-    assert joined["x"].shape == (50, 12, 6) and torch.equal(joined["mask"], concat_batches(b, ["tokens"])["tokens"]["mask"])
+    assert joined["x"].shape == (50, 12, 6) and torch.equal(
+        joined["mask"], concat_batches(b, ["tokens"])["tokens"]["mask"]
+    )
     dm.spec.check_batch(batch)
     with pytest.raises(ValueError, match="do not match"):
         dm.spec.check_batch({k: v for k, v in batch.items() if k != "vector"})
@@ -85,7 +87,9 @@ def test_transformer_reads_cls_or_masked_mean_per_layer_and_ignores_padding():
     h = enc.layers[0](h, src_key_padding_mask=padding)
     expected = torch.stack([h[i, mask[i]].mean(0) for i in range(4)])
     torch.testing.assert_close(enc.layer_features({"x": x, "mask": mask})["layer1"], expected, atol=1e-5, rtol=1e-5)
-    names, feats = layer_features(enc, [{"x": x[:2], "mask": mask[:2]}, {"x": x[2:], "mask": mask[2:]}], include_output=True)
+    names, feats = layer_features(
+        enc, [{"x": x[:2], "mask": mask[:2]}, {"x": x[2:], "mask": mask[2:]}], include_output=True
+    )
     assert names == ["layer1", "output"] and feats[0].shape == (4, 3)
     with pytest.raises(ConfigError, match="^encoder.nhead"):
         Transformer(spec, depth=1, width=5, nhead=2)
@@ -100,8 +104,16 @@ def test_mlp_rejects_a_masked_modality_with_the_modality_key():
 # ---- objectives and optimisation -------------------------------------------------------------------------
 def test_mmcl_contrasts_the_configured_pair_only():
     dm = ToyDataModule(num_samples=300)
-    model = MMCL(dm.spec, {"image": partial(MLP, hidden=[8]), "tokens": partial(Transformer, width=6),
-                           "vector": partial(MLP, hidden=[8])}, pair=["vector", "tokens"], negatives="in_batch")
+    model = MMCL(
+        dm.spec,
+        {
+            "image": partial(MLP, hidden=[8]),
+            "tokens": partial(Transformer, width=6),
+            "vector": partial(MLP, hidden=[8]),
+        },
+        pair=["vector", "tokens"],
+        negatives="in_batch",
+    )
     assert list(model.encoders) == ["vector", "tokens"] and model.loss_name == "contrastive"
     dm.setup()
     loss = model.loss(dm.heldout("val", 64)[0])
@@ -152,7 +164,11 @@ def test_task_metrics_known_answers():
     assert rows["sign_accuracy"] == pytest.approx(0.6)
     logits = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0], [2.0, 0, 0], [0, 2.0, 0]])
     labels = torch.tensor([0, 1, 1, 0, 2])  # predictions 0,1,2,0,1
-    rows = TaskMetrics(splits=["test"])(_FixedPredictor(logits), _Data("classification", labels, 3)).set_index("metric").value
+    rows = (
+        TaskMetrics(splits=["test"])(_FixedPredictor(logits), _Data("classification", labels, 3))
+        .set_index("metric")
+        .value
+    )
     assert rows["accuracy"] == pytest.approx(3 / 5)
     f1 = [1.0, 2 * 1 / (2 * 1 + 1 + 1), 0.0]  # per class 2TP / (2TP + FP + FN)
     assert rows["f1"] == pytest.approx(np.mean(f1))
@@ -162,8 +178,9 @@ def test_task_metrics_known_answers():
 
 # ---- end to end on heterogeneous modalities --------------------------------------------------------------
 def test_unimodal_on_three_heterogeneous_modalities_with_task_and_alignment(run_inproc, tmp_path):
-    results, _ = run_inproc(["dataset=toy", "objective=unimodal", "metric=task_alignment", "trainer.max_epochs=3",
-                             *ALIGN, *QUIET], tmp_path)
+    results, _ = run_inproc(
+        ["dataset=toy", "objective=unimodal", "metric=task_alignment", "trainer.max_epochs=3", *ALIGN, *QUIET], tmp_path
+    )
     acc = results[(results.metric == "accuracy") & (results.split == "test")].set_index("modality").value
     assert set(acc.index) == {"image", "tokens", "vector"} and (acc > 0.6).all(), acc  # 3 classes: chance 1/3
     best = results[results["aggregate"] == "max"]
@@ -174,17 +191,39 @@ def test_unimodal_on_three_heterogeneous_modalities_with_task_and_alignment(run_
 
 
 def test_mmcl_on_an_image_and_a_masked_sequence(run_inproc, tmp_path):
-    results, _ = run_inproc(["dataset=toy", "dataset.modalities=[image,tokens]", "objective=mmcl",
-                             "objective.negatives=in_batch", "objective.similarity=cosine", "objective.temperature=0.1",
-                             "trainer.max_epochs=2", "metric=alignment", *ALIGN, *QUIET], tmp_path)
+    results, _ = run_inproc(
+        [
+            "dataset=toy",
+            "dataset.modalities=[image,tokens]",
+            "objective=mmcl",
+            "objective.negatives=in_batch",
+            "objective.similarity=cosine",
+            "objective.temperature=0.1",
+            "trainer.max_epochs=2",
+            "metric=alignment",
+            *ALIGN,
+            *QUIET,
+        ],
+        tmp_path,
+    )
     assert set(results.dropna(subset=["aggregate"]).modality) == {"image|tokens"}
     loss = results[results.metric == "loss"]
     assert loss.target.tolist() == ["contrastive"] and loss.value.iloc[0] < np.log(128)  # below chance InfoNCE
 
 
 def test_regression_task_uses_l1_and_regression_metrics(run_inproc, tmp_path):
-    results, _ = run_inproc(["dataset=toy", "dataset.task=regression", "dataset.modalities=[vector]",
-                             "objective=unimodal", "metric=task", "trainer.max_epochs=3", *QUIET], tmp_path)
+    results, _ = run_inproc(
+        [
+            "dataset=toy",
+            "dataset.task=regression",
+            "dataset.modalities=[vector]",
+            "objective=unimodal",
+            "metric=task",
+            "trainer.max_epochs=3",
+            *QUIET,
+        ],
+        tmp_path,
+    )
     test = results[results.split == "test"].set_index("metric").value
     assert set(test.index) == {"mae", "pearson", "sign_accuracy"}
     assert test["pearson"] > 0.5 and test["sign_accuracy"] > 0.6
@@ -192,16 +231,28 @@ def test_regression_task_uses_l1_and_regression_metrics(run_inproc, tmp_path):
 
 
 def test_fit_false_evaluates_a_checkpoint_or_the_encoders_as_built(run_inproc, tmp_path):
-    trained, _ = run_inproc(["dataset=toy", "objective=unimodal", "metric=task", "trainer.max_epochs=2", *QUIET],
-                            tmp_path / "train")
-    evaluated, _ = run_inproc(["dataset=toy", "objective=unimodal", "metric=task", "fit=false",
-                               f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}", *QUIET], tmp_path / "eval")
+    trained, _ = run_inproc(
+        ["dataset=toy", "objective=unimodal", "metric=task", "trainer.max_epochs=2", *QUIET], tmp_path / "train"
+    )
+    evaluated, _ = run_inproc(
+        [
+            "dataset=toy",
+            "objective=unimodal",
+            "metric=task",
+            "fit=false",
+            f"ckpt_path={tmp_path / 'train' / 'checkpoints' / 'last.ckpt'}",
+            *QUIET,
+        ],
+        tmp_path / "eval",
+    )
     task_rows = trained[trained.metric != "loss"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(task_rows[["metric", "modality", "split", "value"]],
-                                  evaluated[["metric", "modality", "split", "value"]])  # best weights restored
+    pd.testing.assert_frame_equal(
+        task_rows[["metric", "modality", "split", "value"]], evaluated[["metric", "modality", "split", "value"]]
+    )  # best weights restored
     assert not (tmp_path / "eval" / "checkpoints").exists()
-    frozen, _ = run_inproc(["dataset=toy", "objective=frozen", "fit=false", "metric=alignment", *ALIGN, *QUIET],
-                           tmp_path / "frozen")
+    frozen, _ = run_inproc(
+        ["dataset=toy", "objective=frozen", "fit=false", "metric=alignment", *ALIGN, *QUIET], tmp_path / "frozen"
+    )
     assert set(frozen.dropna(subset=["aggregate"]).modality) == {"image|tokens", "image|vector", "tokens|vector"}
     assert not (frozen.metric == "loss").any()
     with pytest.raises(ConfigError, match="^objective=frozen: nothing to train"):
@@ -212,9 +263,21 @@ def test_fit_false_evaluates_a_checkpoint_or_the_encoders_as_built(run_inproc, t
 
 def test_epoch_based_schedule_needs_no_max_steps(run_inproc, tmp_path):
     # 2 epochs × 17 batches (2,100 train samples, batch 128): the cosine schedule spans the 34 estimated steps
-    run_inproc(["dataset=toy", "dataset.modalities=[image,vector]", "objective=mmcl", "objective.negatives=in_batch",
-                "objective.scheduler.warmup_steps=3", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
-                "metric=alignment", *ALIGN, "callbacks.rich_progress_bar=null"], tmp_path)
+    run_inproc(
+        [
+            "dataset=toy",
+            "dataset.modalities=[image,vector]",
+            "objective=mmcl",
+            "objective.negatives=in_batch",
+            "objective.scheduler.warmup_steps=3",
+            "trainer.max_epochs=2",
+            "trainer.log_every_n_steps=1",
+            "metric=alignment",
+            *ALIGN,
+            "callbacks.rich_progress_bar=null",
+        ],
+        tmp_path,
+    )
     logged = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     lr = logged.dropna(subset=["lr-Adam"]).set_index("step")["lr-Adam"]
     assert lr.loc[0] == pytest.approx(3e-3 / 3) and lr.loc[2] == pytest.approx(3e-3)

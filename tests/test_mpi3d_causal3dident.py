@@ -46,12 +46,52 @@ def _one_hot_reference(line: str, vocab: dict, length: int) -> np.ndarray:
 
 def test_tokenizer_splits_as_nltk_word_tokenize():
     assert tokenize("From top view, you see a red, large size  beer-cup, in a sea-green background.") == [
-        "From", "top", "view", ",", "you", "see", "a", "red", ",", "large", "size", "beer-cup", ",", "in", "a",
-        "sea-green", "background", "."]
-    # NLTK's quotes, ":" before a letter and "'s" (tests/test_golden_causal3dident.py checks every Causal3DIdent caption)
+        "From",
+        "top",
+        "view",
+        ",",
+        "you",
+        "see",
+        "a",
+        "red",
+        ",",
+        "large",
+        "size",
+        "beer-cup",
+        ",",
+        "in",
+        "a",
+        "sea-green",
+        "background",
+        ".",
+    ]
+    # NLTK's quotes, ":" before a letter and "'s" (tests/test_golden_causal3dident.py checks every Causal3DIdent
+    # caption)
     assert tokenize('A "tab:blue" teapot on a "xkcd:robin\'s egg" background, perspective: top view.') == [
-        "A", "``", "tab", ":", "blue", "''", "teapot", "on", "a", "``", "xkcd", ":", "robin", "'s", "egg", "''",
-        "background", ",", "perspective", ":", "top", "view", "."]
+        "A",
+        "``",
+        "tab",
+        ":",
+        "blue",
+        "''",
+        "teapot",
+        "on",
+        "a",
+        "``",
+        "xkcd",
+        ":",
+        "robin",
+        "'s",
+        "egg",
+        "''",
+        "background",
+        ",",
+        "perspective",
+        ":",
+        "top",
+        "view",
+        ".",
+    ]
 
 
 def test_mpi3d_batches_equal_a_per_sample_reference_of_the_files(mpi3d_root):
@@ -70,12 +110,23 @@ def test_mpi3d_batches_equal_a_per_sample_reference_of_the_files(mpi3d_root):
         for b, i in enumerate([0, 3, 5]):
             row = test_rows.iloc[offset + i]
             pixels = images[tuple(row[COLUMNS])].astype(np.float32) / 255.0
-            expected = (pixels.transpose(2, 0, 1) - np.array(MPI3D_MEAN)[:, None, None]) / np.array(MPI3D_STD)[:, None, None]
+            expected = (pixels.transpose(2, 0, 1) - np.array(MPI3D_MEAN)[:, None, None]) / np.array(MPI3D_STD)[
+                :, None, None
+            ]
             np.testing.assert_allclose(batch["image"][b].numpy(), expected, rtol=1e-5, atol=1e-5)
-            np.testing.assert_array_equal(batch["text"][b].numpy(), _one_hot_reference(test_lines[offset + i], vocab, dm.length))
+            np.testing.assert_array_equal(
+                batch["text"][b].numpy(), _one_hot_reference(test_lines[offset + i], vocab, dm.length)
+            )
             assert [int(batch["latents"][f][b, 0]) for f in dm.spec.latent_names] == row[COLUMNS].tolist()
-    assert dm.factor_roles() == {"color": "invariant", "shape": "invariant", "size": "invariant", "camera": "perturbed",
-                                 "background": "perturbed", "horizontal": "image-specific", "vertical": "image-specific"}
+    assert dm.factor_roles() == {
+        "color": "invariant",
+        "shape": "invariant",
+        "size": "invariant",
+        "camera": "perturbed",
+        "background": "perturbed",
+        "horizontal": "image-specific",
+        "vertical": "image-specific",
+    }
     assert dm.spec.encoding_size == 3 and dm.bias_label == "perturbation_2"
 
 
@@ -118,14 +169,22 @@ def test_render_text_is_seeded_uses_the_spec_templates_and_the_original_split(tm
     render_text(tmp_path / "a", seed=3, grid=MPI3D_GRID)
     render_text(tmp_path / "b", seed=3, grid=MPI3D_GRID)
     render_text(tmp_path / "c", seed=4, grid=MPI3D_GRID)
-    same = [(tmp_path / "a" / "train" / f).read_text() == (tmp_path / "b" / "train" / f).read_text()
-            for f in ("text_selection_2.txt", "text_perturbation_4.txt", "text_semantics_perturbation_4.csv")]
+    same = [
+        (tmp_path / "a" / "train" / f).read_text() == (tmp_path / "b" / "train" / f).read_text()
+        for f in ("text_selection_2.txt", "text_perturbation_4.txt", "text_semantics_perturbation_4.csv")
+    ]
     assert all(same)
-    assert (tmp_path / "a/train/text_selection_2.txt").read_text() != (tmp_path / "c/train/text_selection_2.txt").read_text()
+    assert (tmp_path / "a/train/text_selection_2.txt").read_text() != (
+        tmp_path / "c/train/text_selection_2.txt"
+    ).read_text()
 
-    words = {"OBJ_COLOR": ("yellow", "green", "olive", "red"), "OBJ_SHAPE": ("coffee-cup", "tennis-ball", "croissant", " beer-cup"),
-             "OBJ_SIZE": ("small size", "large size"), "CAMERA": ("top view", "center view", "bottom view"),
-             "BACKGROUND": ("in a purple background", "in a sea-green background", "in a salmon background")}
+    words = {
+        "OBJ_COLOR": ("yellow", "green", "olive", "red"),
+        "OBJ_SHAPE": ("coffee-cup", "tennis-ball", "croissant", " beer-cup"),
+        "OBJ_SIZE": ("small size", "large size"),
+        "CAMERA": ("top view", "center view", "bottom view"),
+        "BACKGROUND": ("in a purple background", "in a sea-green background", "in a salmon background"),
+    }
     selection_1 = ("A {S} that is {C}.", "The {C} {S}.", "An object shaped like a {S}, colored {C}.")
     values = pd.read_csv(tmp_path / "a/train/text_semantics_selection_1.csv")
     assert list(values.columns) == ["OBJ_COLOR", "OBJ_SHAPE"]
@@ -159,8 +218,9 @@ def command(main, argv, capsys) -> tuple[int, str, str]:
 def test_render_text_command_line(tmp_path, capsys):
     root = write_mpi3d(tmp_path)
     before = (root / "test" / "text_selection_0.txt").read_text()
-    code, out, _ = command(mpi3d.main, ["render-text", "--root", str(root), "--seed", "0", "--factor-sizes",
-                                        *map(str, MPI3D_GRID)], capsys)
+    code, out, _ = command(
+        mpi3d.main, ["render-text", "--root", str(root), "--seed", "0", "--factor-sizes", *map(str, MPI3D_GRID)], capsys
+    )
     assert code == 0 and "wrote 40 files" in out
     assert (root / "test" / "text_selection_0.txt").read_text() == before  # write_mpi3d used seed 0 too
     code, _, err = command(mpi3d.main, ["render-text", "--change-prob", "2"], capsys)
@@ -170,14 +230,25 @@ def test_render_text_command_line(tmp_path, capsys):
 def test_missing_or_malformed_mpi3d_files_are_one_line_errors_and_write_nothing(tmp_path, cli):
     root = write_mpi3d(tmp_path)
     (root / mpi3d.IMAGES).unlink()
-    result = cli(["dataset=mpi3d_complex", f"paths.data_dir={tmp_path}", f"dataset.factor_sizes=[{','.join(map(str, MPI3D_GRID))}]",
-                  f"hydra.run.dir={tmp_path / 'run'}", "logger=none"])
+    result = cli(
+        [
+            "dataset=mpi3d_complex",
+            f"paths.data_dir={tmp_path}",
+            f"dataset.factor_sizes=[{','.join(map(str, MPI3D_GRID))}]",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        ]
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
-    assert f"no such file {root / mpi3d.IMAGES}" in lines[0] and "key 'images' of shape (N, 64, 64, 3) uint8" in lines[0]
+    assert (
+        f"no such file {root / mpi3d.IMAGES}" in lines[0] and "key 'images' of shape (N, 64, 64, 3) uint8" in lines[0]
+    )
     assert "rr-learning/disentanglement_dataset" in lines[0]
     assert not (tmp_path / "run").exists() and not list(root.glob("vocab_*.json"))
-    result = cli(["dataset=causal3dident", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"])
+    result = cli(
+        ["dataset=causal3dident", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"]
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and not (tmp_path / "run").exists(), result.stderr[-2000:]
     assert f"no such file {tmp_path / 'causal3dident' / 'latents_image.csv'}; expected a CSV" in lines[0]
@@ -190,7 +261,9 @@ def test_missing_or_malformed_mpi3d_files_are_one_line_errors_and_write_nothing(
     with pytest.raises(ConfigError, match=r"holds images \(10, 64, 64\) float32; expected"):
         _mpi3d(root, "selection_0")
     (root / mpi3d.IMAGES).write_bytes(b"truncated")
-    with pytest.raises(ConfigError, match=r"is not an npz with key .images. of shape \(N, 64, 64, 3\) uint8 \(BadZipFile\)"):
+    with pytest.raises(
+        ConfigError, match=r"is not an npz with key .images. of shape \(N, 64, 64, 3\) uint8 \(BadZipFile\)"
+    ):
         _mpi3d(root, "selection_0")
     np.savez(root / mpi3d.IMAGES, images=np.zeros((1152, 64, 64, 3), np.uint8))
     table = pd.read_csv(root / "train" / "image_semantics.csv")
@@ -201,7 +274,9 @@ def test_missing_or_malformed_mpi3d_files_are_one_line_errors_and_write_nothing(
     with pytest.raises(ConfigError, match=r"has 1035 rows but its split has 1036 captions"):
         _mpi3d(root, "selection_0")
     (root / "test" / "text_perturbation_1.txt").unlink()
-    with pytest.raises(ConfigError, match=r"no such file .*test/text_perturbation_1.txt; expected one caption per line"):
+    with pytest.raises(
+        ConfigError, match=r"no such file .*test/text_perturbation_1.txt; expected one caption per line"
+    ):
         _mpi3d(root, "perturbation_1")
 
 
@@ -225,16 +300,23 @@ def test_causal3dident_batches_equal_a_per_sample_reference(c3d_root):
         assert float(batch["latents"]["background_color"][b, 0]) == pytest.approx(latents.background_color[i])
         assert int(batch["latents"]["text_phrasing"][b, 0]) == text.text_phrasing[i]
     roles = dm.factor_roles()
-    assert [f for f, r in roles.items() if r == "perturbed"] == ["object_ypos", "spotlight_pos", "object_color",
-                                                                  "spotlight_color", "background_color"]
+    assert [f for f, r in roles.items() if r == "perturbed"] == [
+        "object_ypos",
+        "spotlight_pos",
+        "object_color",
+        "spotlight_color",
+        "background_color",
+    ]
     assert roles["object_xpos"] == "invariant" and roles["text_phrasing"] == "text-specific"
     assert dm.factor_kinds()["object_color"] == "continuous" and dm.factor_kinds()["object_ypos"] == "discrete"
     assert dm.spec.encoding_size == 3 and dm.spec.modalities["image"].shape == (3, 128, 128)  # spec §4.3 sizes
 
 
 def test_causal3dident_settings_encoding_sizes_and_errors(c3d_root, tmp_path):
-    sizes = [Causal3DIdentDataModule(MisalignmentBias(setting=f"selection_{i}"), data_dir=str(c3d_root)).spec.encoding_size
-             for i in range(7)]
+    sizes = [
+        Causal3DIdentDataModule(MisalignmentBias(setting=f"selection_{i}"), data_dir=str(c3d_root)).spec.encoding_size
+        for i in range(7)
+    ]
     assert sizes == [3, 3, 4, 5, 5, 6, 7]
     dm = Causal3DIdentDataModule(MisalignmentBias(theta=["object_shape", "object_xpos"]), data_dir=str(c3d_root))
     assert dm.bias_label == "selection_1"
@@ -258,16 +340,33 @@ def test_causal3dident_settings_encoding_sizes_and_errors(c3d_root, tmp_path):
 def test_end_to_end_rows_carry_factor_role_and_setting(run_inproc, tmp_path, dataset, setting):
     data = tmp_path / "data"
     write_mpi3d(data) if dataset == "mpi3d_complex" else write_causal3dident(data)
-    results, _ = run_inproc([f"dataset={dataset}", f"bias.setting={setting}", f"paths.data_dir={data}",
-                             f"dataset.factor_sizes=[{','.join(map(str, MPI3D_GRID))}]" if dataset == "mpi3d_complex" else "seed=0",
-                             "dataset.batch_size=32", "trainer.max_epochs=1", "metric.factors.probes=[linear]",
-                             "callbacks.rich_progress_bar=null", "logger=none"], tmp_path / "run")
+    results, _ = run_inproc(
+        [
+            f"dataset={dataset}",
+            f"bias.setting={setting}",
+            f"paths.data_dir={data}",
+            f"dataset.factor_sizes=[{','.join(map(str, MPI3D_GRID))}]" if dataset == "mpi3d_complex" else "seed=0",
+            "dataset.batch_size=32",
+            "trainer.max_epochs=1",
+            "metric.factors.probes=[linear]",
+            "callbacks.rich_progress_bar=null",
+            "logger=none",
+        ],
+        tmp_path / "run",
+    )
     rows = results[results.metric.isin(["mcc", "r2"])]
     assert set(rows.modality) == {"image", "text"} and set(rows.setting) == {setting}
     roles = rows.drop_duplicates("target").set_index("target").role
     if dataset == "mpi3d_complex":
-        assert roles.to_dict() == {"color": "invariant", "shape": "invariant", "size": "perturbed", "camera": "perturbed",
-                                   "background": "perturbed", "horizontal": "image-specific", "vertical": "image-specific"}
+        assert roles.to_dict() == {
+            "color": "invariant",
+            "shape": "invariant",
+            "size": "perturbed",
+            "camera": "perturbed",
+            "background": "perturbed",
+            "horizontal": "image-specific",
+            "vertical": "image-specific",
+        }
     else:
         assert roles["object_ypos"] == "invariant" and roles["spotlight_pos"] == "omitted"
         assert set(rows[rows.target == "object_color"].metric) == {"r2"}
@@ -278,11 +377,24 @@ def test_perturbation_sweep_tables_beside_the_paper(cli, tmp_path, capsys):
 
     data, sweep = tmp_path / "data", tmp_path / "sweep"
     write_mpi3d(data)
-    res = cli(["-m", "experiment=mpi3d_perturbation", "bias.setting=perturbation_1,perturbation_3", "seed=0",
-               f"paths.data_dir={data}", f"dataset.factor_sizes=[{','.join(map(str, MPI3D_GRID))}]",
-               "encoder@encoders.image=small_cnn", "dataset.num_workers=0", "dataset.batch_size=64",
-               "trainer.max_steps=3", "metric.factors.probes=[linear]", "callbacks.rich_progress_bar=null",
-               "logger=none", f"hydra.sweep.dir={sweep}"])
+    res = cli(
+        [
+            "-m",
+            "experiment=mpi3d_perturbation",
+            "bias.setting=perturbation_1,perturbation_3",
+            "seed=0",
+            f"paths.data_dir={data}",
+            f"dataset.factor_sizes=[{','.join(map(str, MPI3D_GRID))}]",
+            "encoder@encoders.image=small_cnn",
+            "dataset.num_workers=0",
+            "dataset.batch_size=64",
+            "trainer.max_steps=3",
+            "metric.factors.probes=[linear]",
+            "callbacks.rich_progress_bar=null",
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert factors.main([str(sweep), "--probe", "linear", "--paper", "mpi3d_complex"]) == 0
     table = pd.read_csv(sweep / "factors.csv")
@@ -318,16 +430,27 @@ def test_causal3dident_render_text_names_colours_as_the_original_and_perturbs_it
     hues = np.linspace(0, 1, 97)
     for palette_name in PALETTES.values():
         names = palette(palette_name)[0]
-        assert [names[i] for i in color_indices(hues, palette_name)] == [_nearest_color_reference(h, palette_name) for h in hues]
+        assert [names[i] for i in color_indices(hues, palette_name)] == [
+            _nearest_color_reference(h, palette_name) for h in hues
+        ]
     latents = pd.read_csv(c3d_root / "latents_image.csv")
     sel = pd.read_csv(c3d_root / "latents_text_selections_4.csv")
-    assert list(sel.columns) == ["object_shape", "object_xpos", "object_ypos", "spotlight_pos", "object_color_name",
-                                 "object_color_index", "text_phrasing"]
+    assert list(sel.columns) == [
+        "object_shape",
+        "object_xpos",
+        "object_ypos",
+        "spotlight_pos",
+        "object_color_name",
+        "object_color_index",
+        "text_phrasing",
+    ]
     assert list(sel.object_color_name) == [_nearest_color_reference(h, "TABLEAU_COLORS") for h in latents.object_color]
     lines = (c3d_root / "text" / "selections_4" / "text_raw.txt").read_text().splitlines()
     for line, row in zip(lines, sel.itertuples()):  # the original's wording: tests/test_golden_causal3dident.py
         assert f'"{row.object_color_name}"' in line and SHAPES[row.object_shape] in line
-    assert (pd.read_csv(c3d_root / "latents_text_selections_0.csv").text_phrasing == sel.text_phrasing).all()  # drawn once
+    assert (
+        pd.read_csv(c3d_root / "latents_text_selections_0.csv").text_phrasing == sel.text_phrasing
+    ).all()  # drawn once
     pert = pd.read_csv(c3d_root / "latents_text_perturbations_5.csv")
     assert (pert.object_xpos == latents.object_xpos).all() and (pert.object_shape == latents.object_shape).all()
     assert (pert.spotlight_pos != latents.spotlight_pos).all()  # redrawn with probability 1 (spec §4.1)

@@ -18,8 +18,9 @@ def execute_notebook(name: str, results: Path, workdir: Path, monkeypatch) -> li
     monkeypatch.setenv("MMREP_RESULTS", str(results))  # the kernel inherits this process's environment
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend returns the figures as PNG
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(workdir)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
     return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
 
 
@@ -30,5 +31,7 @@ def figures(outputs: list) -> int:
 def test_every_notebook_is_executed_by_a_test():
     tests = Path(__file__).parent
     for notebook in NOTEBOOKS.glob("*.ipynb"):
-        assert any(notebook.name in t.read_text() for t in tests.glob("test_*.py") if t.name != Path(__file__).name), notebook
+        assert any(notebook.name in t.read_text() for t in tests.glob("test_*.py") if t.name != Path(__file__).name), (
+            notebook
+        )
     assert len(list(NOTEBOOKS.glob("*.ipynb"))) >= 2

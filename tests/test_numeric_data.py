@@ -147,8 +147,11 @@ def test_training_stream_follows_the_trainer_device():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_stream_is_generated_on_the_gpu_reproducibly():
     dm = make(device="auto")
-    dm.trainer = type("T", (), {"strategy": type("S", (), {"root_device": torch.device("cuda")})(),
-                                "global_step": 0, "global_rank": 0})()
+    dm.trainer = type(
+        "T",
+        (),
+        {"strategy": type("S", (), {"root_device": torch.device("cuda")})(), "global_step": 0, "global_rank": 0},
+    )()
     first, again = next(iter(dm.train_dataloader())), next(iter(dm.train_dataloader()))
     assert first["x"].is_cuda and first["neg"]["t"].is_cuda
     torch.testing.assert_close(first["x"], again["x"])

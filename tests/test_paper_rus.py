@@ -24,8 +24,18 @@ TOLERANCE = 0.03  # around the paper's accuracy ranges
 @pytest.mark.slow
 def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
-    res = cli(["-m", "experiment=rus_alignment_small", "dataset.redundancy=0,4,8", "seed=0,1", f"hydra.sweep.dir={sweep}",
-               "callbacks.rich_progress_bar=null", f"paths.data_dir={tmp_path / 'data'}"], timeout=1500)
+    res = cli(
+        [
+            "-m",
+            "experiment=rus_alignment_small",
+            "dataset.redundancy=0,4,8",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+            "callbacks.rich_progress_bar=null",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        timeout=1500,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     result = analysis.analyze(sweep, bootstrap=200)
     runs = result["runs"]
@@ -56,7 +66,11 @@ def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, 
         for seed in (0, 1):
             assert ap[metric, seed, 0] >= 0.6, ap  # measured 0.85–0.97
     partial = result["alignment_performance"]
-    assert set(partial[partial.quantity == "alignment_performance_given_depth"].U) == {0, 4, 8}  # reported, not asserted
+    assert set(partial[partial.quantity == "alignment_performance_given_depth"].U) == {
+        0,
+        4,
+        8,
+    }  # reported, not asserted
 
     from test_notebooks import execute_notebook, figures  # the notebook of this result runs on these tables
 

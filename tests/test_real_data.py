@@ -24,6 +24,7 @@ def affect_reference(raw: dict, split: str, max_len: int = 50) -> dict:
     -inf audio → 0, cut every modality to its first 50 steps, z-score vision/audio with train statistics over
     samples × those steps, cut from the first text row with a non-zero entry (a sample with none in the window is
     dropped: the original exits), truncate, right-pad."""
+
     def clean(part):
         keep = [i for i in range(len(part["text"])) if part["text"][i].sum() != 0]
         out = {k: np.array(part[k], dtype=np.float64)[keep][:, :max_len] for k in ("vision", "audio", "text")}
@@ -67,8 +68,11 @@ def test_affect_loader_matches_the_spec_reference(tmp_path, name, edge_cases):
         for m in ("vision", "audio", "text"):
             np.testing.assert_allclose(data[m]["x"].numpy(), ref[m], atol=1e-4)
             np.testing.assert_array_equal(data[m]["mask"].numpy(), ref["mask"])
-        expected = {"regression": ref["labels"].astype(np.float32), "positive": (ref["labels"] > 0).astype(np.int64),
-                    "raw": ref["labels"].astype(np.int64)}[RULES[name]]
+        expected = {
+            "regression": ref["labels"].astype(np.float32),
+            "positive": (ref["labels"] > 0).astype(np.int64),
+            "raw": ref["labels"].astype(np.int64),
+        }[RULES[name]]
         np.testing.assert_array_equal(data["y"].numpy(), expected)
     assert dm.spec.task == ("regression" if name in ("mosei", "mosi") else "classification")
     assert dm.spec.modalities["vision"].shape == (50, FEATURES[name]["vision"])
@@ -137,14 +141,26 @@ def test_avmnist_patches_audio_normalisation_and_splits(tmp_path):
 @pytest.mark.parametrize("name", [*AFFECT, "avmnist"])
 def test_every_real_dataset_trains_with_unimodal_and_mmcl(run_inproc, external_data, tmp_path, name):
     extra = ["dataset.n_train=50", "trainer.max_epochs=2"] if name == "avmnist" else []
-    unimodal, _ = run_inproc([f"dataset={name}", "objective=unimodal", "metric=task_alignment", *SMALL, *QUIET,
-                              *extra, f"paths.data_dir={external_data}"], tmp_path / "unimodal")
+    unimodal, _ = run_inproc(
+        [
+            f"dataset={name}",
+            "objective=unimodal",
+            "metric=task_alignment",
+            *SMALL,
+            *QUIET,
+            *extra,
+            f"paths.data_dir={external_data}",
+        ],
+        tmp_path / "unimodal",
+    )
     task = unimodal[unimodal.metric.isin(["accuracy", "sign_accuracy"])]
     assert set(task.split) == {"train", "val", "test"} and task.value.between(0, 1).all()
     pairs = {"image|audio"} if name == "avmnist" else {"vision|audio", "vision|text", "audio|text"}
     assert set(unimodal.dropna(subset=["aggregate"]).modality) == pairs
-    mmcl, _ = run_inproc([f"dataset={name}", "objective=mmcl", *SMALL, *QUIET, *extra,
-                          f"paths.data_dir={external_data}"], tmp_path / "mmcl")
+    mmcl, _ = run_inproc(
+        [f"dataset={name}", "objective=mmcl", *SMALL, *QUIET, *extra, f"paths.data_dir={external_data}"],
+        tmp_path / "mmcl",
+    )
     probe = mmcl[mmcl.probe == "linear"]  # the default metric: linear probes + alignment
     assert set(probe.split) == {"val", "test"} and len(mmcl.dropna(subset=["aggregate"]).modality.unique()) == 1
     assert mmcl[mmcl.metric == "loss"].target.tolist() == ["contrastive"]
@@ -152,13 +168,20 @@ def test_every_real_dataset_trains_with_unimodal_and_mmcl(run_inproc, external_d
 
 def test_the_card_example_trains_with_data_and_fails_in_one_line_without(cli, external_data, tmp_path):
     out = tmp_path / "run"
-    res = cli(["dataset=mosei", "objective=mmcl", f"paths.data_dir={external_data}", f"hydra.run.dir={out}",
-               *SMALL, *QUIET])
+    res = cli(
+        ["dataset=mosei", "objective=mmcl", f"paths.data_dir={external_data}", f"hydra.run.dir={out}", *SMALL, *QUIET]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     results = pd.read_csv(out / "results.csv")
     assert {"sign_accuracy", "mae", "pearson"} <= set(results[results.probe == "linear"].metric)
-    res = cli(["dataset=mosei", "objective=mmcl", f"paths.data_dir={tmp_path / 'nodata'}",
-               f"hydra.run.dir={tmp_path / 'missing'}"])
+    res = cli(
+        [
+            "dataset=mosei",
+            "objective=mmcl",
+            f"paths.data_dir={tmp_path / 'nodata'}",
+            f"hydra.run.dir={tmp_path / 'missing'}",
+        ]
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr
     line = [l for l in res.stderr.splitlines() if l.startswith("mmrep: error:")]
     assert len(line) == 1 and f"{tmp_path / 'nodata'}/affect/mosei/mosei_senti_data.pkl" in line[0]
@@ -167,7 +190,9 @@ def test_the_card_example_trains_with_data_and_fails_in_one_line_without(cli, ex
     bad = tmp_path / "bad" / "affect" / "mosei" / "mosei_senti_data.pkl"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not a pickle")
-    res = cli(["dataset=mosei", "objective=mmcl", f"paths.data_dir={tmp_path / 'bad'}", f"hydra.run.dir={tmp_path / 'r2'}"])
+    res = cli(
+        ["dataset=mosei", "objective=mmcl", f"paths.data_dir={tmp_path / 'bad'}", f"hydra.run.dir={tmp_path / 'r2'}"]
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "mmrep: error: dataset.path:" in res.stderr and "not a readable pickle" in res.stderr
     assert not (tmp_path / "r2").exists()
@@ -179,9 +204,22 @@ def test_multibench_experiment_and_table1_analysis(cli, external_data, tmp_path,
     from mmrep.analysis import multibench
 
     sweep = tmp_path / "sweep"
-    res = cli(["-m", "experiment=multibench_alignment", "dataset=mosi", "pair=vision_text", "enc_depth=1,2",
-               "seed=2,22", "trainer.max_epochs=1", "metric.alignment.n=16", "metric.alignment.k=5",
-               "callbacks.rich_progress_bar=null", f"paths.data_dir={external_data}", f"hydra.sweep.dir={sweep}"])
+    res = cli(
+        [
+            "-m",
+            "experiment=multibench_alignment",
+            "dataset=mosi",
+            "pair=vision_text",
+            "enc_depth=1,2",
+            "seed=2,22",
+            "trainer.max_epochs=1",
+            "metric.alignment.n=16",
+            "metric.alignment.k=5",
+            "callbacks.rich_progress_bar=null",
+            f"paths.data_dir={external_data}",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert multibench.main([str(sweep), "--n", "16"]) == 0
     summary = pd.read_csv(sweep / "multibench_alignment.csv")
@@ -191,9 +229,12 @@ def test_multibench_experiment_and_table1_analysis(cli, external_data, tmp_path,
     runs = pd.read_csv(sweep / "multibench_runs.csv")
     assert len(runs) == 2 * 2 * 4 and runs.alignment.between(-1, 1).all() and runs.performance.between(0, 1).all()
     # the best fixed model is the run with the highest validation performance of that modality
-    val = {str(run): pd.read_csv(sweep / str(run) / "results.csv").query(
-        "metric == 'sign_accuracy' and modality == 'text' and split == 'val' and probe != probe").value.iloc[0]
-        for run in runs.run.unique()}
+    val = {
+        str(run): pd.read_csv(sweep / str(run) / "results.csv")
+        .query("metric == 'sign_accuracy' and modality == 'text' and split == 'val' and probe != probe")
+        .value.iloc[0]
+        for run in runs.run.unique()
+    }
     best = runs[runs.fixed == "text"].best_fixed_run.unique()
     assert len(best) == 1 and val[str(best[0])] == max(val.values())
     assert "Table 1" in capsys.readouterr().out
@@ -207,9 +248,21 @@ def test_multibench_grid_picks_each_modalitys_best_setting(cli, external_data, t
     from mmrep.analysis import multibench
 
     sweep = tmp_path / "grid"
-    res = cli(["-m", "experiment=multibench_grid", "dataset=sarcasm", "pair=audio_text", "objective.optimizer.lr=1e-3,1e-5",
-               "objective.optimizer.weight_decay=0.0", "enc_depth=1,2", "trainer.max_epochs=1",
-               "callbacks.rich_progress_bar=null", f"paths.data_dir={external_data}", f"hydra.sweep.dir={sweep}"])
+    res = cli(
+        [
+            "-m",
+            "experiment=multibench_grid",
+            "dataset=sarcasm",
+            "pair=audio_text",
+            "objective.optimizer.lr=1e-3,1e-5",
+            "objective.optimizer.weight_decay=0.0",
+            "enc_depth=1,2",
+            "trainer.max_epochs=1",
+            "callbacks.rich_progress_bar=null",
+            f"paths.data_dir={external_data}",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert multibench.main(["--tune", str(sweep)]) == 0
     best = pd.read_csv(sweep / "tuned.csv").set_index("modality")
@@ -229,8 +282,10 @@ def test_multibench_grid_picks_each_modalitys_best_setting(cli, external_data, t
 
 
 SPEC_TABLE = {  # spec §2.2: (vision, audio, text) features, CLS; AVMNIST: image 16 × 49 tokens, audio 36, CLS
-    "mosei": ((35, 74, 300), False), "mosi": ((20, 5, 300), False),
-    "sarcasm": ((371, 81, 300), True), "humor": ((371, 81, 300), True),
+    "mosei": ((35, 74, 300), False),
+    "mosi": ((20, 5, 300), False),
+    "sarcasm": ((371, 81, 300), True),
+    "humor": ((371, 81, 300), True),
 }
 
 
@@ -238,8 +293,9 @@ SPEC_TABLE = {  # spec §2.2: (vision, audio, text) features, CLS; AVMNIST: imag
 def test_encoder_defaults_reproduce_the_spec_table(compose, external_data, tmp_path, name):
     from mmrep.pipeline.build import build
 
-    _, model = build(compose([f"dataset={name}", "objective=unimodal", f"paths.data_dir={external_data}"],
-                             output_dir=tmp_path))
+    _, model = build(
+        compose([f"dataset={name}", "objective=unimodal", f"paths.data_dir={external_data}"], output_dir=tmp_path)
+    )
     if name == "avmnist":
         expected = {"image": (16, 49, True), "audio": (36, None, True)}
     else:
@@ -247,7 +303,9 @@ def test_encoder_defaults_reproduce_the_spec_table(compose, external_data, tmp_p
         expected = {m: (f, 50, cls) for m, f in zip(("vision", "audio", "text"), features)}
     for m, (width, positions, cls) in expected.items():
         enc = model.encoders[m]
-        assert enc.proj.out_features == width and isinstance(enc.out, torch.nn.Identity)  # E = n_features, no projection
+        assert enc.proj.out_features == width and isinstance(
+            enc.out, torch.nn.Identity
+        )  # E = n_features, no projection
         assert (enc.cls is not None) == cls and len(enc.layers) == 1
         assert positions is None or enc.pos.shape[1] == positions + int(cls)  # max_seq_length 50 (+ CLS)
         layer = enc.layers[0]

@@ -106,8 +106,11 @@ def _labels_out_of_range(path, params):
 
 
 def _digest_of_wrong_type(path, params):
-    np.savez(path, **rus.generate_rus(**params), **{rus.DIGEST_KEY: np.frombuffer(
-        rus.params_digest(params).encode(), dtype=np.uint8)})
+    np.savez(
+        path,
+        **rus.generate_rus(**params),
+        **{rus.DIGEST_KEY: np.frombuffer(rus.params_digest(params).encode(), dtype=np.uint8)},
+    )
 
 
 def _bare_npy(path, params):
@@ -162,8 +165,16 @@ def test_a_truncated_or_empty_cache_is_regenerated(tmp_path, caplog, cut, reason
 
 @pytest.mark.parametrize(
     "error",
-    [zipfile.BadZipFile("bad"), EOFError("no data"), OSError("io"), ValueError("bad header"), zlib.error("crc"),
-     tokenize.TokenError("header"), NotImplementedError("compression"), PermissionError("denied")],
+    [
+        zipfile.BadZipFile("bad"),
+        EOFError("no data"),
+        OSError("io"),
+        ValueError("bad header"),
+        zlib.error("crc"),
+        tokenize.TokenError("header"),
+        NotImplementedError("compression"),
+        PermissionError("denied"),
+    ],
     ids=lambda e: f"{type(e).__module__}.{type(e).__name__}".removeprefix("builtins."),
 )
 def test_every_reader_exception_means_regenerate(tmp_path, caplog, monkeypatch, error):
@@ -268,7 +279,9 @@ def _fake_run(run, config, rows):
 
 
 NUMERIC_CONFIG = {"dataset": {"_target_": "mmrep.data.numeric.NumericDataModule", "n_semantics": 10}, "seed": 0}
-NUMERIC_ROWS = [{"metric": "r2", "probe": "linear", "modality": "x", "target": "s_0", "value": 0.9, "split": "probe_eval"}]
+NUMERIC_ROWS = [
+    {"metric": "r2", "probe": "linear", "modality": "x", "target": "s_0", "value": 0.9, "split": "probe_eval"}
+]
 RUS_ROWS = [
     {"metric": "unbiased_cka", "aggregate": "max", "value": 0.5, "modality": "x0|x1", "split": "align"},
     {"metric": "accuracy", "modality": "x1", "split": "test", "value": 0.7},
@@ -276,8 +289,11 @@ RUS_ROWS = [
 
 
 def _rus_config(r, d):
-    return {"dataset": {"_target_": "mmrep.data.rus.RUSDataModule", "redundancy": r, "depth": 1},
-            "encoders": {"x1": {"depth": d}}, "seed": 0}
+    return {
+        "dataset": {"_target_": "mmrep.data.rus.RUSDataModule", "redundancy": r, "depth": 1},
+        "encoders": {"x1": {"depth": d}},
+        "seed": 0,
+    }
 
 
 def _error_line(root, capsys):

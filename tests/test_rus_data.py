@@ -23,8 +23,14 @@ RULES = {
 }
 # spec §1.4 step 5: I(X1;Y), I(X2;Y), co-information
 MI = {
-    0: (0.367, 0.473, -0.319), 1: (0.367, 0.619, -0.173), 2: (0.494, 0.608, -0.058), 3: (0.494, 0.772, 0.106),
-    4: (0.715, 0.733, 0.290), 5: (0.715, 0.887, 0.443), 6: (0.972, 0.881, 0.693), 7: (0.972, 1.159, 0.972),
+    0: (0.367, 0.473, -0.319),
+    1: (0.367, 0.619, -0.173),
+    2: (0.494, 0.608, -0.058),
+    3: (0.494, 0.772, 0.106),
+    4: (0.715, 0.733, 0.290),
+    5: (0.715, 0.887, 0.443),
+    6: (0.972, 0.881, 0.693),
+    7: (0.972, 1.159, 0.972),
     8: (1.159, 1.159, 1.159),
 }
 
@@ -66,7 +72,11 @@ def _original_draws(table, state, n):
     ``choice(4, p=...)`` per sample (the issue-13 finding: without ``p`` numpy takes another stream)."""
     slow = np.random.RandomState()
     slow.set_state(state)
-    ids = [slow.choice(256, n, p=[1 / 256] * 256), slow.choice(16, n, p=[1 / 16] * 16), slow.choice(16, n, p=[1 / 16] * 16)]
+    ids = [
+        slow.choice(256, n, p=[1 / 256] * 256),
+        slow.choice(16, n, p=[1 / 16] * 16),
+        slow.choice(16, n, p=[1 / 16] * 16),
+    ]
     labels = [slow.choice(4, p=table[a, b, c]) for a, b, c in zip(*ids)]
     return ids, labels
 
@@ -95,8 +105,10 @@ def test_label_statistics_follow_the_table():
     # the label depends on the shared bits in the rule: P(y | x_c bit 7) differs, on an unused bit (3) it does not
     bit7 = (data["xc"] >> 0) & 1  # x_c position 7 = least significant
     bit3 = (data["xc"] >> 4) & 1
-    diff = lambda bit: np.abs(np.bincount(data["label"][bit == 1], minlength=4) / (bit == 1).sum()
-                              - np.bincount(data["label"][bit == 0], minlength=4) / (bit == 0).sum()).max()
+    diff = lambda bit: np.abs(
+        np.bincount(data["label"][bit == 1], minlength=4) / (bit == 1).sum()
+        - np.bincount(data["label"][bit == 0], minlength=4) / (bit == 0).sum()
+    ).max()
     assert diff(bit7) > 0.1 and diff(bit3) < 0.02
 
 

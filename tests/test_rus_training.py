@@ -16,16 +16,25 @@ from mmrep.encoders.mlp import MLP
 from mmrep.metrics.task import TaskMetrics
 from mmrep.objectives.unimodal import UnimodalSupervised
 
-RUS_TINY = ["dataset=rus", "dataset.num_data=4000", "dataset.batch_size=128", "callbacks.rich_progress_bar=null",
-            "metric.alignment.k=10", "metric.alignment.n=200"]
-SPEC = DataSpec({"x0": ModalitySpec((12,)), "x1": ModalitySpec((12,))}, task="classification", num_classes=4,
-                encoding_size=12)
+RUS_TINY = [
+    "dataset=rus",
+    "dataset.num_data=4000",
+    "dataset.batch_size=128",
+    "callbacks.rich_progress_bar=null",
+    "metric.alignment.k=10",
+    "metric.alignment.n=200",
+]
+SPEC = DataSpec(
+    {"x0": ModalitySpec((12,)), "x1": ModalitySpec((12,))}, task="classification", num_classes=4, encoding_size=12
+)
 
 
 def _factory(**fixed):
     """The rus_mlp encoder config as a factory (the ``encoders.<modality>`` contract)."""
-    return partial(MLP, **{**dict(depth=1, width=12, negative_slope=0.1, output_activation=True, hidden=[],
-                                  relative=False), **fixed})
+    return partial(
+        MLP,
+        **{**dict(depth=1, width=12, negative_slope=0.1, output_activation=True, hidden=[], relative=False), **fixed},
+    )
 
 
 def _encoders(**per_modality):
@@ -42,8 +51,12 @@ def test_rus_encoder_is_the_spec_custom_mlp():
 
 
 def test_unimodal_builds_per_modality_encoders_heads_and_optimizer_groups():
-    model = UnimodalSupervised(SPEC, _encoders(x1=dict(depth=4)), optimizer=partial(torch.optim.AdamW, lr=1e-3),
-                               param_groups={"x0": {"lr": 5e-3, "weight_decay": 0.1}, "x1": {"weight_decay": 0.0}})
+    model = UnimodalSupervised(
+        SPEC,
+        _encoders(x1=dict(depth=4)),
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+        param_groups={"x0": {"lr": 5e-3, "weight_decay": 0.1}, "x1": {"weight_decay": 0.0}},
+    )
     assert len(model.encoders["x0"].activation_layers()) == 1 and len(model.encoders["x1"].activation_layers()) == 4
     assert model.heads["x1"].out_features == 4 and model.loss_name == "cross_entropy"
     groups = model.configure_optimizers().param_groups
@@ -58,7 +71,10 @@ def test_unimodal_builds_per_modality_encoders_heads_and_optimizer_groups():
 @pytest.mark.parametrize(
     "kwargs, key",
     [
-        (dict(data=DataSpec({"x0": ModalitySpec((12,))}, encoding_size=12), encoders={"x0": _factory()}), "objective=unimodal"),
+        (
+            dict(data=DataSpec({"x0": ModalitySpec((12,))}, encoding_size=12), encoders={"x0": _factory()}),
+            "objective=unimodal",
+        ),
         (dict(train_modalities=["x2"]), "objective.train_modalities"),
         (dict(encoders=_encoders(x1=dict(depth=0))), "encoders.x1.depth"),
         (dict(encoders={"x0": _factory()}), "encoders.x1"),
@@ -96,23 +112,38 @@ def test_accuracy_metric_counts_correct_predictions(tmp_path):
     dm = RUSDataModule(redundancy=8, depth=0, num_data=2000, data_dir=str(tmp_path))
     model = UnimodalSupervised(dm.spec, _encoders())
     df = TaskMetrics(splits=["val", "test"])(model, dm)
-    assert set(df.split) == {"val", "test"} and set(df.modality) == {"x0", "x1"} and set(df.metric) == {"accuracy", "f1"}
+    assert (
+        set(df.split) == {"val", "test"} and set(df.modality) == {"x0", "x1"} and set(df.metric) == {"accuracy", "f1"}
+    )
     with torch.no_grad():
         for split in ("val", "test"):
             data = dm.split(split).data
             pred = model.predict({"x0": data["x0"]})["x0"].argmax(1)
             got = df[(df.split == split) & (df.modality == "x0")].set_index("metric").value
             assert got["accuracy"] == pytest.approx((pred == data["y"]).float().mean().item())
-            f1 = [2 * ((pred == c) & (data["y"] == c)).sum().item() / max(1, ((pred == c).sum() + (data["y"] == c).sum()).item())
-                  for c in range(4)]  # macro F1 by hand: 2TP / (2TP + FP + FN) per class
+            f1 = [
+                2
+                * ((pred == c) & (data["y"] == c)).sum().item()
+                / max(1, ((pred == c).sum() + (data["y"] == c).sum()).item())
+                for c in range(4)
+            ]  # macro F1 by hand: 2TP / (2TP + FP + FN) per class
             assert got["f1"] == pytest.approx(np.mean(f1), abs=1e-6)
 
 
 def test_rus_unimodal_run_learns_and_writes_accuracy_and_alignment(run_inproc, tmp_path):
     out = tmp_path / "run"
-    run_inproc([*RUS_TINY, "dataset.redundancy=8", "objective=unimodal", "encoders.x1.depth=2",
-               "metric=accuracy_alignment", "trainer.max_epochs=4",
-               f"paths.data_dir={tmp_path / 'data'}"], out)
+    run_inproc(
+        [
+            *RUS_TINY,
+            "dataset.redundancy=8",
+            "objective=unimodal",
+            "encoders.x1.depth=2",
+            "metric=accuracy_alignment",
+            "trainer.max_epochs=4",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        out,
+    )
     df = pd.read_csv(out / "results.csv")
     acc = df[(df.metric == "accuracy") & (df.split == "test")].set_index("modality").value
     assert acc["x0"] > 0.4 and acc["x1"] > 0.4  # 4 balanced classes: chance is 0.25
@@ -125,8 +156,16 @@ def test_rus_unimodal_run_learns_and_writes_accuracy_and_alignment(run_inproc, t
 
 def test_rus_with_contrastive_objective(run_inproc, tmp_path):
     out = tmp_path / "run"
-    run_inproc([*RUS_TINY, "objective=mmcl", "trainer.max_steps=30", "objective.scheduler.warmup_steps=5",
-               f"paths.data_dir={tmp_path / 'data'}"], out)
+    run_inproc(
+        [
+            *RUS_TINY,
+            "objective=mmcl",
+            "trainer.max_steps=30",
+            "objective.scheduler.warmup_steps=5",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        out,
+    )
     df = pd.read_csv(out / "results.csv")
     assert {"mutual_knn", "unbiased_cka", "svcca"} <= set(df.metric)  # dataset=rus defaults to metric=alignment
     assert (df[df.metric == "loss"].split == "val").all()
@@ -141,9 +180,18 @@ def test_rus_bad_redundancy_names_the_key(compose, tmp_path):
 
 def test_rus_optuna_study_per_redundancy_and_modality(cli, tmp_path):
     db = tmp_path / "study.db"
-    args = ["-m", "hparams_search=rus_optuna", "dataset.redundancy=4", "trainer.max_epochs=1", "dataset.num_data=3000",
-            "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            f"paths.data_dir={tmp_path / 'data'}", "callbacks.rich_progress_bar=null"]
+    args = [
+        "-m",
+        "hparams_search=rus_optuna",
+        "dataset.redundancy=4",
+        "trainer.max_epochs=1",
+        "dataset.num_data=3000",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "callbacks.rich_progress_bar=null",
+    ]
     res = cli(args)  # resuming and topping up a study: tests/test_sweeps.py (the same sweeper)
     assert res.returncode == 0, res.stderr[-3000:]
     with sqlite3.connect(db) as con:
@@ -164,15 +212,25 @@ def _fake_runs(tmp_path, slope):
         for d in (1, 2, 3, 4, 5):
             run = tmp_path / f"r{r}_d{d}"
             (run / ".hydra").mkdir(parents=True)
-            OmegaConf.save({"dataset": {"redundancy": r, "depth": 1}, "encoders": {"x1": {"depth": d}}, "seed": 0},
-                           run / ".hydra" / "config.yaml")
+            OmegaConf.save(
+                {"dataset": {"redundancy": r, "depth": 1}, "encoders": {"x1": {"depth": d}}, "seed": 0},
+                run / ".hydra" / "config.yaml",
+            )
             u = 8 - r
             align = 0.9 - slope * u + 0.02 * d
             acc = 0.5 + (0.3 * align if u == 0 else rng.uniform(0, 0.2))
-            pd.DataFrame([
-                {"metric": "unbiased_cka", "aggregate": "max", "value": align, "modality": "x0|x1", "split": "align"},
-                {"metric": "accuracy", "modality": "x1", "split": "test", "value": acc},
-            ]).to_csv(run / "results.csv", index=False)
+            pd.DataFrame(
+                [
+                    {
+                        "metric": "unbiased_cka",
+                        "aggregate": "max",
+                        "value": align,
+                        "modality": "x0|x1",
+                        "split": "align",
+                    },
+                    {"metric": "accuracy", "modality": "x1", "split": "test", "value": acc},
+                ]
+            ).to_csv(run / "results.csv", index=False)
 
 
 def test_analysis_correlations_and_figures(tmp_path):
@@ -188,8 +246,14 @@ def test_analysis_correlations_and_figures(tmp_path):
     assert abs(ap.loc[8, "spearman"]) < 0.95
     assert set(perf.quantity) >= {"alignment_performance_given_depth"}
     assert set(result["alignment_performance_by_seed"].seed) == {0}
-    for name in ("rus_runs.csv", "alignment_vs_U.csv", "alignment_performance.csv", "alignment_performance_by_seed.csv",
-                 "alignment_vs_U_unbiased_cka.png", "alignment_performance_unbiased_cka.png"):
+    for name in (
+        "rus_runs.csv",
+        "alignment_vs_U.csv",
+        "alignment_performance.csv",
+        "alignment_performance_by_seed.csv",
+        "alignment_vs_U_unbiased_cka.png",
+        "alignment_performance_unbiased_cka.png",
+    ):
         assert (tmp_path / name).is_file()
 
 
@@ -198,7 +262,9 @@ def test_partial_correlation_removes_what_depth_explains():
     z = rng.normal(size=400)
     x, y = z + 0.5 * rng.normal(size=400), z + 0.5 * rng.normal(size=400)  # related only through z
     plain, partial = analysis.correlation(x, y, 0), analysis.partial_correlation(x, y, z, bootstrap=300)
-    assert plain["pearson"] > 0.7 and abs(partial["pearson"]) < 0.12 and partial["pearson_lo"] < 0 < partial["pearson_hi"]
+    assert (
+        plain["pearson"] > 0.7 and abs(partial["pearson"]) < 0.12 and partial["pearson_lo"] < 0 < partial["pearson_hi"]
+    )
     r = np.corrcoef([x, y, z])  # the textbook formula (r_xy − r_xz r_yz) / √((1 − r_xz²)(1 − r_yz²))
     textbook = (r[0, 1] - r[0, 2] * r[1, 2]) / np.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2))
     assert partial["pearson"] == pytest.approx(textbook, abs=1e-10)
@@ -213,9 +279,13 @@ def test_analysis_errors_without_runs(tmp_path):
 def test_best_states_travel_with_the_checkpoint():
     make = lambda: UnimodalSupervised(SPEC, _encoders())
     trained = make()
-    trained._best_state = {m: {"encoder": {k: v.clone() for k, v in trained.encoders[m].state_dict().items()},
-                               "head": {k: v.clone() for k, v in trained.heads[m].state_dict().items()}}
-                           for m in ("x0", "x1")}
+    trained._best_state = {
+        m: {
+            "encoder": {k: v.clone() for k, v in trained.encoders[m].state_dict().items()},
+            "head": {k: v.clone() for k, v in trained.heads[m].state_dict().items()},
+        }
+        for m in ("x0", "x1")
+    }
     trained.best_score, trained.best_epoch = {"x0": 0.5, "x1": 0.6}, {"x0": 3, "x1": 7}
     checkpoint = {}
     trained.on_save_checkpoint(checkpoint)
@@ -230,10 +300,22 @@ def test_best_states_travel_with_the_checkpoint():
 
 def test_alignment_callback_on_a_split_smaller_than_n(run_inproc, tmp_path):
     out = tmp_path / "run"
-    run_inproc([*RUS_TINY, "dataset.num_data=2000", "objective=unimodal", "metric=alignment",
-               "metric.alignment.metrics=[unbiased_cka]", "metric.alignment.n=512", "callbacks=alignment",
-               "callbacks.alignment.k=10", "callbacks.alignment.n=512", "trainer.max_epochs=1",
-               f"paths.data_dir={tmp_path / 'data'}"], out)
+    run_inproc(
+        [
+            *RUS_TINY,
+            "dataset.num_data=2000",
+            "objective=unimodal",
+            "metric=alignment",
+            "metric.alignment.metrics=[unbiased_cka]",
+            "metric.alignment.n=512",
+            "callbacks=alignment",
+            "callbacks.alignment.k=10",
+            "callbacks.alignment.n=512",
+            "trainer.max_epochs=1",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        out,
+    )
     history = pd.read_csv(out / "alignment_history.csv")
     assert set(history.n) == {301}  # the whole 301-sample test split, no padding rows
     best = pd.read_csv(out / "results.csv").query("aggregate == 'max'").set_index("metric").value

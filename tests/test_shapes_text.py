@@ -52,8 +52,14 @@ def test_datamodule_spec_tokens_vocabulary_cache_and_roles(tmp_path):
         end = ids.index(1)  # caption words, then <eos>, then <pad> to the length
         assert " ".join(words[i] for i in ids[:end]) == expected and set(ids[end + 1 :]) <= {0}
     assert set(batch["latents"]) == set(FACTORS)
-    assert dm.factor_roles() == {"color": "invariant", "shape": "invariant", "size": "perturbed",
-                                 "background": "omitted", "x": "image-specific", "y": "image-specific"}
+    assert dm.factor_roles() == {
+        "color": "invariant",
+        "shape": "invariant",
+        "size": "perturbed",
+        "background": "omitted",
+        "x": "image-specific",
+        "y": "image-specific",
+    }
     (cached,) = tmp_path.glob("shapes_text_*.npz")
     stamp = cached.stat().st_mtime_ns
     ShapesTextDataModule(bias, num_samples=500, data_dir=str(tmp_path))
@@ -76,9 +82,19 @@ def test_paper_setting_ids_are_a_shorthand_for_theta_and_beta(tmp_path):
 
 
 def test_factor_probes_rows_and_start_up_check(run_inproc, tmp_path):
-    results, _ = run_inproc(["dataset=shapes_text", "dataset.num_samples=1500", "bias.theta=[color]",
-                             "trainer.max_epochs=1", "metric.factors.probes=[linear]", "callbacks.rich_progress_bar=null",
-                             "logger=none", f"paths.data_dir={tmp_path / 'data'}"], tmp_path / "run")
+    results, _ = run_inproc(
+        [
+            "dataset=shapes_text",
+            "dataset.num_samples=1500",
+            "bias.theta=[color]",
+            "trainer.max_epochs=1",
+            "metric.factors.probes=[linear]",
+            "callbacks.rich_progress_bar=null",
+            "logger=none",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        tmp_path / "run",
+    )
     rows = results[results.metric.isin(["mcc", "r2"])]
     assert set(rows.modality) == {"image", "text"} and set(rows.target) == set(FACTORS)
     assert set(rows[rows.target == "x"].metric) == {"r2"} and set(rows[rows.target == "color"].metric) == {"mcc"}
@@ -91,15 +107,24 @@ def _scores(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bias", [["bias.theta=[color,shape,size]"], ["bias.beta=[background]"]],
-                         ids=["selection", "perturbation"])
+@pytest.mark.parametrize(
+    "bias", [["bias.theta=[color,shape,size]"], ["bias.beta=[background]"]], ids=["selection", "perturbation"]
+)
 def test_mmcl_identifies_exactly_the_unbiased_shared_factors(cli, tmp_path, bias):
     """Paper §3.4 qualitatively: factors in I_θ \\ I_β are identified from both modalities (MLP MCC >= 0.8);
     omitted, perturbed and image-only factors are not (<= 0.3). 7 of the shipped 10 epochs (suite time): measured
     image shape MCC 0.91 / 0.90, every non-invariant factor <= 0.02."""
     out = tmp_path / "run"
-    res = cli(["dataset=shapes_text", *bias, "trainer.max_epochs=7", f"hydra.run.dir={out}", "callbacks.rich_progress_bar=null",
-               f"paths.data_dir={tmp_path / 'data'}"])
+    res = cli(
+        [
+            "dataset=shapes_text",
+            *bias,
+            "trainer.max_epochs=7",
+            f"hydra.run.dir={out}",
+            "callbacks.rich_progress_bar=null",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     scores = _scores(out)
     for modality in ("image", "text"):
@@ -112,14 +137,27 @@ def test_selection_sweep_to_factor_tables(cli, tmp_path, capsys):
     from mmrep.analysis import factors
 
     sweep = tmp_path / "sweep"
-    res = cli(["-m", "experiment=shapes_text_selection", "bias.theta=[color],[color,shape]", "seed=0",
-               "dataset.num_samples=1000", "trainer.max_epochs=1", "metric.factors.probes=[linear]",
-               "callbacks.rich_progress_bar=null", f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"])
+    res = cli(
+        [
+            "-m",
+            "experiment=shapes_text_selection",
+            "bias.theta=[color],[color,shape]",
+            "seed=0",
+            "dataset.num_samples=1000",
+            "trainer.max_epochs=1",
+            "metric.factors.probes=[linear]",
+            "callbacks.rich_progress_bar=null",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert factors.main([str(sweep), "--probe", "linear"]) == 0
     table = pd.read_csv(sweep / "factors.csv")
     assert set(table.setting) == {"selection_0", "selection_1"}  # the paper-setting ids of θ={color}, {color, shape}
-    assert set(table.modality) == {"image", "text"} and (table["count"] == 1).all() and table["mean"].between(0, 1).all()
+    assert (
+        set(table.modality) == {"image", "text"} and (table["count"] == 1).all() and table["mean"].between(0, 1).all()
+    )
     roles = table[table.setting == "selection_0"].set_index(["modality", "factor"]).role
     assert roles["text", "shape"] == "omitted" and roles["image", "color"] == "invariant"
     assert (sweep / "factors_image_linear.md").is_file() and "selection_1" in capsys.readouterr().out

@@ -1,6 +1,5 @@
 """Multirun sweeps (experiment overlays, Optuna) and the analysis command that turns them into tables."""
 
-
 import pandas as pd
 import pytest
 
@@ -33,10 +32,21 @@ def _fake_runs(root, settings, seeds):
         for seed in seeds:
             run = root / f"{k}_{seed}"
             (run / ".hydra").mkdir(parents=True)
-            cfg = {"bias": {"theta": theta, "beta": beta}, "dataset": {"dependent": False, "n_semantics": 10}, "seed": seed}
+            cfg = {
+                "bias": {"theta": theta, "beta": beta},
+                "dataset": {"dependent": False, "n_semantics": 10},
+                "seed": seed,
+            }
             (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
             rows = [
-                {"metric": "r2", "probe": "mlp", "modality": "x", "target": t, "value": v + 0.01 * seed, "split": "probe_eval"}
+                {
+                    "metric": "r2",
+                    "probe": "mlp",
+                    "modality": "x",
+                    "target": t,
+                    "value": v + 0.01 * seed,
+                    "split": "probe_eval",
+                }
                 for t, v in values.items()
             ]
             pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
@@ -107,8 +117,14 @@ def start_worker(args, out):
 
     handle = open(out, "w")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "mmrep.train", *args], cwd=ROOT, env=env, stdout=handle,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmrep.train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc.log_path = out
     return proc
 
@@ -143,18 +159,29 @@ def test_concurrent_workers_share_one_study(tiny, tmp_path):
     from hydra_plugins.mmrep_optuna_sweeper.workers import DROPPED_ATTR, STALE_ATTR, WORKER_ATTR
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=5",
-            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=15", "print_config=false", *tiny]
-    procs = [start_worker([*args, f"hydra.sweep.dir={tmp_path / f'sweep{k}'}"], tmp_path / f"worker{k}.log")
-             for k in range(3)]
+    args = [
+        "-m",
+        "hparams_search=numeric_optuna",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=15",
+        "print_config=false",
+        *tiny,
+    ]
+    procs = [
+        start_worker([*args, f"hydra.sweep.dir={tmp_path / f'sweep{k}'}"], tmp_path / f"worker{k}.log")
+        for k in range(3)
+    ]
     for code, log in finish_workers(procs):
         assert code == 0 and "Traceback" not in log, log[-3000:]
         assert "5 finished of n_trials=5; done" in log
     trials = study_trials(storage)
     assert sum(t.state.name == "COMPLETE" for t in trials) == 5
     run = [t for t in trials if DROPPED_ATTR not in t.system_attrs]  # a surplus trial is dropped before it runs
-    assert all(t.state.name == "COMPLETE" and STALE_ATTR not in t.system_attrs for t in run), \
-        [(t.number, t.state.name, t.system_attrs) for t in trials]
+    assert all(t.state.name == "COMPLETE" and STALE_ATTR not in t.system_attrs for t in run), [
+        (t.number, t.state.name, t.system_attrs) for t in trials
+    ]
     assert_no_duplicate_params(trials)
     assert len({t.system_attrs[WORKER_ATTR] for t in run}) >= 2  # the study was shared
 
@@ -173,8 +200,18 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_retried(cli, tiny, tmp_path
     temperature = dead.suggest_float("objective.temperature", 0.1, 2.0, log=True)
     dead.set_system_attr(WORKER_ATTR, "gone:1")
     optuna.storages.RDBStorage(storage).record_heartbeat(dead._trial_id)
-    res = cli(["-m", "hparams_search=numeric_optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=2",
-               "hydra.sweeper.retry_failed=1", *QUICK_BEATS, f"hydra.sweep.dir={tmp_path / 'sweep'}", *tiny])
+    res = cli(
+        [
+            "-m",
+            "hparams_search=numeric_optuna",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.retry_failed=1",
+            *QUICK_BEATS,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *tiny,
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     log = res.stdout + res.stderr
     assert f"trial {dead.number} failed: no heartbeat for" in log and "its worker gone:1 stopped" in log
@@ -200,16 +237,28 @@ def test_a_job_beats_its_own_trial(tiny, tmp_path):
     trial = optuna.create_study(study_name="numeric_mmcl", storage=storage, direction="maximize").ask()
     os.environ["MMREP_OPTUNA_TRIAL_ID"] = str(trial._trial_id)  # for start_worker's child only
     try:
-        job = start_worker(["hydra/sweeper=mmrep_optuna", f"hydra.sweeper.storage={storage}",
-                            "hydra.sweeper.study_name=numeric_mmcl", "hydra.sweeper.heartbeat_interval=1",
-                            f"hydra.run.dir={tmp_path / 'run'}", *tiny], tmp_path / "job.log")
+        job = start_worker(
+            [
+                "hydra/sweeper=mmrep_optuna",
+                f"hydra.sweeper.storage={storage}",
+                "hydra.sweeper.study_name=numeric_mmcl",
+                "hydra.sweeper.heartbeat_interval=1",
+                f"hydra.run.dir={tmp_path / 'run'}",
+                *tiny,
+            ],
+            tmp_path / "job.log",
+        )
     finally:
         del os.environ["MMREP_OPTUNA_TRIAL_ID"]
     seen, engine = set(), create_engine(storage)
     while job.poll() is None:
         with engine.connect() as con:
-            seen.update(r[0] for r in con.execute(text("select heartbeat from trial_heartbeats where trial_id = :t"),
-                                                  {"t": trial._trial_id}))
+            seen.update(
+                r[0]
+                for r in con.execute(
+                    text("select heartbeat from trial_heartbeats where trial_id = :t"), {"t": trial._trial_id}
+                )
+            )
         time.sleep(0.2)
     ((code, log),) = finish_workers([job])
     assert code == 0, log[-3000:]
@@ -259,15 +308,27 @@ def test_a_ddp_trial_runs_its_parameters_on_every_rank(cli, tiny, tmp_path):
     import yaml
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    res = cli(["-m", "hparams_search=numeric_optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=1",
-               "trainer=ddp_cpu", *QUICK_BEATS, f"hydra.sweep.dir={tmp_path / 'sweep'}", *tiny])
+    res = cli(
+        [
+            "-m",
+            "hparams_search=numeric_optuna",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.n_trials=1",
+            "trainer=ddp_cpu",
+            *QUICK_BEATS,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *tiny,
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     (trial,) = study_trials(storage)
     assert trial.state.name == "COMPLETE"
     cfg = yaml.safe_load((tmp_path / "sweep" / "0" / ".hydra" / "config.yaml").read_text())
     assert cfg["trainer"]["devices"] == 2 and cfg["trainer"]["strategy"] == "ddp_spawn"
-    used = {"objective.optimizer.lr": cfg["objective"]["optimizer"]["lr"],
-            "objective.temperature": cfg["objective"]["temperature"]}
+    used = {
+        "objective.optimizer.lr": cfg["objective"]["optimizer"]["lr"],
+        "objective.temperature": cfg["objective"]["temperature"],
+    }
     assert used == trial.params
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in res.stdout + res.stderr  # the second rank joined the trial's job
 
@@ -278,12 +339,22 @@ def test_optuna_prunes_a_trial_that_trails_the_median(cli, tiny, tmp_path):
     import optuna
 
     db = tmp_path / "study.db"
-    args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"hydra.sweeper.storage=sqlite:///{db}",
-            "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0", "objective.temperature=1.0",
-            "metric.identifiability.probes=[mlp]", *tiny]
+    args = [
+        "-m",
+        "hparams_search=numeric_optuna",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "objective.temperature=1.0",
+        "metric.identifiability.probes=[mlp]",
+        *tiny,
+    ]
     res = cli([*args, "hydra.sweeper.n_trials=1", "objective.optimizer.lr=1e-2"])
     assert res.returncode == 0, res.stderr[-3000:]
-    res = cli([*args, "hydra.sweeper.n_trials=2", "objective.optimizer.lr=1e-7", f"hydra.sweep.dir={tmp_path / 'sweep2'}"])
+    res = cli(
+        [*args, "hydra.sweeper.n_trials=2", "objective.optimizer.lr=1e-7", f"hydra.sweep.dir={tmp_path / 'sweep2'}"]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "trial 1 pruned: pruned at step 20 on val/loss" in res.stdout + res.stderr
     study = optuna.load_study(study_name="numeric_mmcl", storage=f"sqlite:///{db}")
@@ -300,12 +371,22 @@ def test_a_failed_optuna_trial_is_recorded_and_the_study_goes_on(cli, tiny, tmp_
     import optuna
 
     tiny = [a for a in tiny if not a.startswith("dataset.batch_size")]
-    args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path / 'logs'}",
-            "dataset.batch_size=choice(64,0)", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null", *tiny]
+    args = [
+        "-m",
+        "hparams_search=numeric_optuna",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "dataset.batch_size=choice(64,0)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner=null",
+        *tiny,
+    ]
     res = cli(args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     study = optuna.load_study(study_name="numeric_mmcl", storage=f"sqlite:///{tmp_path / 'logs' / 'optuna_numeric.db'}")
     states = {t.params["dataset.batch_size"]: t.state.name for t in study.trials}
     assert states == {64: "COMPLETE", 0: "FAIL"}, [(t.params, t.state.name) for t in study.trials]
-    assert "failed (ConfigError: dataset.batch_size: must be a positive integer, got 0); recorded as FAIL, the study " \
-           "goes on" in res.stdout + res.stderr  # the failing trial's reason, in one line
+    assert (
+        "failed (ConfigError: dataset.batch_size: must be a positive integer, got 0); recorded as FAIL, the study "
+        "goes on" in res.stdout + res.stderr
+    )  # the failing trial's reason, in one line

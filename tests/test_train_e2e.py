@@ -34,7 +34,9 @@ def test_same_seed_same_results_and_resume(run_inproc, tiny, tmp_path):
     constant = [*tiny, "seed=7", "objective.scheduler=null"]
     half, _ = run_inproc([*constant, "trainer.max_steps=20"], tmp_path / "half")
     ref, _ = run_inproc(constant, tmp_path / "ref")
-    resumed, _ = run_inproc([*constant, f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
+    resumed, _ = run_inproc(
+        [*constant, f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed"
+    )
     pd.testing.assert_frame_equal(ref, resumed)
     assert not half.equals(ref)
 
@@ -100,7 +102,15 @@ def test_unknown_option_is_a_hydra_error(cli, tmp_path):
 
 def test_nonfinite_loss_stops_with_step(cli, tiny, tmp_path):
     out = tmp_path / "run"
-    res = cli([*tiny, f"hydra.run.dir={out}", "objective.optimizer.lr=1e30", "objective.scheduler=null", "trainer.gradient_clip_val=null"])
+    res = cli(
+        [
+            *tiny,
+            f"hydra.run.dir={out}",
+            "objective.optimizer.lr=1e30",
+            "objective.scheduler=null",
+            "trainer.gradient_clip_val=null",
+        ]
+    )
     assert res.returncode != 0
     line = [l for l in res.stderr.splitlines() if "non-finite training loss" in l]
     assert line and "at step" in line[0], res.stderr[-2000:]
@@ -110,8 +120,17 @@ def test_nonfinite_loss_stops_with_step(cli, tiny, tmp_path):
 def test_composes_in_batch_cosine_and_wandb_offline_one_run_per_job(cli, tiny, tmp_path):
     sweep = tmp_path / "sweep"
     res = cli(
-        ["-m", "seed=0,1", *tiny, f"hydra.sweep.dir={sweep}", "objective.negatives=in_batch",
-         "objective.similarity=cosine", "objective.temperature=0.1", "bias=perturbation", "logger=wandb"],
+        [
+            "-m",
+            "seed=0,1",
+            *tiny,
+            f"hydra.sweep.dir={sweep}",
+            "objective.negatives=in_batch",
+            "objective.similarity=cosine",
+            "objective.temperature=0.1",
+            "bias=perturbation",
+            "logger=wandb",
+        ],
         env_extra={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "WANDB_DIR": None},
     )
     assert res.returncode == 0, res.stderr[-3000:]

@@ -74,7 +74,10 @@ def test_helpers():
     assert study.objective_name("mmrep.objectives.mmcl.MMCL") == "mmcl"
     assert study.objective_name("mmrep.objectives.unimodal.UnimodalSupervised") == "unimodal"
     assert [study.bit_group(r, "x1") for r in ("shared-label", "x1-unique-other", "x0-unique-label")] == [
-        "shared-label", "unique-other", "unseen"]
+        "shared-label",
+        "unique-other",
+        "unseen",
+    ]
     mean, lo, hi, n = seed_stats.mean_ci([1.0, 2.0, 3.0])
     assert (mean, n) == (2.0, 3) and hi - mean == pytest.approx(4.302653 / np.sqrt(3))  # t(0.975, 2) · s / √n
     assert np.isnan(seed_stats.mean_ci([1.0])[1]) and seed_stats.mean_ci([])[3] == 0
@@ -87,14 +90,34 @@ def test_helpers():
 def _fake_run(path, objective, r, seed, cka, acc, shared, unique):
     (path / ".hydra").mkdir(parents=True)
     target = {"mmcl": "mmrep.objectives.mmcl.MMCL", "unimodal": "mmrep.objectives.unimodal.UnimodalSupervised"}
-    OmegaConf.save({"seed": seed, "dataset": {"redundancy": r}, "objective": {"_target_": target[objective]},
-                    "task_name": "uniqueness_objective"}, path / ".hydra" / "config.yaml")
-    rows = [{"metric": m, "aggregate": "max", "modality": "x0|x1", "value": v}
-            for m, v in (("unbiased_cka", cka), ("mutual_knn", cka / 2))]
-    rows += [{"metric": "accuracy", "probe": "linear", "modality": m, "split": "test", "value": acc} for m in ("x0", "x1")]
-    rows += [{"metric": "mcc", "probe": "linear", "modality": m, "target": b, "role": role,
-              "value": shared if role.startswith("shared") else unique if role.startswith(m) else 0.0}
-             for m in ("x0", "x1") for b, role in rus.bit_roles(r).items()]
+    OmegaConf.save(
+        {
+            "seed": seed,
+            "dataset": {"redundancy": r},
+            "objective": {"_target_": target[objective]},
+            "task_name": "uniqueness_objective",
+        },
+        path / ".hydra" / "config.yaml",
+    )
+    rows = [
+        {"metric": m, "aggregate": "max", "modality": "x0|x1", "value": v}
+        for m, v in (("unbiased_cka", cka), ("mutual_knn", cka / 2))
+    ]
+    rows += [
+        {"metric": "accuracy", "probe": "linear", "modality": m, "split": "test", "value": acc} for m in ("x0", "x1")
+    ]
+    rows += [
+        {
+            "metric": "mcc",
+            "probe": "linear",
+            "modality": m,
+            "target": b,
+            "role": role,
+            "value": shared if role.startswith("shared") else unique if role.startswith(m) else 0.0,
+        }
+        for m in ("x0", "x1")
+        for b, role in rus.bit_roles(r).items()
+    ]
     pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
 
 
@@ -120,9 +143,19 @@ def test_analysis_tables_figure_and_trends_on_a_fake_sweep(tmp_path, capsys):
     assert row["ci_high"] - row["mean"] == pytest.approx(4.302653 * 0.01 / np.sqrt(3), rel=1e-4)
     bits = summary[summary.metric.str.startswith("mcc:")].set_index(["U", "objective", "metric", "modality"])["mean"]
     # U = 0 (r = 8): the label reads every shared bit and no unique one; U = 8: the other way round
-    assert bits[0, "mmcl", "mcc:shared-label", "x0"] == 1.0 and bits[0, "mmcl", "mcc:unique-other", "x1"] == pytest.approx(0.1)
-    assert (0, "mmcl", "mcc:unique-label", "x1") not in bits.index and (8, "mmcl", "mcc:shared-label", "x0") not in bits.index
-    assert bits[8, "unimodal", "mcc:unique-label", "x0"] == pytest.approx(0.9) and bits[8, "unimodal", "mcc:unseen", "x0"] == 0
+    assert bits[0, "mmcl", "mcc:shared-label", "x0"] == 1.0 and bits[
+        0, "mmcl", "mcc:unique-other", "x1"
+    ] == pytest.approx(0.1)
+    assert (0, "mmcl", "mcc:unique-label", "x1") not in bits.index and (
+        8,
+        "mmcl",
+        "mcc:shared-label",
+        "x0",
+    ) not in bits.index
+    assert (
+        bits[8, "unimodal", "mcc:unique-label", "x0"] == pytest.approx(0.9)
+        and bits[8, "unimodal", "mcc:unseen", "x0"] == 0
+    )
     trend = pd.read_csv(tmp_path / "uniqueness_objective_trend.csv").set_index(["objective", "metric", "modality"])
     assert trend.loc[("unimodal", "unbiased_cka", "x0|x1"), "slope_high"] < 0
     assert trend.loc[("mmcl", "accuracy", "x0"), "slope_high"] < 0
@@ -137,9 +170,12 @@ def test_analysis_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("mmrep.analysis.uniqueness_objective: error: ") and err.count("\n") == 1
     other = tmp_path / "numeric_run"
     (other / ".hydra").mkdir(parents=True)
-    OmegaConf.save({"seed": 0, "dataset": {"_target_": "mmrep.data.numeric.NumericDataModule"}}, other / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        {"seed": 0, "dataset": {"_target_": "mmrep.data.numeric.NumericDataModule"}}, other / ".hydra" / "config.yaml"
+    )
     pd.DataFrame([{"metric": "r2", "probe": "mlp", "modality": "x", "target": "s_0", "value": 0.9}]).to_csv(
-        other / "results.csv", index=False)
+        other / "results.csv", index=False
+    )
     assert study.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "holds no uniqueness × objective runs" in err and "dataset.redundancy" in err and err.count("\n") == 1
@@ -154,9 +190,19 @@ def test_reduced_sweep_contrastive_keeps_alignment_supervised_keeps_accuracy(cli
     (its Bayes ceiling from the shared bits, 0.26) while the unimodal x0 encoder reaches ≈ 0.54 (its own ceiling);
     MMCL's x0 identifies the shared bits and none of its unique ones, the unimodal x0 its unique label bits."""
     sweep = tmp_path / "sweep"
-    res = cli(["-m", "experiment=uniqueness_objective", "dataset.redundancy=0,8", "seed=0,1",
-               f"hydra.sweep.dir={sweep}", "callbacks.rich_progress_bar=null",
-               "print_config=false", f"paths.data_dir={tmp_path / 'data'}"], timeout=300)
+    res = cli(
+        [
+            "-m",
+            "experiment=uniqueness_objective",
+            "dataset.redundancy=0,8",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+            "callbacks.rich_progress_bar=null",
+            "print_config=false",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert study.main([str(sweep)]) == 0  # the analysis command, in process (a second interpreter costs ~5 s)
     assert all((sweep / name).exists() for name in study.OUTPUTS)

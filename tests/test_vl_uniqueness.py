@@ -24,13 +24,18 @@ from mmrep.metrics.alignment import mutual_knn, remove_outliers
 @pytest.fixture(scope="module")
 def vl(tmp_path_factory):
     root = tmp_path_factory.mktemp("vl")
-    return {"data": write_caption_uniqueness(root), "lm": write_tiny_lm(root / "lm"), "vit": write_tiny_vit(root / "vit"),
-            "root": root}
+    return {
+        "data": write_caption_uniqueness(root),
+        "lm": write_tiny_lm(root / "lm"),
+        "vit": write_tiny_vit(root / "vit"),
+        "root": root,
+    }
 
 
 def _dm(vl, uniqueness=30, **kw):
-    return CaptionUniquenessDataModule(str(vl["data"] / "data.json"), uniqueness, images=str(vl["data"] / "images"),
-                                       image_size=32, **kw)
+    return CaptionUniquenessDataModule(
+        str(vl["data"] / "data.json"), uniqueness, images=str(vl["data"] / "images"), image_size=32, **kw
+    )
 
 
 def test_variants_pick_the_u_percent_caption_in_file_order(vl, tmp_path):
@@ -41,7 +46,9 @@ def test_variants_pick_the_u_percent_caption_in_file_order(vl, tmp_path):
     assert read_variants(vl["data"] / "data.json", 0)[1][0] == entries[0]["Index - 0"]["sentences"]["Caption 0 - 0%"]
     bad = tmp_path / "data.json"
     bad.write_text(json.dumps([{"Index - 0": {"sentences": {"Caption 0 - 0%": "x"}}}]))
-    with pytest.raises(ConfigError, match=r"^dataset.data_json: .* entry 0 has no 'Index - i' key with a 'Caption k - 40%'"):
+    with pytest.raises(
+        ConfigError, match=r"^dataset.data_json: .* entry 0 has no 'Index - i' key with a 'Caption k - 40%'"
+    ):
         read_variants(bad, 40)
     with pytest.raises(ConfigError, match=r"^dataset.data_json: no such file .*nothing.json; expected a JSON list"):
         read_variants(tmp_path / "nothing.json", 40)
@@ -55,8 +62,11 @@ def test_dataset_images_texts_and_the_hf_save_to_disk_source(vl, tmp_path):
     batch = dm.heldout("align")[0]
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (24, 3, 32, 32)
     with Image.open(vl["data"] / "images" / "7.png") as image:
-        reference = np.asarray(image.convert("RGB").resize(
-            (round(image.width * 32 / min(image.size)), round(image.height * 32 / min(image.size))), Image.BICUBIC))
+        reference = np.asarray(
+            image.convert("RGB").resize(
+                (round(image.width * 32 / min(image.size)), round(image.height * 32 / min(image.size))), Image.BICUBIC
+            )
+        )
     h, w = reference.shape[:2]
     crop = reference[(h - 32) // 2 : (h - 32) // 2 + 32, (w - 32) // 2 : (w - 32) // 2 + 32]
     np.testing.assert_array_equal(batch["image"][7].numpy(), crop.transpose(2, 0, 1))
@@ -66,8 +76,13 @@ def test_dataset_images_texts_and_the_hf_save_to_disk_source(vl, tmp_path):
     datasets.Dataset.from_dict({"image": images}).save_to_disk(str(tmp_path / "prh"))
     hf = CaptionUniquenessDataModule(str(vl["data"] / "data.json"), 30, hf_dataset=str(tmp_path / "prh"), image_size=32)
     torch.testing.assert_close(hf.heldout("align")[0]["image"], batch["image"])
-    missing = CaptionUniquenessDataModule(str(vl["data"] / "data.json"), 30, hf_dataset="nobody/no-such-set",
-                                          hf_cache_dir=str(tmp_path / "cache"), image_size=32)
+    missing = CaptionUniquenessDataModule(
+        str(vl["data"] / "data.json"),
+        30,
+        hf_dataset="nobody/no-such-set",
+        hf_cache_dir=str(tmp_path / "cache"),
+        image_size=32,
+    )
     with pytest.raises(ConfigError, match=r"^dataset.hf_dataset: 'nobody/no-such-set' .* is not available offline"):
         missing.setup()
 
@@ -129,11 +144,22 @@ def test_vl_alignment_is_mutual_knn_max_over_layer_pairs_with_all_layers_and_one
 
     dm = _dm(vl)
     dm.setup()
-    factories = {"text": lambda s, d: HFCausalLM(s, d, str(vl["lm"]), dtype="float32"),
-                 "image": lambda s, d: HFVisionTransformer(s, d, str(vl["vit"]), dtype="float32")}
+    factories = {
+        "text": lambda s, d: HFCausalLM(s, d, str(vl["lm"]), dtype="float32"),
+        "image": lambda s, d: HFVisionTransformer(s, d, str(vl["vit"]), dtype="float32"),
+    }
     model = FrozenEncoders(dm.spec, factories, encoding_size=1)
-    metric = Alignment(metrics=["mutual_knn"], k=10, q=0.95, exact_quantile=False, n=24, pairs=[["image", "text"]],
-                       concat_layers=True, clamp="encoder", per_layer=False)
+    metric = Alignment(
+        metrics=["mutual_knn"],
+        k=10,
+        q=0.95,
+        exact_quantile=False,
+        n=24,
+        pairs=[["image", "text"]],
+        concat_layers=True,
+        clamp="encoder",
+        per_layer=False,
+    )
     rows = metric(model, dm)
     batch = dm.heldout("align")[0]
 
@@ -142,17 +168,28 @@ def test_vl_alignment_is_mutual_knn_max_over_layer_pairs_with_all_layers_and_one
         clamped = remove_outliers(stacked.flatten(1), 0.95, exact=False).view_as(stacked)
         return [clamped.flatten(1), *clamped.unbind(1)]
 
-    a, b = reference_layers(model.encoders["image"], batch["image"]), reference_layers(model.encoders["text"], batch["text"])
+    a, b = (
+        reference_layers(model.encoders["image"], batch["image"]),
+        reference_layers(model.encoders["text"], batch["text"]),
+    )
     best = max([0.0] + [mutual_knn(x, y, k=10) for x in a for y in b])
     got = rows[(rows.metric == "mutual_knn") & (rows["aggregate"] == "max")]
     assert float(got.value.iloc[0]) == pytest.approx(best, abs=1e-6)
 
 
 def test_missing_model_is_one_line_naming_it_and_how_to_get_it(vl, cli, tmp_path):
-    result = cli(["dataset=caption_uniqueness", f"paths.data_dir={vl['data'].parent}",
-                  f"dataset.images={vl['data'] / 'images'}", "encoders.text.model=huggyllama/llama-7b",
-                  f"encoders.image.model={vl['vit']}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"],
-                 env_extra={"HF_HOME": str(tmp_path / "hf")})
+    result = cli(
+        [
+            "dataset=caption_uniqueness",
+            f"paths.data_dir={vl['data'].parent}",
+            f"dataset.images={vl['data'] / 'images'}",
+            "encoders.text.model=huggyllama/llama-7b",
+            f"encoders.image.model={vl['vit']}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        ],
+        env_extra={"HF_HOME": str(tmp_path / "hf")},
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and not (tmp_path / "run").exists(), result.stderr[-2000:]
     assert lines[-1].startswith("mmrep: error: encoders.text.model: 'huggyllama/llama-7b' has no local model files")
@@ -164,9 +201,21 @@ def test_uniqueness_sweep_and_analysis_end_to_end(vl, cli, tmp_path, capsys):
 
     lm2 = write_tiny_lm(tmp_path / "lm2")  # a second (differently initialised) LM
     sweep = tmp_path / "sweep"
-    res = cli(["-m", "experiment=vl_uniqueness", "dataset.uniqueness=0,50,100", f"encoders.text.model={vl['lm']},{lm2}",
-               f"encoders.image.model={vl['vit']}", f"paths.data_dir={vl['root']}", f"dataset.images={vl['data'] / 'images'}",
-               "dataset.image_size=32", "metric.alignment.n=24", "logger=none", f"hydra.sweep.dir={sweep}"])
+    res = cli(
+        [
+            "-m",
+            "experiment=vl_uniqueness",
+            "dataset.uniqueness=0,50,100",
+            f"encoders.text.model={vl['lm']},{lm2}",
+            f"encoders.image.model={vl['vit']}",
+            f"paths.data_dir={vl['root']}",
+            f"dataset.images={vl['data'] / 'images'}",
+            "dataset.image_size=32",
+            "metric.alignment.n=24",
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list((vl["root"] / "features").glob("*_cls_*.pt"))) == 1  # the vision model ran once for all U
     assert vl_uniqueness.main([str(sweep)]) == 0
@@ -178,12 +227,21 @@ def test_uniqueness_sweep_and_analysis_end_to_end(vl, cli, tmp_path, capsys):
     trend = pd.read_csv(sweep / "vl_performance.csv")
     assert set(trend.uniqueness) == {0, 50, 100} and {"rho", "slope"} <= set(trend.columns)
     assert "Spearman ρ(U, alignment)" in capsys.readouterr().out
-    assert (sweep / "vl_alignment_vs_U.png").stat().st_size > 0 and (sweep / "vl_alignment_vs_performance.png").is_file()
+    assert (sweep / "vl_alignment_vs_U.png").stat().st_size > 0 and (
+        sweep / "vl_alignment_vs_performance.png"
+    ).is_file()
 
 
 def test_vision_families_follow_the_spec_groups():
     from mmrep.analysis.vl_uniqueness import vision_family
 
-    assert [vision_family(n) for n in ("facebook/dinov2-base", "facebook/vit-mae-huge", "google/vit-base-patch16-224-in21k",
-                                       "laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "vit_base_patch16_clip_224.laion2b_ft_in12k")] \
-        == ["DINOv2", "MAE", "ImageNet-21k", "CLIP", "CLIP (IN-12k fine-tuned)"]
+    assert [
+        vision_family(n)
+        for n in (
+            "facebook/dinov2-base",
+            "facebook/vit-mae-huge",
+            "google/vit-base-patch16-224-in21k",
+            "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+            "vit_base_patch16_clip_224.laion2b_ft_in12k",
+        )
+    ] == ["DINOv2", "MAE", "ImageNet-21k", "CLIP", "CLIP (IN-12k fine-tuned)"]

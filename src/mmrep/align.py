@@ -109,8 +109,14 @@ def main(argv=None) -> int:
         metrics = _fit_svcca(metrics, args.metrics, args.svcca_dim, X.shape[1], Y.shape[1])
         started = time.perf_counter()
         scores = alignment_scores(
-            X, Y, metrics, k=args.k, q=args.q, exact_quantile=not args.approx_quantile,
-            rbf_sigma=args.rbf_sigma, svcca_dim=args.svcca_dim,
+            X,
+            Y,
+            metrics,
+            k=args.k,
+            q=args.q,
+            exact_quantile=not args.approx_quantile,
+            rbf_sigma=args.rbf_sigma,
+            svcca_dim=args.svcca_dim,
         )
         seconds = time.perf_counter() - started
     except (InputFileError, OptionError, AlignmentInputError) as err:
@@ -201,8 +207,16 @@ def _fit_svcca(metrics: list[str], requested: str, dim: int, cols_a: int, cols_b
 def _cli_name(message: str) -> str:
     """Argument names of the library (X, Y, k, q, ...) as the CLI spells them (A, B, --k, --q, ...)."""
     head, sep, rest = message.partition(": ")
-    renamed = {"X": "A", "Y": "B", "X, Y": "A, B", "k": "--k", "q": "--q", "metrics": "--metrics",
-               "rbf_sigma": "--rbf-sigma", "svcca_dim": "--svcca-dim"}
+    renamed = {
+        "X": "A",
+        "Y": "B",
+        "X, Y": "A, B",
+        "k": "--k",
+        "q": "--q",
+        "metrics": "--metrics",
+        "rbf_sigma": "--rbf-sigma",
+        "svcca_dim": "--svcca-dim",
+    }
     return f"{renamed.get(head, head)}{sep}{rest}".replace("[1, N-1]", "[1, N-1] (N = rows of A)")
 
 

@@ -49,7 +49,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobStatus
@@ -69,9 +69,9 @@ class MmrepOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.mmrep_optuna_sweeper.resumable.ResumableOptunaSweeper"
     n_jobs: int = 1
     max_failure_rate: float = 1.0  # a failed trial is recorded and the study goes on
-    pruner: Optional[Any] = None  # e.g. {_target_: optuna.pruners.MedianPruner, n_startup_trials: 5}
-    prune_on: Optional[str] = None  # a metric logged at every validation, e.g. val/loss
-    prune_mode: Optional[str] = None  # min | max: which way prune_on improves (null: the study's direction)
+    pruner: Any | None = None  # e.g. {_target_: optuna.pruners.MedianPruner, n_startup_trials: 5}
+    prune_on: str | None = None  # a metric logged at every validation, e.g. val/loss
+    prune_mode: str | None = None  # min | max: which way prune_on improves (null: the study's direction)
     heartbeat_interval: int = 30  # s between heartbeats of a running trial; a waiting worker polls as often
     grace_period: int = 120  # s without a heartbeat after which another worker fails a RUNNING trial
     retry_failed: int = 0  # how many times a trial failed by heartbeat is queued again with its parameters
@@ -90,7 +90,7 @@ def anchored_storage(storage):
     """A relative ``sqlite:///path`` made absolute (the launch folder) with its folder created; others unchanged."""
     if not isinstance(storage, str) or not storage.startswith("sqlite:///"):
         return storage
-    path = Path(storage[len("sqlite:///"):])
+    path = Path(storage[len("sqlite:///") :])
     if str(path) in ("", ":memory:"):
         return storage
     path = path.resolve()
@@ -110,8 +110,9 @@ def _reseed(sampler, trial_id: int) -> None:
     seed = getattr(sampler, "_mmrep_seed", None)
     if seed is None:
         return
-    for k, owner in enumerate((sampler, getattr(sampler, "_random_sampler", None),
-                               getattr(sampler, "_independent_sampler", None))):
+    for k, owner in enumerate(
+        (sampler, getattr(sampler, "_random_sampler", None), getattr(sampler, "_independent_sampler", None))
+    ):
         if owner is not None and hasattr(owner, "_rng"):
             owner._rng = np.random.RandomState([seed % 2**32, trial_id % 2**32, k])
 
@@ -145,23 +146,38 @@ class ResumableOptunaSweeper(OptunaSweeper):
     """``hydra/sweeper=mmrep_optuna`` (see the module docstring): hydra-optuna-sweeper's keys plus ``pruner``,
     ``prune_on``, ``prune_mode``, ``heartbeat_interval``, ``grace_period`` and ``retry_failed``."""
 
-    def __init__(self, sampler, *args, pruner=None, prune_on: Optional[str] = None,
-                 prune_mode: Optional[str] = None, heartbeat_interval: int = 30, grace_period: int = 120,
-                 retry_failed: int = 0, **kwargs) -> None:
+    def __init__(
+        self,
+        sampler,
+        *args,
+        pruner=None,
+        prune_on: str | None = None,
+        prune_mode: str | None = None,
+        heartbeat_interval: int = 30,
+        grace_period: int = 120,
+        retry_failed: int = 0,
+        **kwargs,
+    ) -> None:
         super().__init__(sampler, *args, **kwargs)
         if pruner is not None and not prune_on:
-            sweep_error("hydra.sweeper.prune_on: name the metric to prune on (logged at every validation, e.g. "
-                        "val/loss) when hydra.sweeper.pruner is set")
+            sweep_error(
+                "hydra.sweeper.prune_on: name the metric to prune on (logged at every validation, e.g. "
+                "val/loss) when hydra.sweeper.pruner is set"
+            )
         if prune_mode not in (None, "min", "max"):
             sweep_error(f"hydra.sweeper.prune_mode: min or max, got {prune_mode!r}")
         if not isinstance(heartbeat_interval, int) or heartbeat_interval < 1:
             sweep_error(f"hydra.sweeper.heartbeat_interval: a whole number of seconds >= 1, got {heartbeat_interval!r}")
         if not isinstance(grace_period, int) or grace_period <= heartbeat_interval:
-            sweep_error(f"hydra.sweeper.grace_period: a whole number of seconds above heartbeat_interval "
-                        f"({heartbeat_interval}), got {grace_period!r}")
+            sweep_error(
+                f"hydra.sweeper.grace_period: a whole number of seconds above heartbeat_interval "
+                f"({heartbeat_interval}), got {grace_period!r}"
+            )
         if not isinstance(retry_failed, int) or retry_failed < 0:
-            sweep_error(f"hydra.sweeper.retry_failed: how many times a stale trial is run again (0: never), "
-                        f"got {retry_failed!r}")
+            sweep_error(
+                f"hydra.sweeper.retry_failed: how many times a stale trial is run again (0: never), "
+                f"got {retry_failed!r}"
+            )
         self.pruner = pruner
         self.heartbeat_interval, self.grace_period, self.retry_failed = heartbeat_interval, grace_period, retry_failed
         seed = getattr(sampler, "_mmrep_seed", None)
@@ -186,8 +202,14 @@ class ResumableOptunaSweeper(OptunaSweeper):
         for attempt in range(6):  # workers starting together on a new database race to create it
             try:
                 storage = workers.open_storage(impl.storage) if rdb else impl.storage
-                study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=impl.sampler,
-                                            pruner=self.pruner, directions=directions, load_if_exists=True)
+                study = optuna.create_study(
+                    study_name=impl.study_name,
+                    storage=storage,
+                    sampler=impl.sampler,
+                    pruner=self.pruner,
+                    directions=directions,
+                    load_if_exists=True,
+                )
                 break
             except (SQLAlchemyError, optuna.exceptions.StorageInternalError):
                 if attempt == 5:
@@ -209,8 +231,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
         from hydra_plugins.mmrep_optuna_sweeper.workers import Census
 
         trials = study.get_trials(deepcopy=False)
-        return Census(finished=sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
-                      waiting=sum(t.state == TrialState.WAITING for t in trials))
+        return Census(
+            finished=sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials),
+            waiting=sum(t.state == TrialState.WAITING for t in trials),
+        )
 
     def _optimize(self, arguments) -> None:
         """hydra-optuna-sweeper's ask–launch–tell loop, shared with other workers on the study: the quota counts
@@ -241,32 +265,61 @@ class ResumableOptunaSweeper(OptunaSweeper):
         # at most the trials the study lacked at this worker's start, failed ones included: a trial that fails
         # every time cannot loop (a rerun tops up again)
         budget, ran, waiting_for = max(0, n_trials - census.finished), 0, None
-        log.info("study %s in %s: %s sampler, directions %s; %d finished of n_trials=%d, %d live in other workers%s",
-                 name, impl.storage, type(impl.sampler).__name__, directions, census.finished, n_trials, census.live,
-                 f" (heartbeat every {self.heartbeat_interval}s, stale after {self.grace_period}s, retry_failed "
-                 f"{self.retry_failed})" if coord else "")
+        log.info(
+            "study %s in %s: %s sampler, directions %s; %d finished of n_trials=%d, %d live in other workers%s",
+            name,
+            impl.storage,
+            type(impl.sampler).__name__,
+            directions,
+            census.finished,
+            n_trials,
+            census.live,
+            f" (heartbeat every {self.heartbeat_interval}s, stale after {self.grace_period}s, retry_failed "
+            f"{self.retry_failed})"
+            if coord
+            else "",
+        )
         while True:
             if census.finished >= n_trials:
-                log.info("study %s: %d finished of n_trials=%d; done (this worker ran %d)", name, census.finished,
-                         n_trials, ran)
+                log.info(
+                    "study %s: %d finished of n_trials=%d; done (this worker ran %d)",
+                    name,
+                    census.finished,
+                    n_trials,
+                    ran,
+                )
                 break
             free = n_trials - census.finished - (census.live if coord else 0)  # alone, this worker pops WAITING
             if grid and coord:
                 free = min(free, n_grid - len(self._grid_points_taken(study, coord)))
             if free <= 0 and census.live == 0:  # only a grid gets here: every point is finished or failed
-                log.info("study %s: the grid is exhausted (%d finished of n_trials=%d); done", name,
-                         census.finished, n_trials)
+                log.info(
+                    "study %s: the grid is exhausted (%d finished of n_trials=%d); done",
+                    name,
+                    census.finished,
+                    n_trials,
+                )
                 break
             if ran >= budget:
-                log.warning("study %s: %d finished of n_trials=%d; this worker stops after the %d trials the study "
-                            "lacked at its start (failed ones included); run it again to top up", name,
-                            census.finished, n_trials, budget)
+                log.warning(
+                    "study %s: %d finished of n_trials=%d; this worker stops after the %d trials the study "
+                    "lacked at its start (failed ones included); run it again to top up",
+                    name,
+                    census.finished,
+                    n_trials,
+                    budget,
+                )
                 break
             if free <= 0:
                 if waiting_for != (census.finished, census.live):
                     waiting_for = (census.finished, census.live)
-                    log.info("study %s: %d finished of n_trials=%d, %d live in other workers; waiting", name,
-                             census.finished, n_trials, census.live)
+                    log.info(
+                        "study %s: %d finished of n_trials=%d, %d live in other workers; waiting",
+                        name,
+                        census.finished,
+                        n_trials,
+                        census.live,
+                    )
                 time.sleep(min(self.heartbeat_interval, 5))  # a finished peer frees its slot soon
                 census = coord.survey()
                 continue
@@ -293,8 +346,11 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     continue
                 ahead = coord.surplus(trial, n_trials)
                 if ahead >= n_trials:
-                    coord.drop(trial, f"surplus: {ahead} trials asked before it by other workers are finished or "
-                                      f"running (n_trials={n_trials})")
+                    coord.drop(
+                        trial,
+                        f"surplus: {ahead} trials asked before it by other workers are finished or "
+                        f"running (n_trials={n_trials})",
+                    )
                     break
             overrides = impl._configure_trials([trial], space, fixed)[0]
             if grid and coord is not None and self._grid_duplicate(study, coord, trial):
@@ -311,18 +367,30 @@ class ResumableOptunaSweeper(OptunaSweeper):
         from hydra_plugins.mmrep_optuna_sweeper.workers import TRIAL_ID_ENV, Heartbeat
 
         impl = self.sweeper
-        overrides = [(*job, f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
-                      f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial._trial_id}") for trial, job in batch]
-        beating = (Heartbeat(coord.backend, [t._trial_id for t, _ in batch], self.heartbeat_interval,
-                             what="sweeper") if coord else contextlib.nullcontext())
+        overrides = [
+            (
+                *job,
+                f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
+                f"++hydra.job.env_set.{TRIAL_ID_ENV}={trial._trial_id}",
+            )
+            for trial, job in batch
+        ]
+        beating = (
+            Heartbeat(coord.backend, [t._trial_id for t, _ in batch], self.heartbeat_interval, what="sweeper")
+            if coord
+            else contextlib.nullcontext()
+        )
         with beating:
             returns = impl.launcher.launch(overrides, initial_job_idx=impl.job_idx)
         impl.job_idx += len(returns)
-        failed = [ret for (trial, _), ret in zip(batch, returns)
-                  if not self._record(study, coord, trial, ret, n_directions)]
+        failed = [
+            ret for (trial, _), ret in zip(batch, returns) if not self._record(study, coord, trial, ret, n_directions)
+        ]
         if failed and len(failed) / len(returns) > impl.max_failure_rate:
-            sweep_error(f"{len(failed)} of {len(returns)} trials failed, more than hydra.sweeper.max_failure_rate="
-                        f"{impl.max_failure_rate}: stopping the study (see the warnings above)")
+            sweep_error(
+                f"{len(failed)} of {len(returns)} trials failed, more than hydra.sweeper.max_failure_rate="
+                f"{impl.max_failure_rate}: stopping the study (see the warnings above)"
+            )
 
     def _record(self, study, coord, trial, ret, n_directions: int) -> bool:
         """:meth:`_tell`, except for a trial another worker failed meanwhile (its heartbeat went stale)."""
@@ -336,17 +404,20 @@ class ResumableOptunaSweeper(OptunaSweeper):
             from hydra_plugins.mmrep_optuna_sweeper.workers import STALE_ATTR
 
             why = coord.backend.get_trial(trial._trial_id).system_attrs.get(STALE_ATTR, "by another worker")
-            log.warning("trial %d ended after it had been recorded FAIL (%s); its outcome is not recorded",
-                        trial.number, why)
+            log.warning(
+                "trial %d ended after it had been recorded FAIL (%s); its outcome is not recorded", trial.number, why
+            )
             return False
 
     @staticmethod
     def _grid_ids(study, coord) -> dict:
         """{trial id: grid id} of the study's trials on this grid."""
         sampler = study.sampler
-        return {t._trial_id: t.system_attrs["grid_id"]
-                for t in coord.backend.get_all_trials(study._study_id, deepcopy=False)
-                if "grid_id" in t.system_attrs and sampler._same_search_space(t.system_attrs["search_space"])}
+        return {
+            t._trial_id: t.system_attrs["grid_id"]
+            for t in coord.backend.get_all_trials(study._study_id, deepcopy=False)
+            if "grid_id" in t.system_attrs and sampler._same_search_space(t.system_attrs["search_space"])
+        }
 
     def _grid_points_taken(self, study, coord) -> set:
         return coord.grid_points_taken(self._grid_ids(study, coord))
@@ -383,8 +454,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
             return True
         _tell_despite_grid_stop(study, trial, state=TrialState.FAIL)
         first = str(outcome).strip().splitlines()[0] if str(outcome).strip() else type(outcome).__name__
-        log.warning("trial %d failed (%s: %s); recorded as FAIL, the study goes on", trial.number,
-                    type(outcome).__name__, first)
+        log.warning(
+            "trial %d failed (%s: %s); recorded as FAIL, the study goes on", trial.number, type(outcome).__name__, first
+        )
         return False
 
     def _save_results(self, study, directions) -> None:
@@ -393,14 +465,19 @@ class ResumableOptunaSweeper(OptunaSweeper):
         impl = self.sweeper
         finished = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         if not finished:
-            sweep_error(f"study {study.study_name}: no trial completed (see the warnings above and the runs under "
-                        f"{impl.config.hydra.sweep.dir})")
+            sweep_error(
+                f"study {study.study_name}: no trial completed (see the warnings above and the runs under "
+                f"{impl.config.hydra.sweep.dir})"
+            )
         if len(directions) < 2:
             best = study.best_trial
             results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
             log.info("best parameters: %s, value %s", best.params, best.value)
         else:
-            results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials]}
+            results = {
+                "name": "optuna",
+                "solutions": [{"params": t.params, "values": t.values} for t in study.best_trials],
+            }
             log.info("%d Pareto-optimal trials", len(study.best_trials))
         sweep_dir = Path(impl.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)  # a rerun of a complete study launches nothing

@@ -17,8 +17,8 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Heartbeat:
     def __init__(self, storage, trial_ids, interval: float, what: str = "trial") -> None:
         self.storage, self.trial_ids, self.interval, self.what = storage, list(trial_ids), float(interval), what
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._failing = False
 
     def beat(self) -> None:
@@ -83,9 +83,13 @@ class Heartbeat:
                 self.storage.record_heartbeat(trial_id)
             except Exception as err:  # noqa: BLE001  (a database hiccup must not end a job)
                 if not self._failing:
-                    log.warning("%s heartbeat: cannot record it (%s: %s); retrying every %gs", self.what,
-                                type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "",
-                                self.interval)
+                    log.warning(
+                        "%s heartbeat: cannot record it (%s: %s); retrying every %gs",
+                        self.what,
+                        type(err).__name__,
+                        str(err).strip().splitlines()[0] if str(err).strip() else "",
+                        self.interval,
+                    )
                 self._failing = True
                 return
         if self._failing:
@@ -130,8 +134,13 @@ def job_heartbeat() -> Iterator[None]:
     try:
         storage = open_storage(anchored_storage(sweeper.storage))
     except Exception as err:  # noqa: BLE001
-        log.warning("trial heartbeat: cannot open the study's storage (%s: %s); this job runs without one, so "
-                    "other workers may fail its trial after %ss", type(err).__name__, err, sweeper.get("grace_period"))
+        log.warning(
+            "trial heartbeat: cannot open the study's storage (%s: %s); this job runs without one, so "
+            "other workers may fail its trial after %ss",
+            type(err).__name__,
+            err,
+            sweeper.get("grace_period"),
+        )
         yield
         return
     try:
@@ -148,7 +157,7 @@ class Census:
     finished: int = 0  # COMPLETE or PRUNED
     running: int = 0  # RUNNING with a fresh heartbeat (or none recorded yet)
     waiting: int = 0  # WAITING (a queued retry): the next ask runs it
-    stale: List[int] = field(default_factory=list)  # numbers of the trials this survey failed
+    stale: list[int] = field(default_factory=list)  # numbers of the trials this survey failed
 
     @property
     def live(self) -> int:
@@ -174,9 +183,12 @@ class Coordinator:
         trial, beat = models.TrialModel, models.TrialHeartbeatModel
         with _create_scoped_session(self.backend.scoped_session) as session:
             now = _db_now(session)
-            found = (session.query(trial.trial_id, trial.number, trial.state, beat.heartbeat)
-                     .outerjoin(beat, beat.trial_id == trial.trial_id)
-                     .filter(trial.study_id == self.study._study_id).all())
+            found = (
+                session.query(trial.trial_id, trial.number, trial.state, beat.heartbeat)
+                .outerjoin(beat, beat.trial_id == trial.trial_id)
+                .filter(trial.study_id == self.study._study_id)
+                .all()
+            )
         return [(tid, number, state, None if hb is None else _seconds(now - hb)) for tid, number, state, hb in found]
 
     def _live(self, state, age) -> bool:
@@ -213,8 +225,12 @@ class Coordinator:
                 if trial_id not in self._adopted:
                     self._adopted.add(trial_id)
                     self.backend.record_heartbeat(trial_id)
-                    log.info("trial %d is RUNNING without a heartbeat (left by an older sweep or another tool, or "
-                             "just asked): given one; it is failed if nothing beats it within %ds", number, self.grace)
+                    log.info(
+                        "trial %d is RUNNING without a heartbeat (left by an older sweep or another tool, or "
+                        "just asked): given one; it is failed if nothing beats it within %ds",
+                        number,
+                        self.grace,
+                    )
                     changed = True
             elif age > self.grace:
                 age = self._fail_if_stale(trial_id)
@@ -226,7 +242,7 @@ class Coordinator:
         census.stale = failed
         return census
 
-    def _fail_if_stale(self, trial_id: int) -> Optional[float]:
+    def _fail_if_stale(self, trial_id: int) -> float | None:
         """FAIL the trial if it is still RUNNING with a heartbeat older than the grace period, in one conditional
         UPDATE (whichever worker comes first wins; the trial's own late result then is not recorded). Returns the
         heartbeat's age, or None when the trial was not failed."""
@@ -244,18 +260,29 @@ class Coordinator:
                 return None
             cutoff = now - timedelta(seconds=self.grace)
             still_stale = session.query(beat.trial_id).filter(beat.trial_id == trial_id, beat.heartbeat < cutoff)
-            done = (session.query(trial)
-                    .filter(trial.trial_id == trial_id, trial.state == TrialState.RUNNING,
-                            trial.trial_id.in_(still_stale.scalar_subquery()))
-                    .update({trial.state: TrialState.FAIL, trial.datetime_complete: datetime.now()},
-                            synchronize_session=False))
+            done = (
+                session.query(trial)
+                .filter(
+                    trial.trial_id == trial_id,
+                    trial.state == TrialState.RUNNING,
+                    trial.trial_id.in_(still_stale.scalar_subquery()),
+                )
+                .update(
+                    {trial.state: TrialState.FAIL, trial.datetime_complete: datetime.now()}, synchronize_session=False
+                )
+            )
             if done != 1:
                 return None
             age = _seconds(now - last)
-            session.add(models.TrialSystemAttributeModel(
-                trial_id=trial_id, key=STALE_ATTR,
-                value_json=json.dumps(f"no heartbeat for {age:.0f}s (grace_period {self.grace}s); "
-                                      f"failed by {self.worker}")))
+            session.add(
+                models.TrialSystemAttributeModel(
+                    trial_id=trial_id,
+                    key=STALE_ATTR,
+                    value_json=json.dumps(
+                        f"no heartbeat for {age:.0f}s (grace_period {self.grace}s); failed by {self.worker}"
+                    ),
+                )
+            )
         return age
 
     def _after_stale(self, trial_id: int, number: int, age: float) -> None:
@@ -276,12 +303,23 @@ class Coordinator:
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 RetryFailedTrialCallback(max_retry=self.retries)(self.study, trial)
             first = trial.system_attrs.get("failed_trial", number)
-            tries = sum(t.system_attrs.get("failed_trial") == first for t in self.backend.get_all_trials(
-                self.study._study_id, deepcopy=False))
-            retry = (f"; queued again with its parameters (retry {tries} of {self.retries})"
-                     if self.census().waiting > before else f"; not retried ({self.retries} retries used)")
-        log.warning("trial %d failed: no heartbeat for %.0fs (grace_period %ds; its worker %s stopped)%s", number, age,
-                    self.grace, owner, retry)
+            tries = sum(
+                t.system_attrs.get("failed_trial") == first
+                for t in self.backend.get_all_trials(self.study._study_id, deepcopy=False)
+            )
+            retry = (
+                f"; queued again with its parameters (retry {tries} of {self.retries})"
+                if self.census().waiting > before
+                else f"; not retried ({self.retries} retries used)"
+            )
+        log.warning(
+            "trial %d failed: no heartbeat for %.0fs (grace_period %ds; its worker %s stopped)%s",
+            number,
+            age,
+            self.grace,
+            owner,
+            retry,
+        )
 
     # ---- one worker's trials -------------------------------------------------------------------------------------
     def claim(self, trial) -> bool:
@@ -293,8 +331,11 @@ class Coordinator:
 
         try:
             with _create_scoped_session(self.backend.scoped_session) as session:
-                session.add(models.TrialSystemAttributeModel(trial_id=trial._trial_id, key=WORKER_ATTR,
-                                                             value_json=json.dumps(self.worker)))
+                session.add(
+                    models.TrialSystemAttributeModel(
+                        trial_id=trial._trial_id, key=WORKER_ATTR, value_json=json.dumps(self.worker)
+                    )
+                )
         except IntegrityError:
             return False
         self.backend.record_heartbeat(trial._trial_id)
@@ -303,8 +344,10 @@ class Coordinator:
     def surplus(self, trial, n_trials: int) -> int:
         """How many finished or live trials were asked before ``trial`` (smaller id): ``n_trials`` or more means
         another worker's check-then-ask got there first and this trial is surplus."""
-        return sum(tid < trial._trial_id and (self._finished(state) or self._live(state, age))
-                   for tid, _, state, age in self.rows())
+        return sum(
+            tid < trial._trial_id and (self._finished(state) or self._live(state, age))
+            for tid, _, state, age in self.rows()
+        )
 
     @staticmethod
     def _finished(state) -> bool:
@@ -321,14 +364,20 @@ class Coordinator:
         from optuna.trial import TrialState
 
         with _create_scoped_session(self.backend.scoped_session) as session:
-            done = (session.query(models.TrialModel)
-                    .filter(models.TrialModel.trial_id == trial._trial_id,
-                            models.TrialModel.state == TrialState.RUNNING)
-                    .update({models.TrialModel.state: TrialState.FAIL,
-                             models.TrialModel.datetime_complete: datetime.now()}, synchronize_session=False))
+            done = (
+                session.query(models.TrialModel)
+                .filter(models.TrialModel.trial_id == trial._trial_id, models.TrialModel.state == TrialState.RUNNING)
+                .update(
+                    {models.TrialModel.state: TrialState.FAIL, models.TrialModel.datetime_complete: datetime.now()},
+                    synchronize_session=False,
+                )
+            )
             if done:
-                session.add(models.TrialSystemAttributeModel(trial_id=trial._trial_id, key=DROPPED_ATTR,
-                                                             value_json=json.dumps(reason)))
+                session.add(
+                    models.TrialSystemAttributeModel(
+                        trial_id=trial._trial_id, key=DROPPED_ATTR, value_json=json.dumps(reason)
+                    )
+                )
         log.info("trial %d not run: %s; recorded FAIL (%s)", trial.number, reason, DROPPED_ATTR)
 
     def state(self, trial_id: int):

@@ -34,30 +34,72 @@ _ZERO5, _ZERO7 = "0 0 0 0 0", "0 0 0 0 0 0 0"
 PAPER = {
     "mpi3d_complex": {
         "image": {
-            "selection": _paper(color="1 1 1 1 1", shape=".04 1 .98 .81 .91", size=".01 .02 1 .86 .93",
-                                camera=".02 0 .04 1 1", background=".01 .01 .01 0 1", horizontal=_ZERO5, vertical=_ZERO5),
-            "perturbation": _paper(color=".99 1 1 1 1", shape=".90 .77 .89 1 .03", size=".94 .87 .95 0 .01",
-                                   camera="1 1 .02 0 .02", background="1 0 .01 0 .01", horizontal=_ZERO5, vertical=_ZERO5),
+            "selection": _paper(
+                color="1 1 1 1 1",
+                shape=".04 1 .98 .81 .91",
+                size=".01 .02 1 .86 .93",
+                camera=".02 0 .04 1 1",
+                background=".01 .01 .01 0 1",
+                horizontal=_ZERO5,
+                vertical=_ZERO5,
+            ),
+            "perturbation": _paper(
+                color=".99 1 1 1 1",
+                shape=".90 .77 .89 1 .03",
+                size=".94 .87 .95 0 .01",
+                camera="1 1 .02 0 .02",
+                background="1 0 .01 0 .01",
+                horizontal=_ZERO5,
+                vertical=_ZERO5,
+            ),
         },
         "text": {
-            "selection": _paper(color="1 1 1 1 1", shape="0 1 .98 .82 .93", size="0 0 1 .89 .95", camera="0 0 0 1 1",
-                                background="0 0 0 0 1", horizontal=_ZERO5, vertical=_ZERO5),
-            "perturbation": _paper(color=".99 1 1 1 1", shape=".92 .77 .90 1 0", size=".96 .89 .96 0 0",
-                                   camera="1 1 0 0 0", background="1 0 .01 0 0", horizontal=_ZERO5, vertical=_ZERO5),
+            "selection": _paper(
+                color="1 1 1 1 1",
+                shape="0 1 .98 .82 .93",
+                size="0 0 1 .89 .95",
+                camera="0 0 0 1 1",
+                background="0 0 0 0 1",
+                horizontal=_ZERO5,
+                vertical=_ZERO5,
+            ),
+            "perturbation": _paper(
+                color=".99 1 1 1 1",
+                shape=".92 .77 .90 1 0",
+                size=".96 .89 .96 0 0",
+                camera="1 1 0 0 0",
+                background="1 0 .01 0 0",
+                horizontal=_ZERO5,
+                vertical=_ZERO5,
+            ),
         },
     },
     "causal3dident": {
         "image": {
-            "selection": _paper(object_shape="1 .94 .82 .84 .89 .96 .91", object_xpos=".04 1 1 1 1 1 1",
-                                object_ypos=".05 .08 1 1 1 1 1", spotlight_pos="0 0 0 .93 .83 .89 .80",
-                                object_color="0 .40 .79 .79 .84 .86 .84", spotlight_color="0 0 0 .46 .39 .69 .63",
-                                background_color="0 0 0 .61 .51 .66 .86", object_alpharot=_ZERO7,
-                                object_betarot=_ZERO7, object_gammarot=_ZERO7),
-            "perturbation": _paper(object_shape=".90 .93 .85 .86 .92 .98 1", object_xpos="1 1 1 1 1 1 .03",
-                                   object_ypos="1 1 1 1 1 .05 .05", spotlight_pos=".87 .89 .95 .96 0 0 0",
-                                   object_color=".96 .87 .84 .78 .78 .40 0", spotlight_color=".70 .69 .48 .48 0 0 0",
-                                   background_color=".65 .67 .62 .61 0 0 0", object_alpharot=_ZERO7,
-                                   object_betarot=_ZERO7, object_gammarot=_ZERO7),
+            "selection": _paper(
+                object_shape="1 .94 .82 .84 .89 .96 .91",
+                object_xpos=".04 1 1 1 1 1 1",
+                object_ypos=".05 .08 1 1 1 1 1",
+                spotlight_pos="0 0 0 .93 .83 .89 .80",
+                object_color="0 .40 .79 .79 .84 .86 .84",
+                spotlight_color="0 0 0 .46 .39 .69 .63",
+                background_color="0 0 0 .61 .51 .66 .86",
+                object_alpharot=_ZERO7,
+                object_betarot=_ZERO7,
+                object_gammarot=_ZERO7,
+            ),
+            "perturbation": _paper(
+                object_shape=".90 .93 .85 .86 .92 .98 1",
+                object_xpos="1 1 1 1 1 1 .03",
+                object_ypos="1 1 1 1 1 .05 .05",
+                spotlight_pos=".87 .89 .95 .96 0 0 0",
+                object_color=".96 .87 .84 .78 .78 .40 0",
+                spotlight_color=".70 .69 .48 .48 0 0 0",
+                background_color=".65 .67 .62 .61 0 0 0",
+                object_alpharot=_ZERO7,
+                object_betarot=_ZERO7,
+                object_gammarot=_ZERO7,
+            ),
         },
     },
 }
@@ -68,19 +110,25 @@ def paper_comparison(table: pd.DataFrame, paper: str) -> dict[str, pd.DataFrame]
     out = {}
     for modality, figures in PAPER[paper].items():
         ours = table[table.modality == modality].set_index(["factor", "setting"])["mean"]
-        settings = [f"{kind}_{i}" for kind, columns in figures.items() for i in range(len(next(iter(columns.values()))))]
+        settings = [
+            f"{kind}_{i}" for kind, columns in figures.items() for i in range(len(next(iter(columns.values()))))
+        ]
         settings = [s for s in settings if s in ours.index.get_level_values("setting")]
         if not settings or not set(next(iter(figures.values()))) & set(ours.index.get_level_values("factor")):
             continue
         cells = {}
         for setting in settings:
             kind, _, i = setting.rpartition("_")
-            cells[setting] = {f: (f"{ours[f, setting]:.2f}" if (f, setting) in ours.index else "–") + f" ({v[int(i)]:.2f})"
-                              for f, v in figures[kind].items()}
+            cells[setting] = {
+                f: (f"{ours[f, setting]:.2f}" if (f, setting) in ours.index else "–") + f" ({v[int(i)]:.2f})"
+                for f, v in figures[kind].items()
+            }
         out[modality] = pd.DataFrame(cells)
     if not out:
-        raise ValueError(f"no run of this sweep is one of the paper's {paper} settings (dataset={paper} "
-                         "bias.setting=selection_<i> | perturbation_<i>)")
+        raise ValueError(
+            f"no run of this sweep is one of the paper's {paper} settings (dataset={paper} "
+            "bias.setting=selection_<i> | perturbation_<i>)"
+        )
     return out
 
 
@@ -100,8 +148,12 @@ def factor_table(runs: pd.DataFrame, probe: str = "mlp") -> pd.DataFrame:
     label = "θ=" + rows.theta.map(lambda v: _label(v, "all")) + " β=" + rows.beta.map(lambda v: _label(v, "∅"))
     rows["setting"] = rows["setting"].fillna(label) if "setting" in rows else label
     rows["clipped"] = rows.value.clip(0, 1)
-    return (rows.groupby(["setting", "modality", "target", "role"], sort=False).clipped
-            .agg(["mean", "std", "count"]).reset_index().rename(columns={"target": "factor"}))
+    return (
+        rows.groupby(["setting", "modality", "target", "role"], sort=False)
+        .clipped.agg(["mean", "std", "count"])
+        .reset_index()
+        .rename(columns={"target": "factor"})
+    )
 
 
 def main(argv=None) -> int:
@@ -109,10 +161,12 @@ def main(argv=None) -> int:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--probe", default="mlp", choices=["mlp", "linear"])
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--paper", choices=sorted(PAPER), default=None,
-                        help="print each table beside the paper's MLP-probe numbers")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the tables to W&B, in the group of the sweep's runs")
+    parser.add_argument(
+        "--paper", choices=sorted(PAPER), default=None, help="print each table beside the paper's MLP-probe numbers"
+    )
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the tables to W&B, in the group of the sweep's runs"
+    )
     args = parser.parse_args(argv)
     try:
         table = factor_table(load_runs(args.sweep, CONFIG_KEYS), args.probe)

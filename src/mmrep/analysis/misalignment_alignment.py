@@ -45,15 +45,25 @@ from mmrep.core.files import atomic_write
 from mmrep.metrics.alignment import METRICS
 
 PROG = "python -m mmrep.analysis.misalignment_alignment"
-CONFIG_KEYS = {"theta": "bias.theta", "beta": "bias.beta", "seed": "seed", "dataset_target": "dataset._target_",
-               "n_semantics": "dataset.n_semantics"}
+CONFIG_KEYS = {
+    "theta": "bias.theta",
+    "beta": "bias.beta",
+    "seed": "seed",
+    "dataset_target": "dataset._target_",
+    "n_semantics": "dataset.n_semantics",
+}
 RESULT_COLUMNS = ("metric", "value", "aggregate", "layer_a", "layer_b", "modality", "probe", "target", "role")
 SETTING_COLUMNS = ("dataset", "setting", "selected", "perturbed", "unbiased")
 VALUE_KEYS = ("quantity", "metric", "modality", "layers")
 ROLES = ("invariant", "perturbed", "omitted", "image-specific")
 LAYER_METRIC = "unbiased_cka"  # the per-layer table and panel
-OUTPUTS = ("misalignment_alignment.csv", "misalignment_alignment_runs.csv", "misalignment_alignment_correlation.csv",
-           "misalignment_alignment.md", "misalignment_alignment.png")
+OUTPUTS = (
+    "misalignment_alignment.csv",
+    "misalignment_alignment_runs.csv",
+    "misalignment_alignment_correlation.csv",
+    "misalignment_alignment.md",
+    "misalignment_alignment.png",
+)
 
 
 def dataset_name(target) -> str:
@@ -75,17 +85,22 @@ def resolve_blocks(target, theta, beta, n_semantics) -> dict:
     Factor datasets name their semantic factors (``SEMANTIC``), the numeric one has ``dataset.n_semantics``."""
     names = list(getattr(get_class(str(target)), "SEMANTIC", ()) or ())
     if not names and not (isinstance(n_semantics, (int, float, np.integer)) and np.isfinite(n_semantics)):
-        raise ValueError(f"dataset {target}: neither named semantic factors nor dataset.n_semantics; not a "
-                         "misalignment dataset")
+        raise ValueError(
+            f"dataset {target}: neither named semantic factors nor dataset.n_semantics; not a misalignment dataset"
+        )
     n = len(names) or int(n_semantics)
     as_list = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
     bias = MisalignmentBias(theta=as_list(theta), beta=as_list(beta)).resolve(n, names or None)
     roles = {i: "omitted" for i in range(n)}
     roles.update({i: "invariant" for i in bias.invariant})
     roles.update({i: "perturbed" for i in bias.perturbed_selected})
-    return {"setting": f"θ={_set_text(bias.selected, names)} β={_set_text(bias.perturbed, names)}",
-            "selected": len(bias.selected), "perturbed": len(bias.perturbed), "unbiased": len(bias.invariant),
-            "roles": {names[i] if names else f"s_{i}": role for i, role in roles.items()}}
+    return {
+        "setting": f"θ={_set_text(bias.selected, names)} β={_set_text(bias.perturbed, names)}",
+        "selected": len(bias.selected),
+        "perturbed": len(bias.perturbed),
+        "unbiased": len(bias.invariant),
+        "roles": {names[i] if names else f"s_{i}": role for i, role in roles.items()},
+    }
 
 
 def select_runs(raw: pd.DataFrame, root: Path) -> pd.DataFrame:
@@ -94,10 +109,16 @@ def select_runs(raw: pd.DataFrame, root: Path) -> pd.DataFrame:
     raw = raw.reindex(columns=list(dict.fromkeys([*raw.columns, *RESULT_COLUMNS])))
     aligned = set(raw.loc[raw["aggregate"].eq("max") & raw["metric"].isin(list(METRICS)), "run"])
     identified = set(raw.loc[raw["metric"].isin(["r2", "mcc"]) & raw["target"].notna(), "run"])
-    return seed_stats.keep_runs(raw, [("no alignment rows (metric.alignment)", aligned),
-                                      ("no identification rows (metric.identifiability / metric.factors)", identified)],
-                                root, "misalignment × alignment",
-                                "experiment=misalignment_alignment or misalignment_alignment_shapes")
+    return seed_stats.keep_runs(
+        raw,
+        [
+            ("no alignment rows (metric.alignment)", aligned),
+            ("no identification rows (metric.identifiability / metric.factors)", identified),
+        ],
+        root,
+        "misalignment × alignment",
+        "experiment=misalignment_alignment or misalignment_alignment_shapes",
+    )
 
 
 def _identification(rows: pd.DataFrame, roles: dict[str, str], probe: str) -> list[dict]:
@@ -112,15 +133,31 @@ def _identification(rows: pd.DataFrame, roles: dict[str, str], probe: str) -> li
         for role in ROLES:
             values = part.loc[part["role_of"] == role, "value"]
             if len(values):
-                out.append({"quantity": f"id:{role}", "metric": "/".join(sorted(set(part.loc[values.index, "metric"]))),
-                            "modality": modality, "layers": "", "value": float(values.mean())})
+                out.append(
+                    {
+                        "quantity": f"id:{role}",
+                        "metric": "/".join(sorted(set(part.loc[values.index, "metric"]))),
+                        "modality": modality,
+                        "layers": "",
+                        "value": float(values.mean()),
+                    }
+                )
         block = part.loc[part["target"] == "s_inv", "value"]
         if not len(block):
             block = part.loc[part["role_of"] == "invariant", "value"]
         if len(block):
-            metric = "r2" if (part["target"] == "s_inv").any() else "/".join(sorted(set(part.loc[block.index, "metric"])))
-            out.append({"quantity": "id:block", "metric": metric, "modality": modality, "layers": "",
-                        "value": float(block.mean())})
+            metric = (
+                "r2" if (part["target"] == "s_inv").any() else "/".join(sorted(set(part.loc[block.index, "metric"])))
+            )
+            out.append(
+                {
+                    "quantity": "id:block",
+                    "metric": metric,
+                    "modality": modality,
+                    "layers": "",
+                    "value": float(block.mean()),
+                }
+            )
     return out
 
 
@@ -132,12 +169,23 @@ def run_values(raw: pd.DataFrame, probe: str = "linear") -> pd.DataFrame:
         first = rows.iloc[0]
         blocks = resolve_blocks(first["dataset_target"], first["theta"], first["beta"], first["n_semantics"])
         aligned = rows[rows["metric"].isin(list(METRICS)) & rows["aggregate"].isin(["max", "last", "layer"])]
-        values = [{"quantity": "alignment", "metric": r.metric, "modality": r.modality,
-                   "layers": r.aggregate if r.aggregate != "layer" else f"{r.layer_a}/{r.layer_b}", "value": r.value}
-                  for r in aligned.itertuples()]
+        values = [
+            {
+                "quantity": "alignment",
+                "metric": r.metric,
+                "modality": r.modality,
+                "layers": r.aggregate if r.aggregate != "layer" else f"{r.layer_a}/{r.layer_b}",
+                "value": r.value,
+            }
+            for r in aligned.itertuples()
+        ]
         values += _identification(rows, blocks["roles"], probe)
-        setting = {"run": run, "dataset": dataset_name(first["dataset_target"]),
-                   **{k: blocks[k] for k in SETTING_COLUMNS[1:]}, "seed": first["seed"]}
+        setting = {
+            "run": run,
+            "dataset": dataset_name(first["dataset_target"]),
+            **{k: blocks[k] for k in SETTING_COLUMNS[1:]},
+            "seed": first["seed"],
+        }
         frames.append(pd.DataFrame([{**setting, **v} for v in values]))
     df = pd.concat(frames, ignore_index=True)
     return df.sort_values(["dataset", "setting", *VALUE_KEYS, "seed"], ignore_index=True)
@@ -175,31 +223,44 @@ def markdown_report(summary: pd.DataFrame, corr: pd.DataFrame, layer_metric: str
         mine = mine.assign(cell=seed_stats.cells(mine))
         index = ["setting", "selected", "perturbed", "unbiased"]
         head = mine[((mine["quantity"] == "alignment") & (mine["layers"] == "max")) | (mine["quantity"] == "id:block")]
-        head = head.assign(column=np.where(head["quantity"] == "alignment", head["metric"],
-                                           "id " + head["modality"] + " (" + head["metric"] + ")"))
+        head = head.assign(
+            column=np.where(
+                head["quantity"] == "alignment", head["metric"], "id " + head["modality"] + " (" + head["metric"] + ")"
+            )
+        )
         wide = head.pivot_table(index=index, columns="column", values="cell", aggfunc="first", sort=False)
         order = [m for m in METRICS if m in wide.columns] + sorted(c for c in wide.columns if c.startswith("id "))
         wide = wide[order].sort_values(["unbiased", "selected"], ascending=False)
-        parts.append(f"**{dataset}** — alignment between the encoders at the best layer pair and identification of "
-                     f"the unbiased block θ \\ β per modality (mean ± 95 % t-CI over {seeds} seeds; |θ|, |β|, "
-                     f"|θ \\ β| = selected, perturbed, unbiased).\n\n{markdown(wide)}")
-        layers = mine[(mine["quantity"] == "alignment") & (mine["metric"] == layer_metric)
-                      & ~mine["layers"].isin(["max", "last"])]
+        parts.append(
+            f"**{dataset}** — alignment between the encoders at the best layer pair and identification of "
+            f"the unbiased block θ \\ β per modality (mean ± 95 % t-CI over {seeds} seeds; |θ|, |β|, "
+            f"|θ \\ β| = selected, perturbed, unbiased).\n\n{markdown(wide)}"
+        )
+        layers = mine[
+            (mine["quantity"] == "alignment") & (mine["metric"] == layer_metric) & ~mine["layers"].isin(["max", "last"])
+        ]
         if not layers.empty:
             wide = layers.pivot_table(index=index, columns="layers", values="cell", aggfunc="first", sort=False)
             wide = wide.sort_values(["unbiased", "selected"], ascending=False)
-            parts.append(f"**{dataset}** — {layer_metric} per layer pair (the first encoder's layer / the second's: "
-                         f"x/t, image/text).\n\n{markdown(wide)}")
-    shown = corr[((corr["quantity"] == "alignment") & corr["layers"].isin(["max", "last"]))
-                 | corr["quantity"].isin(["id:block"])].copy()
+            parts.append(
+                f"**{dataset}** — {layer_metric} per layer pair (the first encoder's layer / the second's: "
+                f"x/t, image/text).\n\n{markdown(wide)}"
+            )
+    shown = corr[
+        ((corr["quantity"] == "alignment") & corr["layers"].isin(["max", "last"])) | corr["quantity"].isin(["id:block"])
+    ].copy()
     if not shown.empty:
         shown["ρ with |θ\\β|"] = [_rho_cell(r, "rho_unbiased") for r in shown.to_dict("records")]
         shown["ρ with |θ|"] = [_rho_cell(r, "rho_selected") for r in shown.to_dict("records")]
-        shown["partial ρ with |θ\\β| given |θ|"] = [_rho_cell(r, "partial_rho_unbiased") for r in shown.to_dict("records")]
+        shown["partial ρ with |θ\\β| given |θ|"] = [
+            _rho_cell(r, "partial_rho_unbiased") for r in shown.to_dict("records")
+        ]
         table = shown.set_index(["dataset", "quantity", "metric", "modality", "layers"])[
-            ["ρ with |θ\\β|", "ρ with |θ|", "partial ρ with |θ\\β| given |θ|", "n_runs"]]
-        parts.append("Spearman's ρ over runs with the block sizes, 95 % percentile-bootstrap intervals.\n\n"
-                     f"{markdown(table)}")
+            ["ρ with |θ\\β|", "ρ with |θ|", "partial ρ with |θ\\β| given |θ|", "n_runs"]
+        ]
+        parts.append(
+            f"Spearman's ρ over runs with the block sizes, 95 % percentile-bootstrap intervals.\n\n{markdown(table)}"
+        )
     return "\n\n".join(parts) + "\n"
 
 
@@ -217,10 +278,13 @@ def plot(summary: pd.DataFrame, path: Path, layer_metric: str = LAYER_METRIC) ->
 
     def line(ax, part, label, style, colour=None):
         part = part.sort_values("unbiased")
-        err = [(part["mean"] - part["ci_low"]).clip(lower=0).fillna(0),
-               (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0)]
-        ax.errorbar(part["unbiased"], part["mean"], yerr=err, capsize=3, marker="o", ms=3, ls=style, color=colour,
-                    label=label)
+        err = [
+            (part["mean"] - part["ci_low"]).clip(lower=0).fillna(0),
+            (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0),
+        ]
+        ax.errorbar(
+            part["unbiased"], part["mean"], yerr=err, capsize=3, marker="o", ms=3, ls=style, color=colour, label=label
+        )
 
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row, dataset in zip(axes, datasets):
@@ -233,12 +297,18 @@ def plot(summary: pd.DataFrame, path: Path, layer_metric: str = LAYER_METRIC) ->
             block = arm_rows[arm_rows["quantity"] == "id:block"]
             for i, modality in enumerate(sorted(set(block["modality"]))):
                 line(row[1], block[block["modality"] == modality], f"{modality}, {arm}", style, colours[i])
-            layers = arm_rows[(arm_rows["quantity"] == "alignment") & (arm_rows["metric"] == layer_metric)
-                              & ~arm_rows["layers"].isin(["max", "last"])]
+            layers = arm_rows[
+                (arm_rows["quantity"] == "alignment")
+                & (arm_rows["metric"] == layer_metric)
+                & ~arm_rows["layers"].isin(["max", "last"])
+            ]
             for i, pair in enumerate(sorted(set(layers["layers"]))):
                 line(row[2], layers[layers["layers"] == pair], f"{pair}, {arm}", style, colours[i % len(colours)])
-        row[0].set(xlabel="|θ \\ β| (unbiased shared block)", ylabel="alignment (best layer pair)",
-                   title=f"{dataset}: alignment")
+        row[0].set(
+            xlabel="|θ \\ β| (unbiased shared block)",
+            ylabel="alignment (best layer pair)",
+            title=f"{dataset}: alignment",
+        )
         row[1].set(xlabel="|θ \\ β|", ylabel="R² / MCC of the block", title=f"{dataset}: identification")
         row[2].set(xlabel="|θ \\ β|", ylabel=f"{layer_metric}", title=f"{dataset}: per layer pair")
         for ax in row[:2]:
@@ -246,8 +316,13 @@ def plot(summary: pd.DataFrame, path: Path, layer_metric: str = LAYER_METRIC) ->
     return save_figure(fig, axes[-1][-1], path)
 
 
-def analyze(sweeps: list[Path], out: Path | None = None, probe: str = "linear", bootstrap: int = 1000,
-            layer_metric: str = LAYER_METRIC) -> dict[str, pd.DataFrame]:
+def analyze(
+    sweeps: list[Path],
+    out: Path | None = None,
+    probe: str = "linear",
+    bootstrap: int = 1000,
+    layer_metric: str = LAYER_METRIC,
+) -> dict[str, pd.DataFrame]:
     """Read the sweeps, write the outputs (see the module docstring) to ``out`` (default: the first sweep) and return
     ``{"runs", "summary", "correlation"}``."""
     sweeps = [Path(s) for s in sweeps]
@@ -259,13 +334,18 @@ def analyze(sweeps: list[Path], out: Path | None = None, probe: str = "linear", 
         raw.append(part)
     values = run_values(pd.concat(raw, ignore_index=True), probe)
     summary = seed_stats.summarize(values, [*SETTING_COLUMNS, *VALUE_KEYS])
-    summary = summary.sort_values(["dataset", "unbiased", "selected", *VALUE_KEYS], ascending=[True, False, False,
-                                                                                             True, True, True, True],
-                                  ignore_index=True)
+    summary = summary.sort_values(
+        ["dataset", "unbiased", "selected", *VALUE_KEYS],
+        ascending=[True, False, False, True, True, True, True],
+        ignore_index=True,
+    )
     corr = correlations(values, bootstrap)
     out.mkdir(parents=True, exist_ok=True)
-    for name, df in (("misalignment_alignment.csv", summary), ("misalignment_alignment_runs.csv", values),
-                     ("misalignment_alignment_correlation.csv", corr)):
+    for name, df in (
+        ("misalignment_alignment.csv", summary),
+        ("misalignment_alignment_runs.csv", values),
+        ("misalignment_alignment_correlation.csv", corr),
+    ):
         with atomic_write(out / name) as fh:
             df.to_csv(fh, index=False, float_format="%.6g")
     with atomic_write(out / "misalignment_alignment.md") as fh:
@@ -276,19 +356,32 @@ def analyze(sweeps: list[Path], out: Path | None = None, probe: str = "linear", 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweeps", type=Path, nargs="+",
-                        help="multirun directories of experiment=misalignment_alignment / misalignment_alignment_shapes")
+    parser.add_argument(
+        "sweeps",
+        type=Path,
+        nargs="+",
+        help="multirun directories of experiment=misalignment_alignment / misalignment_alignment_shapes",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep folder)")
-    parser.add_argument("--probe", default="linear", choices=["linear", "mlp"],
-                        help="the identification probe whose scores are read")
+    parser.add_argument(
+        "--probe", default="linear", choices=["linear", "mlp"], help="the identification probe whose scores are read"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the ρ intervals (0: none)")
-    parser.add_argument("--layer-metric", default=LAYER_METRIC, choices=list(METRICS),
-                        help="the alignment metric of the per-layer table and panel")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the tables and the figure to W&B, in the group of each sweep's runs")
+    parser.add_argument(
+        "--layer-metric",
+        default=LAYER_METRIC,
+        choices=list(METRICS),
+        help="the alignment metric of the per-layer table and panel",
+    )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables and the figure to W&B, in the group of each sweep's runs",
+    )
     args = parser.parse_args(argv)
     code, result = seed_stats.run_analysis(
-        PROG, lambda: analyze(args.sweeps, args.out, args.probe, args.bootstrap, args.layer_metric))
+        PROG, lambda: analyze(args.sweeps, args.out, args.probe, args.bootstrap, args.layer_metric)
+    )
     if code:
         return code
     out = Path(args.out or args.sweeps[0])
@@ -296,9 +389,14 @@ def main(argv=None) -> int:
     if args.wandb:
         from mmrep.analysis.publish import publish_cli
 
-        tables = {"misalignment_alignment": result["summary"], "misalignment_alignment_correlation": result["correlation"]}
-        codes = [publish_cli(PROG, sweep, tables, [out / "misalignment_alignment.png"], "misalignment_alignment")
-                 for sweep in args.sweeps]
+        tables = {
+            "misalignment_alignment": result["summary"],
+            "misalignment_alignment_correlation": result["correlation"],
+        }
+        codes = [
+            publish_cli(PROG, sweep, tables, [out / "misalignment_alignment.png"], "misalignment_alignment")
+            for sweep in args.sweeps
+        ]
         return max(codes)
     return 0
 

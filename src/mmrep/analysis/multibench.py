@@ -54,8 +54,12 @@ def performance_metric(task: str) -> str:
 
 
 def performance(run: Run, metric: str, modality: str, split: str) -> float:
-    rows = run.results[(run.results.metric == metric) & (run.results.modality == modality) & (run.results.split == split)
-                       & run.results.get("probe", pd.Series(np.nan, index=run.results.index)).isna()]
+    rows = run.results[
+        (run.results.metric == metric)
+        & (run.results.modality == modality)
+        & (run.results.split == split)
+        & run.results.get("probe", pd.Series(np.nan, index=run.results.index)).isna()
+    ]
     if rows.empty:
         raise ValueError(f"{run.path}: no {metric} row for {modality} on {split} (was metric=task_alignment used?)")
     return float(rows.value.iloc[0])
@@ -94,7 +98,9 @@ class FeatureReader:
 
 def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, splits=("train", "test")):
     """Tidy correlation rows and per-run rows for one sweep (one dataset, one pair)."""
-    runs = [Run(p, OmegaConf.load(p / ".hydra" / "config.yaml"), pd.read_csv(p / "results.csv")) for p in find_runs(sweep)]
+    runs = [
+        Run(p, OmegaConf.load(p / ".hydra" / "config.yaml"), pd.read_csv(p / "results.csv")) for p in find_runs(sweep)
+    ]
     if not runs:
         raise FileNotFoundError(f"{sweep}: no run directories with results.csv and .hydra/config.yaml")
     pairs = {tuple(r.modalities) for r in runs}
@@ -113,12 +119,37 @@ def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, spli
                 varied_layers = reader(run, varied, split)
                 aligned.append(layerwise_alignment(fixed_layers, varied_layers, [metric])[metric].best)
                 perf.append(performance(run, perf_metric, varied, split))
-                per_run.append({"dataset": dataset, "pair": f"{a}-{b}", "fixed": fixed, "varied": varied, "split": split,
-                                "run": str(run.path.relative_to(sweep)), "alignment": aligned[-1], "performance": perf[-1],
-                                "best_fixed_run": str(best.path.relative_to(sweep))})
-            r = stats.pearsonr(aligned, perf)[0] if len(runs) > 2 and np.std(perf) > 0 and np.std(aligned) > 0 else np.nan
-            rows.append({"dataset": dataset, "pair": f"{a}-{b}", "fixed": fixed, "varied": varied, "split": split,
-                         "metric": metric, "performance": perf_metric, "pearson": float(r), "n_models": len(runs)})
+                per_run.append(
+                    {
+                        "dataset": dataset,
+                        "pair": f"{a}-{b}",
+                        "fixed": fixed,
+                        "varied": varied,
+                        "split": split,
+                        "run": str(run.path.relative_to(sweep)),
+                        "alignment": aligned[-1],
+                        "performance": perf[-1],
+                        "best_fixed_run": str(best.path.relative_to(sweep)),
+                    }
+                )
+            r = (
+                stats.pearsonr(aligned, perf)[0]
+                if len(runs) > 2 and np.std(perf) > 0 and np.std(aligned) > 0
+                else np.nan
+            )
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "pair": f"{a}-{b}",
+                    "fixed": fixed,
+                    "varied": varied,
+                    "split": split,
+                    "metric": metric,
+                    "performance": perf_metric,
+                    "pearson": float(r),
+                    "n_models": len(runs),
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(per_run)
 
 
@@ -131,9 +162,16 @@ def tune(sweep: Path) -> pd.DataFrame:
         results = pd.read_csv(path / "results.csv")
         task = results[(results.split == "val") & results.metric.isin(["accuracy", "sign_accuracy"])]
         for _, row in task.iterrows():
-            rows.append({"modality": row.modality, "metric": row.metric, "lr": float(cfg.objective.optimizer.lr),
-                         "weight_decay": float(cfg.objective.optimizer.weight_decay), "depth": cfg.get("enc_depth"),
-                         "value": row.value})
+            rows.append(
+                {
+                    "modality": row.modality,
+                    "metric": row.metric,
+                    "lr": float(cfg.objective.optimizer.lr),
+                    "weight_decay": float(cfg.objective.optimizer.weight_decay),
+                    "depth": cfg.get("enc_depth"),
+                    "value": row.value,
+                }
+            )
     if not rows:
         raise FileNotFoundError(f"{sweep}: no runs with validation accuracy rows (experiment=multibench_grid)")
     grid = pd.DataFrame(rows)
@@ -157,8 +195,11 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=4096, help="samples per split (spec §4.1: 4096)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep)")
     parser.add_argument("--tune", action="store_true", help="the sweeps are multibench_grid sweeps: pick (lr, wd)")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the tables to W&B, in the group of the first sweep's runs (not with --tune)")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables to W&B, in the group of the first sweep's runs (not with --tune)",
+    )
     args = parser.parse_args(argv)
     if args.tune and args.wandb:
         parser.error("--wandb does not apply to --tune")
@@ -208,7 +249,9 @@ def _print_tuned(sweeps: list[Path]) -> int:
             return 2
         with atomic_write(sweep / "tuned.csv") as fh:
             best.to_csv(fh, index=False, float_format="%.6g")
-        groups = ", ".join(f"{r.modality}: {{lr: {r.lr:g}, weight_decay: {r.weight_decay:g}}}" for r in best.itertuples())
+        groups = ", ".join(
+            f"{r.modality}: {{lr: {r.lr:g}, weight_decay: {r.weight_decay:g}}}" for r in best.itertuples()
+        )
         print(best.to_string(index=False))
         print(f"objective.param_groups='{{{groups}}}'   # for experiment=multibench_alignment")
     return 0

@@ -93,10 +93,18 @@ def identification_table(runs: pd.DataFrame, probe: str = "mlp", modality: str =
         rows["seed"] = None
     order = list(dict.fromkeys(rows["setting"]))
     groups = {g: i for i, g in enumerate(dict.fromkeys(rows[by].itertuples(index=False, name=None)))}
-    stats = (rows.groupby([*by, "setting", "target"], sort=False, dropna=False)
-             .agg(mean=("value", "mean"), std=("value", "std"), min=("value", "min"), max=("value", "max"),
-                  count=("value", "count"), n_seeds=("seed", lambda s: s.nunique(dropna=False)))
-             .reset_index())
+    stats = (
+        rows.groupby([*by, "setting", "target"], sort=False, dropna=False)
+        .agg(
+            mean=("value", "mean"),
+            std=("value", "std"),
+            min=("value", "min"),
+            max=("value", "max"),
+            count=("value", "count"),
+            n_seeds=("seed", lambda s: s.nunique(dropna=False)),
+        )
+        .reset_index()
+    )
     stats["value"] = stats["mean"].clip(lower=0.0)
     stats["setting"] = pd.Categorical(stats["setting"], categories=order, ordered=True)
     stats["_group"] = [groups[g] for g in stats[by].itertuples(index=False, name=None)]
@@ -118,8 +126,7 @@ def pivot(table: pd.DataFrame, n_semantics: int = 10) -> pd.DataFrame:
     rows = ["m_x", "m_t"] + [f"s_{i}" for i in range(n_semantics)]
     keys = [*group_columns(table), "setting"]
     table = table.assign(setting=table["setting"].astype(str))
-    cells = {combo: part.set_index("target")["value"]
-             for combo, part in table.groupby(keys, sort=False, dropna=False)}
+    cells = {combo: part.set_index("target")["value"] for combo, part in table.groupby(keys, sort=False, dropna=False)}
     if len(keys) == 1:
         wide = pd.DataFrame({combo[0]: col for combo, col in cells.items()}, index=rows)
         wide.columns.name = "setting"
@@ -149,8 +156,9 @@ def display(wide: pd.DataFrame, sep: str = " · ") -> pd.DataFrame:
         return wide
     keys = list(wide.columns.names[:-1])
     short = _short_names(keys)
-    labels = [sep.join([*(f"{short[k]}={v}" for k, v in zip(keys, combo[:-1])), str(combo[-1])])
-              for combo in wide.columns]
+    labels = [
+        sep.join([*(f"{short[k]}={v}" for k, v in zip(keys, combo[:-1])), str(combo[-1])]) for combo in wide.columns
+    ]
     out = wide.copy()
     out.columns = pd.Index(labels, name="setting")
     return out
@@ -201,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", default="mlp", choices=["linear", "mlp"])
     parser.add_argument("--modality", default="x", help="encoder whose representation is probed (x or t)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: sweep_dir)")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the tables and figures to W&B, in the group of the sweep's runs")
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the tables and figures to W&B, in the group of the sweep's runs"
+    )
     args = parser.parse_args(argv)
     try:
         runs, by = load_grouped_runs(args.sweep_dir)
@@ -211,14 +220,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if by:
-        print("grouping by differing overrides: "
-              + ", ".join(f"{k} ({runs[k].nunique(dropna=False)} values)" for k in by))
+        print(
+            "grouping by differing overrides: " + ", ".join(f"{k} ({runs[k].nunique(dropna=False)} values)" for k in by)
+        )
     seeds = sorted(set(table["n_seeds"]))
     seeds_text = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     print(f"seeds per cell: {seeds_text}" + ("" if len(seeds) == 1 else " (n_seeds in identification.csv)"))
     if (table["count"] > table["n_seeds"]).any():
-        print("warning: some cells average several runs with the same seed (a repeated run, or a difference that "
-              "no command-line override records)", file=sys.stderr)
+        print(
+            "warning: some cells average several runs with the same seed (a repeated run, or a difference that "
+            "no command-line override records)",
+            file=sys.stderr,
+        )
     out = args.out or args.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     stem = f"identification_{args.modality}_{args.probe}"

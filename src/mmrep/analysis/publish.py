@@ -64,8 +64,14 @@ def _wandb_table(df: pd.DataFrame):
     return wandb.Table(dataframe=df)
 
 
-def _publish(sweep: Path, tables: dict[str, pd.DataFrame], figures: list[Path], analysis: str,
-             project: str | None = None, offline: bool | str = "auto") -> tuple[str, Path | None, str | None]:
+def _publish(
+    sweep: Path,
+    tables: dict[str, pd.DataFrame],
+    figures: list[Path],
+    analysis: str,
+    project: str | None = None,
+    offline: bool | str = "auto",
+) -> tuple[str, Path | None, str | None]:
     """:func:`publish_to_wandb`, returning (group, local run directory, url: None offline)."""
     import wandb
 
@@ -74,22 +80,38 @@ def _publish(sweep: Path, tables: dict[str, pd.DataFrame], figures: list[Path], 
     cfg = _sweep_config(sweep)[1]
     if offline == "auto":
         offline = os.environ.get("WANDB_MODE") is None and not wandb_has_credentials()
-    with wandb.init(project=project or _select(cfg, "logger.wandb.project") or DEFAULT_PROJECT,
-                    entity=_select(cfg, "logger.wandb.entity"), group=group, job_type="analysis",
-                    name=f"analysis:{analysis}", tags=[f"analysis={analysis}"], dir=str(sweep),
-                    config={"analysis": analysis, "sweep": str(sweep.resolve())},
-                    mode="offline" if offline else None,
-                    settings=wandb.Settings(console="off", silent=True)) as run:
+    with wandb.init(
+        project=project or _select(cfg, "logger.wandb.project") or DEFAULT_PROJECT,
+        entity=_select(cfg, "logger.wandb.entity"),
+        group=group,
+        job_type="analysis",
+        name=f"analysis:{analysis}",
+        tags=[f"analysis={analysis}"],
+        dir=str(sweep),
+        config={"analysis": analysis, "sweep": str(sweep.resolve())},
+        mode="offline" if offline else None,
+        settings=wandb.Settings(console="off", silent=True),
+    ) as run:
         if getattr(run, "disabled", False):
             return group, None, None
         run_dir, url = Path(run.dir).parent, (None if run.offline else run.url)
-        run.log({**{f"tables/{name}": _wandb_table(df) for name, df in tables.items()},
-                 **{f"figures/{Path(path).stem}": wandb.Image(str(path)) for path in figures}})
+        run.log(
+            {
+                **{f"tables/{name}": _wandb_table(df) for name, df in tables.items()},
+                **{f"figures/{Path(path).stem}": wandb.Image(str(path)) for path in figures},
+            }
+        )
     return group, run_dir, url
 
 
-def publish_to_wandb(sweep: Path, tables: dict[str, pd.DataFrame], figures: list[Path], analysis: str,
-                     project: str | None = None, offline: bool | str = "auto") -> Path | None:
+def publish_to_wandb(
+    sweep: Path,
+    tables: dict[str, pd.DataFrame],
+    figures: list[Path],
+    analysis: str,
+    project: str | None = None,
+    offline: bool | str = "auto",
+) -> Path | None:
     """Log ``tables`` (name → DataFrame) and ``figures`` (image files) as one W&B run of ``job_type="analysis"``
     in the group of the runs under ``sweep`` (see the module docstring); returns the run's local directory
     (``<sweep>/wandb/offline-run-*`` offline), None with ``WANDB_MODE=disabled``; W&B's service may still be
@@ -106,8 +128,10 @@ def publish_cli(prog: str, sweep: Path, tables: dict[str, pd.DataFrame], figures
         group, run_dir, url = _publish(sweep, tables, [p for p in figures if Path(p).exists()], analysis)
     except (wandb.errors.Error, OSError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
-        print(f"{prog.removeprefix('python -m ')}: error: W&B: {reason}; set WANDB_API_KEY or WANDB_MODE=offline",
-              file=sys.stderr)
+        print(
+            f"{prog.removeprefix('python -m ')}: error: W&B: {reason}; set WANDB_API_KEY or WANDB_MODE=offline",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if wandb.run is None:  # no other run in this process: wait for W&B's service to write the run's files

@@ -112,8 +112,9 @@ def differing_overrides(root: Path, ignore=()) -> pd.DataFrame:
     names = [str(run.relative_to(root)) if run != root else "." for run in runs]
     overrides = [run_overrides(run) for run in runs]
     ignored = set(ignore)
-    keys = [k for k in dict.fromkeys(k for o in overrides for k in o)
-            if k not in ignored and not k.startswith("hydra.")]
+    keys = [
+        k for k in dict.fromkeys(k for o in overrides for k in o) if k not in ignored and not k.startswith("hydra.")
+    ]
     columns = {}
     configs = {}
     for key in keys:
@@ -154,8 +155,9 @@ def markdown(table: pd.DataFrame, floatfmt: str = ".3f") -> str:
     for label, values in zip(index, table.itertuples(index=False, name=None)):
         labels = label if n_index > 1 else (label,)
         body.append([_cell(v, floatfmt) for v in (*labels, *values)])
-    numeric = [False] * n_index + [pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-                                   for dtype in table.dtypes]
+    numeric = [False] * n_index + [
+        pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype) for dtype in table.dtypes
+    ]
     widths = [max([3, len(h)] + [len(row[i]) for row in body]) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:

@@ -62,10 +62,16 @@ def select_rus_runs(raw: pd.DataFrame, root: Path) -> pd.DataFrame:
     runs = raw["run"].nunique()
     if not rus:
         found = sorted({_dataset_name(run) for run in find_runs(root)})
-        why = ("none has dataset.redundancy" if not configured else "those with dataset.redundancy lack the "
-               "alignment (aggregate=max) or modality-1 test accuracy rows of metric=accuracy_alignment")
-        raise ValueError(f"{root} holds no RUS runs ({runs} run{'s' * (runs != 1)}, found dataset={','.join(found)}: "
-                         f"{why}); run it on a sweep of experiment=rus_alignment")
+        why = (
+            "none has dataset.redundancy"
+            if not configured
+            else "those with dataset.redundancy lack the "
+            "alignment (aggregate=max) or modality-1 test accuracy rows of metric=accuracy_alignment"
+        )
+        raise ValueError(
+            f"{root} holds no RUS runs ({runs} run{'s' * (runs != 1)}, found dataset={','.join(found)}: "
+            f"{why}); run it on a sweep of experiment=rus_alignment"
+        )
     if len(rus) < runs:
         log.warning("%s: skipping %d of %d runs that are not RUS alignment runs", root, runs - len(rus), runs)
     return raw[raw["run"].isin(rus)]
@@ -76,11 +82,15 @@ def tidy_runs(raw: pd.DataFrame) -> pd.DataFrame:
     aligned = raw[raw.get("aggregate", pd.Series(dtype=str)) == "max"]
     accuracy = raw[(raw["metric"] == "accuracy") & (raw["split"] == "test") & (raw["modality"] == "x1")]
     if aligned.empty or accuracy.empty:
-        raise ValueError("no alignment (aggregate=max) or modality-1 test accuracy rows: was metric=accuracy_alignment used?")
+        raise ValueError(
+            "no alignment (aggregate=max) or modality-1 test accuracy rows: was metric=accuracy_alignment used?"
+        )
     acc = accuracy.set_index("run")["value"].rename("accuracy")
     df = aligned[["run", "metric", "value", *CONFIG_KEYS]].rename(columns={"value": "alignment"}).join(acc, on="run")
     df["U"] = 8 - df["r"].astype(int)
-    return df[["run", "U", "D_phi", "d", "seed", "metric", "alignment", "accuracy"]].sort_values(["metric", "U", "D_phi", "d", "seed"])
+    return df[["run", "U", "D_phi", "d", "seed", "metric", "alignment", "accuracy"]].sort_values(
+        ["metric", "U", "D_phi", "d", "seed"]
+    )
 
 
 def correlation(x, y, bootstrap: int = 1000, seed: int = 0, groups=None) -> dict[str, float]:
@@ -89,7 +99,10 @@ def correlation(x, y, bootstrap: int = 1000, seed: int = 0, groups=None) -> dict
     ``groups``: resample within each group (used for the per-U maxima); otherwise resample the points."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     out = {"n": len(x)}
-    for name, fn in (("pearson", lambda a, b: stats.pearsonr(a, b)[0]), ("spearman", lambda a, b: stats.spearmanr(a, b)[0])):
+    for name, fn in (
+        ("pearson", lambda a, b: stats.pearsonr(a, b)[0]),
+        ("spearman", lambda a, b: stats.spearmanr(a, b)[0]),
+    ):
         out[name] = _safe(fn, x, y)
         if bootstrap and len(x) > 2:
             rng = np.random.default_rng(seed)
@@ -173,8 +186,13 @@ def alignment_performance(df: pd.DataFrame, bootstrap: int, by=("metric", "U", "
             ("alignment_depth", part["d"], part["alignment"]),
         ):
             rows.append({**group, "quantity": quantity, **correlation(x, y, bootstrap)})
-        rows.append({**group, "quantity": "alignment_performance_given_depth",
-                     **partial_correlation(part["accuracy"], part["alignment"], part["d"], bootstrap)})
+        rows.append(
+            {
+                **group,
+                "quantity": "alignment_performance_given_depth",
+                **partial_correlation(part["accuracy"], part["alignment"], part["d"], bootstrap),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -199,9 +217,11 @@ def plot(df: pd.DataFrame, maxima: pd.DataFrame, perf: pd.DataFrame, out: Path) 
         for name, marker in (("pearson", "o"), ("spearman", "s")):
             means = sub.groupby("U")[[name, f"{name}_lo", f"{name}_hi"]].mean()
             # a percentile CI need not contain the point estimate (few points): no negative bar lengths
-            below, above = (means[name] - means[f"{name}_lo"]).clip(lower=0), (means[f"{name}_hi"] - means[name]).clip(lower=0)
-            ax.errorbar(means.index, means[name], yerr=[below, above],
-                        marker=marker, capsize=3, label=name)
+            below, above = (
+                (means[name] - means[f"{name}_lo"]).clip(lower=0),
+                (means[f"{name}_hi"] - means[name]).clip(lower=0),
+            )
+            ax.errorbar(means.index, means[name], yerr=[below, above], marker=marker, capsize=3, label=name)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set(xlabel="uniqueness U", ylabel="corr(performance, alignment)", title=f"{metric}: alignment–performance")
         written.append(save_figure(fig, ax, out / f"alignment_performance_{metric}.png"))
@@ -217,12 +237,21 @@ def analyze(root: Path, out: Path | None = None, bootstrap: int = 1000) -> dict[
     by_seed = alignment_performance(df, 0, by=("metric", "U", "D_phi", "seed"))
     df.to_csv(out / "rus_runs.csv", index=False)
     by_seed.to_csv(out / "alignment_performance_by_seed.csv", index=False)
-    vs_u.merge(maxima.pivot_table(index=["metric", "D_phi"], columns="U", values="alignment").add_prefix("max_U").reset_index(),
-               on=["metric", "D_phi"]).to_csv(out / "alignment_vs_U.csv", index=False)
+    vs_u.merge(
+        maxima.pivot_table(index=["metric", "D_phi"], columns="U", values="alignment")
+        .add_prefix("max_U")
+        .reset_index(),
+        on=["metric", "D_phi"],
+    ).to_csv(out / "alignment_vs_U.csv", index=False)
     perf.to_csv(out / "alignment_performance.csv", index=False)
     plot(df, maxima, perf, out)
-    return {"runs": df, "maxima": maxima, "alignment_vs_U": vs_u, "alignment_performance": perf,
-            "alignment_performance_by_seed": by_seed}
+    return {
+        "runs": df,
+        "maxima": maxima,
+        "alignment_vs_U": vs_u,
+        "alignment_performance": perf,
+        "alignment_performance_by_seed": by_seed,
+    }
 
 
 def main(argv=None) -> int:
@@ -230,8 +259,9 @@ def main(argv=None) -> int:
     parser.add_argument("root", type=Path, help="a multirun directory (or any folder holding RUS runs)")
     parser.add_argument("--out", type=Path, help="output folder (default: the root)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the tables and figures to W&B, in the group of the sweep's runs")
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the tables and figures to W&B, in the group of the sweep's runs"
+    )
     args = parser.parse_args(argv)
     try:
         result = analyze(args.root, args.out, args.bootstrap)
@@ -240,10 +270,16 @@ def main(argv=None) -> int:
         return 2
     vs_u = result["alignment_vs_U"]
     print("alignment (max over runs) vs U, per metric and D_phi:")
-    print(vs_u[["metric", "D_phi", "n", "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi"]].round(3).to_string(index=False))
+    print(
+        vs_u[["metric", "D_phi", "n", "pearson", "pearson_lo", "pearson_hi", "spearman", "spearman_lo", "spearman_hi"]]
+        .round(3)
+        .to_string(index=False)
+    )
     perf = result["alignment_performance"]
-    for quantity, title in (("alignment_performance", "corr(performance, alignment)"),
-                            ("alignment_performance_given_depth", "partial corr(performance, alignment | encoder depth)")):
+    for quantity, title in (
+        ("alignment_performance", "corr(performance, alignment)"),
+        ("alignment_performance_given_depth", "partial corr(performance, alignment | encoder depth)"),
+    ):
         ap = perf[perf.quantity == quantity].groupby(["metric", "U"])[["pearson", "pearson_lo", "pearson_hi"]].median()
         print(f"\n{title} per U (median over D_phi, 95% bootstrap CI):")
         print(ap.round(3).to_string())
@@ -251,8 +287,11 @@ def main(argv=None) -> int:
         from mmrep.analysis.publish import publish_cli
 
         out = Path(args.out or args.root)
-        figures = [out / f"{kind}_{metric}.png" for metric in sorted(result["runs"]["metric"].unique())
-                   for kind in ("alignment_vs_U", "alignment_performance")]  # what plot() wrote
+        figures = [
+            out / f"{kind}_{metric}.png"
+            for metric in sorted(result["runs"]["metric"].unique())
+            for kind in ("alignment_vs_U", "alignment_performance")
+        ]  # what plot() wrote
         return publish_cli(parser.prog, args.root, result, figures, "rus")
     return 0
 

@@ -35,9 +35,13 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
 def summarize(values: pd.DataFrame, by: Sequence[str], level: float = 0.95) -> pd.DataFrame:
     """Per group of ``by``: ``mean, ci_low, ci_high, n_seeds`` of the ``value`` column (one row per run)."""
     by = list(by)
-    rows = [{**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-             **dict(zip(SUMMARY_COLUMNS, mean_ci(part["value"], level)))}
-            for key, part in values.groupby(by, sort=True, dropna=False)]
+    rows = [
+        {
+            **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+            **dict(zip(SUMMARY_COLUMNS, mean_ci(part["value"], level))),
+        }
+        for key, part in values.groupby(by, sort=True, dropna=False)
+    ]
     return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])
 
 
@@ -61,10 +65,19 @@ def trend(values: pd.DataFrame, x: str, by: Sequence[str], level: float = 0.95) 
     for key, part in values.groupby(list(by), sort=True, dropna=False):
         means = part.groupby(x)["value"].mean()
         s, lo, hi = slope(part[x], part["value"], level)
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "slope": s, "slope_low": lo,
-                     "slope_high": hi, f"at_{x}_min": means.iloc[0], f"at_{x}_max": means.iloc[-1],
-                     f"{x}_min": means.index[0], f"{x}_max": means.index[-1],
-                     "n_runs": int(np.isfinite(part["value"].to_numpy(float)).sum())})
+        rows.append(
+            {
+                **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                "slope": s,
+                "slope_low": lo,
+                "slope_high": hi,
+                f"at_{x}_min": means.iloc[0],
+                f"at_{x}_max": means.iloc[-1],
+                f"{x}_min": means.index[0],
+                f"{x}_max": means.index[-1],
+                "n_runs": int(np.isfinite(part["value"].to_numpy(float)).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -138,11 +151,13 @@ def keep_runs(raw: pd.DataFrame, requirements: Sequence[tuple[str, set]], root, 
             failed = why
         keep &= set(meeting)
     if not keep:
-        raise ValueError(f"{root} holds no {study} runs ({runs} run{'s' * (runs != 1)}: {failed}); run it on a sweep "
-                         f"of {hint}")
+        raise ValueError(
+            f"{root} holds no {study} runs ({runs} run{'s' * (runs != 1)}: {failed}); run it on a sweep of {hint}"
+        )
     if len(keep) < runs:
-        logging.getLogger(__name__).warning("%s: skipping %d of %d runs that are not %s runs", root, runs - len(keep),
-                                            runs, study)
+        logging.getLogger(__name__).warning(
+            "%s: skipping %d of %d runs that are not %s runs", root, runs - len(keep), runs, study
+        )
     return raw[raw["run"].isin(keep)]
 
 

@@ -43,13 +43,22 @@ from mmrep.data.rus import LABEL_BITS, conditional_table
 
 PROG = "python -m mmrep.analysis.uniqueness_objective"
 CONFIG_KEYS = {"r": "dataset.redundancy", "objective_target": "objective._target_", "seed": "seed"}
-GENERATOR_KEYS = {"temperature": "dataset.temperature", "num_classes": "dataset.num_classes",
-                  "features_seed": "dataset.features_seed", "weights_seed": "dataset.weights_seed"}
+GENERATOR_KEYS = {
+    "temperature": "dataset.temperature",
+    "num_classes": "dataset.num_classes",
+    "features_seed": "dataset.features_seed",
+    "weights_seed": "dataset.weights_seed",
+}
 RESULT_COLUMNS = ("metric", "value", "aggregate", "modality", "split", "probe", "role")  # read from results.csv
 ALIGNMENT_METRICS = ("mutual_knn", "unbiased_cka")
 BIT_GROUPS = ("shared-label", "shared-other", "unique-label", "unique-other", "unseen")
-OUTPUTS = ("uniqueness_objective.csv", "uniqueness_objective_runs.csv", "uniqueness_objective_trend.csv",
-           "uniqueness_objective.md", "uniqueness_objective.png")
+OUTPUTS = (
+    "uniqueness_objective.csv",
+    "uniqueness_objective_runs.csv",
+    "uniqueness_objective_trend.csv",
+    "uniqueness_objective.md",
+    "uniqueness_objective.png",
+)
 
 
 def objective_name(target) -> str:
@@ -69,15 +78,20 @@ def bit_group(role: str, modality: str) -> str:
     return "unseen"
 
 
-def bayes_accuracy(redundancy: int, temperature: float = 0.05, num_classes: int = 4, features_seed: int = 1,
-                   weights_seed: int = 2) -> dict[str, float]:
+def bayes_accuracy(
+    redundancy: int, temperature: float = 0.05, num_classes: int = 4, features_seed: int = 1, weights_seed: int = 2
+) -> dict[str, float]:
     """The Bayes-optimal accuracy E_x max_y p(y | x) with uniform inputs (rus §1.4) from ``x0`` = (x_c, x_u1),
     ``x1`` = (x_c, x_u2) and ``x_c`` alone, from the exact (256, 16, 16, C) label table (the D_φ transform is
     injective on the 4,096 distinct (x_c, x_u2), so it does not change modality 1's ceiling)."""
-    table, _ = conditional_table(int(redundancy), float(temperature), int(num_classes), int(features_seed),
-                                 int(weights_seed))
-    return {"x0": float(table.mean(axis=2).max(axis=-1).mean()), "x1": float(table.mean(axis=1).max(axis=-1).mean()),
-            "x_c": float(table.mean(axis=(1, 2)).max(axis=-1).mean())}
+    table, _ = conditional_table(
+        int(redundancy), float(temperature), int(num_classes), int(features_seed), int(weights_seed)
+    )
+    return {
+        "x0": float(table.mean(axis=2).max(axis=-1).mean()),
+        "x1": float(table.mean(axis=1).max(axis=-1).mean()),
+        "x_c": float(table.mean(axis=(1, 2)).max(axis=-1).mean()),
+    }
 
 
 def bayes_rows(raw: pd.DataFrame) -> pd.DataFrame:
@@ -87,12 +101,24 @@ def bayes_rows(raw: pd.DataFrame) -> pd.DataFrame:
     settings = raw[["r", *GENERATOR_KEYS]].fillna(defaults).drop_duplicates()
     generators = settings.drop(columns="r").drop_duplicates()
     if len(generators) > 1:
-        raise ValueError(f"the runs use {len(generators)} different label generators ({list(GENERATOR_KEYS.values())}); "
-                         "analyse each sweep on its own")
-    rows = [{"U": LABEL_BITS - int(s.r), "objective": "bayes", "metric": "accuracy", "modality": m, "mean": v,
-             "ci_low": float("nan"), "ci_high": float("nan"), "n_seeds": 0}
-            for s in settings.itertuples() for m, v in bayes_accuracy(
-                int(s.r), s.temperature, s.num_classes, s.features_seed, s.weights_seed).items()]
+        raise ValueError(
+            f"the runs use {len(generators)} different label generators ({list(GENERATOR_KEYS.values())}); "
+            "analyse each sweep on its own"
+        )
+    rows = [
+        {
+            "U": LABEL_BITS - int(s.r),
+            "objective": "bayes",
+            "metric": "accuracy",
+            "modality": m,
+            "mean": v,
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "n_seeds": 0,
+        }
+        for s in settings.itertuples()
+        for m, v in bayes_accuracy(int(s.r), s.temperature, s.num_classes, s.features_seed, s.weights_seed).items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -105,9 +131,15 @@ def select_runs(raw: pd.DataFrame, root: Path) -> pd.DataFrame:
     aligned = set(raw.loc[raw["aggregate"].eq("max") & raw["metric"].isin(ALIGNMENT_METRICS), "run"])
     probed = set(raw.loc[raw["metric"].eq("accuracy") & raw["probe"].eq("linear") & raw["split"].eq("test"), "run"])
     return seed_stats.keep_runs(
-        raw, [("none has dataset.redundancy (not dataset=rus)", configured),
-              ("the RUS runs lack the alignment (aggregate=max) or linear-probe test accuracy rows", aligned & probed)],
-        root, "uniqueness × objective", "experiment=uniqueness_objective")
+        raw,
+        [
+            ("none has dataset.redundancy (not dataset=rus)", configured),
+            ("the RUS runs lack the alignment (aggregate=max) or linear-probe test accuracy rows", aligned & probed),
+        ],
+        root,
+        "uniqueness × objective",
+        "experiment=uniqueness_objective",
+    )
 
 
 def run_values(raw: pd.DataFrame, probe: str = "linear") -> pd.DataFrame:
@@ -120,8 +152,9 @@ def run_values(raw: pd.DataFrame, probe: str = "linear") -> pd.DataFrame:
     bits = raw[raw["metric"].eq("mcc") & raw["probe"].eq(probe) & raw["role"].notna()].copy()
     bits["metric"] = [f"mcc:{bit_group(r, m)}" for r, m in zip(bits["role"], bits["modality"])]
     bits = bits.groupby([*keys, "metric", "modality"], as_index=False, dropna=False)["value"].mean()
-    df = pd.concat([part[[*keys, "metric", "modality", "value"]] for part in (aligned, accuracy, bits)],
-                   ignore_index=True)
+    df = pd.concat(
+        [part[[*keys, "metric", "modality", "value"]] for part in (aligned, accuracy, bits)], ignore_index=True
+    )
     df.insert(1, "U", LABEL_BITS - df.pop("r").astype(int))
     df.insert(2, "objective", df.pop("objective_target").map(objective_name))
     return df.sort_values(["objective", "metric", "modality", "U", "seed"], ignore_index=True)
@@ -151,20 +184,30 @@ def markdown_report(summary: pd.DataFrame, trends: pd.DataFrame) -> str:
     (columns group · modality) and the slopes on U; cells are mean ± 95 % CI half-width over seeds."""
     seeds = sorted(set(summary.loc[summary["objective"] != "bayes", "n_seeds"]))
     first = _wide(summary, [*ALIGNMENT_METRICS, "accuracy"], ["U"], ["objective", "metric", "modality"])
-    parts = [f"Alignment (max over layer pairs) and linear-probe test accuracy; mean ± 95 % t-CI over "
-             f"{'/'.join(map(str, seeds))} seeds; bayes = the exact Bayes-optimal accuracy from x0, x1 and the shared "
-             f"bits x_c alone.\n\n{markdown(first)}"]
+    parts = [
+        f"Alignment (max over layer pairs) and linear-probe test accuracy; mean ± 95 % t-CI over "
+        f"{'/'.join(map(str, seeds))} seeds; bayes = the exact Bayes-optimal accuracy from x0, x1 and the shared "
+        f"bits x_c alone.\n\n{markdown(first)}"
+    ]
     groups = [f"mcc:{g}" for g in BIT_GROUPS]
     if summary["metric"].isin(groups).any():
         bits = _wide(summary, groups, ["U", "objective"], ["metric", "modality"])
         bits.columns = [(m.removeprefix("mcc:"), mod) for m, mod in bits.columns]
-        parts.append("Linear-probe MCC of the generating bits, mean over the bits of each group (unique = the "
-                     f"modality's own unique bits, unseen = the other modality's).\n\n{markdown(bits)}")
-    slopes = trends.assign(slope_ci=[seed_stats.cell(s, lo, hi, 3) for s, lo, hi in
-                                     zip(trends["slope"], trends["slope_low"], trends["slope_high"])])
+        parts.append(
+            "Linear-probe MCC of the generating bits, mean over the bits of each group (unique = the "
+            f"modality's own unique bits, unseen = the other modality's).\n\n{markdown(bits)}"
+        )
+    slopes = trends.assign(
+        slope_ci=[
+            seed_stats.cell(s, lo, hi, 3)
+            for s, lo, hi in zip(trends["slope"], trends["slope_low"], trends["slope_high"])
+        ]
+    )
     slopes = slopes.set_index(["objective", "metric", "modality"])[["slope_ci", "at_U_min", "at_U_max", "n_runs"]]
-    parts.append(f"Least-squares slope of the per-run values on U (per unit of U, 95 % t-CI).\n\n"
-                 f"{markdown(slopes.rename(columns={'slope_ci': 'slope'}), floatfmt='.2f')}")
+    parts.append(
+        f"Least-squares slope of the per-run values on U (per unit of U, 95 % t-CI).\n\n"
+        f"{markdown(slopes.rename(columns={'slope_ci': 'slope'}), floatfmt='.2f')}"
+    )
     return "\n\n".join(parts) + "\n"
 
 
@@ -184,9 +227,21 @@ def plot(summary: pd.DataFrame, path: Path) -> Path:
 
     def line(ax, part, label, style):
         part = part.sort_values("U")
-        err = [(part["mean"] - part["ci_low"]).clip(lower=0).fillna(0), (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0)]
-        ax.errorbar(part["U"], part["mean"], yerr=err, capsize=3, marker="o", ms=3, ls=style,
-                    color=colours[part["objective"].iloc[0]], label=label)
+        err = [
+            (part["mean"] - part["ci_low"]).clip(lower=0).fillna(0),
+            (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0),
+        ]
+        ax.errorbar(
+            part["U"],
+            part["mean"],
+            yerr=err,
+            capsize=3,
+            marker="o",
+            ms=3,
+            ls=style,
+            color=colours[part["objective"].iloc[0]],
+            label=label,
+        )
 
     for objective in objectives:
         mine = summary[summary["objective"] == objective]
@@ -195,12 +250,19 @@ def plot(summary: pd.DataFrame, path: Path) -> Path:
             if not part.empty:
                 line(axes[0], part, f"{objective}: {metric}", style)
         for modality, style in zip(sorted(set(mine.loc[mine["metric"] == "accuracy", "modality"])), ("-", "--")):
-            line(axes[1], mine[(mine["metric"] == "accuracy") & (mine["modality"] == modality)],
-                 f"{objective}: {modality}", style)
+            line(
+                axes[1],
+                mine[(mine["metric"] == "accuracy") & (mine["modality"] == modality)],
+                f"{objective}: {modality}",
+                style,
+            )
         if has_bits:
             for group, style in (("shared-label", "-"), ("unique-label", "--"), ("shared-other", ":")):
-                part = mine[mine["metric"] == f"mcc:{group}"].groupby(["U", "objective"], as_index=False)[
-                    ["mean", "ci_low", "ci_high"]].mean()
+                part = (
+                    mine[mine["metric"] == f"mcc:{group}"]
+                    .groupby(["U", "objective"], as_index=False)[["mean", "ci_low", "ci_high"]]
+                    .mean()
+                )
                 if not part.empty:
                     line(axes[2], part, f"{objective}: {group}", style)
     axes[0].set(xlabel="uniqueness U = 8 − r", ylabel="alignment (max over layer pairs)", title="alignment")
@@ -212,7 +274,9 @@ def plot(summary: pd.DataFrame, path: Path) -> Path:
     axes[1].axhline(0.25, color="grey", lw=0.5)
     axes[1].set(xlabel="uniqueness U = 8 − r", ylabel="linear-probe test accuracy", title="task accuracy (chance 0.25)")
     if has_bits:
-        axes[2].set(xlabel="uniqueness U = 8 − r", ylabel="linear-probe MCC (mean of x0, x1)", title="bit identification")
+        axes[2].set(
+            xlabel="uniqueness U = 8 − r", ylabel="linear-probe MCC (mean of x0, x1)", title="bit identification"
+        )
     for ax in axes[:-1]:
         ax.legend(fontsize=7)
     return save_figure(fig, axes[-1], path)
@@ -227,10 +291,14 @@ def analyze(root: Path, out: Path | None = None, probe: str = "linear") -> dict[
     raw = select_runs(load_runs(root, {**CONFIG_KEYS, **GENERATOR_KEYS}), root)
     values = run_values(raw, probe)
     summary = pd.concat([summarize(values), bayes_rows(raw)], ignore_index=True).sort_values(
-        ["U", "objective", "metric", "modality"], ignore_index=True)
+        ["U", "objective", "metric", "modality"], ignore_index=True
+    )
     trends = trend(values)
-    for name, df in (("uniqueness_objective.csv", summary), ("uniqueness_objective_runs.csv", values),
-                     ("uniqueness_objective_trend.csv", trends)):
+    for name, df in (
+        ("uniqueness_objective.csv", summary),
+        ("uniqueness_objective_runs.csv", values),
+        ("uniqueness_objective_trend.csv", trends),
+    ):
         with atomic_write(out / name) as fh:
             df.to_csv(fh, index=False, float_format="%.6g")
     with atomic_write(out / "uniqueness_objective.md") as fh:
@@ -243,10 +311,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", type=Path, help="a multirun directory of experiment=uniqueness_objective")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the sweep folder)")
-    parser.add_argument("--probe", default="linear", choices=["linear", "mlp"],
-                        help="the factor probe whose MCC is averaged per bit group")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the tables and the figure to W&B, in the group of the sweep's runs")
+    parser.add_argument(
+        "--probe",
+        default="linear",
+        choices=["linear", "mlp"],
+        help="the factor probe whose MCC is averaged per bit group",
+    )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables and the figure to W&B, in the group of the sweep's runs",
+    )
     args = parser.parse_args(argv)
     code, result = seed_stats.run_analysis(PROG, lambda: analyze(args.sweep, args.out, args.probe))
     if code:

@@ -27,10 +27,17 @@ from scipy import stats
 from mmrep.analysis.runs import load_runs, markdown, save_figure
 from mmrep.core.files import atomic_write
 
-CONFIG_KEYS = {"uniqueness": "dataset.uniqueness", "language_model": "encoders.text.model",
-               "vision_model": "encoders.image.model", "seed": "seed"}
+CONFIG_KEYS = {
+    "uniqueness": "dataset.uniqueness",
+    "language_model": "encoders.text.model",
+    "vision_model": "encoders.image.model",
+    "seed": "seed",
+}
 FAMILIES = (  # (substring of the model name, family), first match wins (spec §7.2 groups)
-    ("dinov2", "DINOv2"), ("mae", "MAE"), ("in12k", "CLIP (IN-12k fine-tuned)"), ("clip", "CLIP"),
+    ("dinov2", "DINOv2"),
+    ("mae", "MAE"),
+    ("in12k", "CLIP (IN-12k fine-tuned)"),
+    ("clip", "CLIP"),
     ("in21k", "ImageNet-21k"),
 )
 
@@ -47,8 +54,11 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
     if align.empty or perf.empty:
         raise ValueError("need mutual_knn max rows and lm_performance rows (metric=vl_alignment)")
     keys = ["run", "uniqueness", "language_model", "vision_model"]
-    table = align[keys + ["value"]].rename(columns={"value": "alignment"}).merge(
-        perf[["run", "value"]].rename(columns={"value": "lm_performance"}), on="run")
+    table = (
+        align[keys + ["value"]]
+        .rename(columns={"value": "alignment"})
+        .merge(perf[["run", "value"]].rename(columns={"value": "lm_performance"}), on="run")
+    )
     table["family"] = table.vision_model.map(vision_family)
     return table
 
@@ -61,18 +71,26 @@ def _spearman(x, y) -> float:
 
 def rho_uniqueness(table: pd.DataFrame) -> pd.DataFrame:
     """Per family: mean over its vision models of Spearman ρ(U, alignment) over every (U, LM) point."""
-    per_model = (table.groupby(["family", "vision_model"])
-                 .apply(lambda g: _spearman(g.uniqueness, g.alignment), include_groups=False).rename("rho"))
+    per_model = (
+        table.groupby(["family", "vision_model"])
+        .apply(lambda g: _spearman(g.uniqueness, g.alignment), include_groups=False)
+        .rename("rho")
+    )
     return per_model.groupby("family").agg(["mean", "count"]).rename(columns={"count": "models"}).reset_index()
 
 
 def performance_trend(table: pd.DataFrame) -> pd.DataFrame:
     """Per family and U: mean over vision models of ρ and slope of alignment against LM performance."""
+
     def fit(g):
         if len(g) < 2 or np.ptp(g.lm_performance) == 0:
             return pd.Series({"rho": float("nan"), "slope": float("nan")})
-        return pd.Series({"rho": _spearman(g.lm_performance, g.alignment),
-                          "slope": float(np.polyfit(g.lm_performance, g.alignment, 1)[0])})
+        return pd.Series(
+            {
+                "rho": _spearman(g.lm_performance, g.alignment),
+                "slope": float(np.polyfit(g.lm_performance, g.alignment, 1)[0]),
+            }
+        )
 
     per_model = table.groupby(["family", "uniqueness", "vision_model"]).apply(fit, include_groups=False)
     return per_model.groupby(["family", "uniqueness"]).mean().reset_index()
@@ -96,18 +114,24 @@ def plot(table: pd.DataFrame, out: Path) -> list[Path]:
     for u, part in table.groupby("uniqueness"):
         means = part.groupby("lm_performance").alignment.mean()
         ax.plot(means.index, means.values, "o-", ms=3, label=f"U = {u}")
-    ax.set(xlabel="LM performance (−bits per byte)", ylabel="mutual kNN (mean over vision models)",
-           title="alignment vs language-model performance")
+    ax.set(
+        xlabel="LM performance (−bits per byte)",
+        ylabel="mutual kNN (mean over vision models)",
+        title="alignment vs language-model performance",
+    )
     written.append(save_figure(fig, ax, out / "vl_alignment_vs_performance.png"))
     return written
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.vl_uniqueness", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mmrep.analysis.vl_uniqueness", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the tables and figures to W&B, in the group of the sweep's runs")
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the tables and figures to W&B, in the group of the sweep's runs"
+    )
     args = parser.parse_args(argv)
     try:
         table = run_table(load_runs(args.sweep, CONFIG_KEYS))
@@ -120,9 +144,14 @@ def main(argv=None) -> int:
         with atomic_write(out / f"{name}.csv") as fh:
             frame.to_csv(fh, index=False, float_format="%.4g")
     figures = plot(table, out)
-    print("Spearman ρ(U, alignment) per vision family (mean over its models)\n" + markdown(rho.set_index("family").round(3)))
-    print("\nalignment vs LM performance (−bits per byte) per U: Spearman ρ and slope (mean over the family's models)\n"
-          + markdown(trend.set_index(["family", "uniqueness"]).round(3)))
+    print(
+        "Spearman ρ(U, alignment) per vision family (mean over its models)\n"
+        + markdown(rho.set_index("family").round(3))
+    )
+    print(
+        "\nalignment vs LM performance (−bits per byte) per U: Spearman ρ and slope (mean over the family's models)\n"
+        + markdown(trend.set_index(["family", "uniqueness"]).round(3))
+    )
     if args.wandb:
         from mmrep.analysis.publish import publish_cli
 

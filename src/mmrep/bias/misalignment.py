@@ -15,9 +15,10 @@ accept names, and datasets with the papers' numbered settings accept ``bias.sett
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping, Sequence, Union
+from typing import Union
 
 from mmrep.core.errors import ConfigError
 
@@ -105,8 +106,12 @@ class MisalignmentBias:
         setting = f", setting={self.setting!r}" if self.setting is not None else ""
         return f"MisalignmentBias(name={self.name!r}, theta={self.theta!r}, beta={self.beta!r}{setting})"
 
-    def resolve(self, n_semantics: int, names: Sequence[str] | None = None,
-                settings: Mapping[str, Sequence[Sequence[str]]] | None = None) -> ResolvedBias:
+    def resolve(
+        self,
+        n_semantics: int,
+        names: Sequence[str] | None = None,
+        settings: Mapping[str, Sequence[Sequence[str]]] | None = None,
+    ) -> ResolvedBias:
         """Validate against ``n_semantics`` latents; every error names the config key. With ``names`` (the
         dataset's semantic factor names, e.g. ``[color, shape, size, background]``) θ and β may list names.
         ``settings`` are the dataset's numbered paper settings: ``{"selection": [θ_0, θ_1, ...], "perturbation":
@@ -115,8 +120,10 @@ class MisalignmentBias:
         theta, beta, setting_id = self.theta, self.beta, None
         if self.setting is not None:
             if theta is not None or not _is_empty_beta(beta):
-                raise ConfigError(f"bias.setting: {self.setting!r} fixes θ and β; leave bias.theta and bias.beta null "
-                                  "(e.g. bias=none bias.setting=...)")
+                raise ConfigError(
+                    f"bias.setting: {self.setting!r} fixes θ and β; leave bias.theta and bias.beta null "
+                    "(e.g. bias=none bias.setting=...)"
+                )
             kind, index = _parse_setting(self.setting, settings)
             chosen = list(settings[kind][index])  # a perturbation setting selects every factor
             theta, beta = (chosen, []) if kind == "selection" else (None, chosen)
@@ -125,12 +132,14 @@ class MisalignmentBias:
             raise ConfigError(f"bias.change_prob: must lie in [0, 1], got {self.change_prob}")
         if float(self.noise_std) < 0:
             raise ConfigError(f"bias.noise_std: must be >= 0, got {self.noise_std}")
-        selected = _as_index_set(_names_to_indices(theta, names, "bias.theta"), n_semantics, "bias.theta",
-                                 none_means_all=True)
+        selected = _as_index_set(
+            _names_to_indices(theta, names, "bias.theta"), n_semantics, "bias.theta", none_means_all=True
+        )
         if not selected:
             raise ConfigError("bias.theta: the selected set I_θ is empty; the text would share no latent")
-        perturbed = _as_index_set(_names_to_indices(beta, names, "bias.beta"), n_semantics, "bias.beta",
-                                  none_means_all=False)
+        perturbed = _as_index_set(
+            _names_to_indices(beta, names, "bias.beta"), n_semantics, "bias.beta", none_means_all=False
+        )
         resolved = ResolvedBias(
             n_semantics=n_semantics,
             selected=selected,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -44,7 +44,13 @@ class AlignmentCallback(pl.Callback):
         if int(every_n_epochs) < 1:
             raise ConfigError(f"callbacks.alignment.every_n_epochs: must be >= 1, got {every_n_epochs}")
         self.alignment = Alignment(
-            metrics, k, q, n, pairs=pairs, include_output=include_output, per_layer=False,
+            metrics,
+            k,
+            q,
+            n,
+            pairs=pairs,
+            include_output=include_output,
+            per_layer=False,
             config_key="callbacks.alignment",
         )
         self.every_n_epochs, self.dirpath = int(every_n_epochs), dirpath
@@ -64,7 +70,9 @@ class AlignmentCallback(pl.Callback):
         self._shards = {m: slice_input(x, rows) for m, x in inputs.items()}
 
     def _gathered_features(self, trainer, pl_module, modality: str) -> tuple[list[str], list[torch.Tensor]]:
-        names, local = layer_features(pl_module.encoders[modality], [self._shards[modality]], self.alignment.include_output)
+        names, local = layer_features(
+            pl_module.encoders[modality], [self._shards[modality]], self.alignment.include_output
+        )
         if trainer.world_size == 1:
             return names, local
         # all_gather: (world, per_rank, d) in rank order → the original sample order
@@ -81,7 +89,10 @@ class AlignmentCallback(pl.Callback):
         best = rows[rows["aggregate"] == "max"]
         several = len(self._pairs) > 1
         pl_module.log_dict(
-            {f"align/{p + '/' if several else ''}{m}": float(v) for p, m, v in zip(best["modality"], best["metric"], best["value"])},
+            {
+                f"align/{p + '/' if several else ''}{m}": float(v)
+                for p, m, v in zip(best["modality"], best["metric"], best["value"])
+            },
             on_epoch=True,
         )
 

@@ -42,8 +42,7 @@ class RunBookkeeping(pl.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         preemption.fitting(False)
         if self._held_sigterm is not None:  # it came with the last batch: nothing left to stop
-            log.warning("SIGTERM arrived as training ended (step %d); measuring the trained model",
-                        trainer.global_step)
+            log.warning("SIGTERM arrived as training ended (step %d); measuring the trained model", trainer.global_step)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._install_sigterm_hold(trainer)

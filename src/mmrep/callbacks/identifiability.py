@@ -3,8 +3,8 @@ linear probe — so a run shows *when* the invariant block (or a factor) becomes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -29,8 +29,14 @@ class IdentifiabilityCallback(pl.Callback):
         n_fit, n_eval: held-out samples to fit / score the probes. dirpath: where the history table goes.
     """
 
-    def __init__(self, every_n_epochs: int = 1, probes: Sequence[str] = ("linear",), n_fit: int = 4096,
-                 n_eval: int = 4096, dirpath: str | None = None) -> None:
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        probes: Sequence[str] = ("linear",),
+        n_fit: int = 4096,
+        n_eval: int = 4096,
+        dirpath: str | None = None,
+    ) -> None:
         if int(every_n_epochs) < 1:
             raise ConfigError(f"callbacks.identifiability.every_n_epochs: must be >= 1, got {every_n_epochs}")
         self.every_n_epochs, self.dirpath = int(every_n_epochs), dirpath
@@ -45,8 +51,10 @@ class IdentifiabilityCallback(pl.Callback):
         elif hasattr(datamodule, "probe_targets"):
             self.probe = Identifiability(**self.options, mlp_max_iter=1000)
         else:
-            raise ConfigError(f"callbacks.identifiability: dataset {type(datamodule).__name__} has no latents or "
-                              "factors to probe (use it with dataset=numeric, rus or an image–text dataset)")
+            raise ConfigError(
+                f"callbacks.identifiability: dataset {type(datamodule).__name__} has no latents or "
+                "factors to probe (use it with dataset=numeric, rus or an image–text dataset)"
+            )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
@@ -60,8 +68,11 @@ class IdentifiabilityCallback(pl.Callback):
         rows.insert(1, "step", trainer.global_step)
         self.history.append(rows)
         first = rows[rows["probe"] == self.options["probes"][0]]
-        pl_module.log_dict({f"probe/{m}/{t}": float(v) for m, t, v in zip(first["modality"], first["target"], first["value"])},
-                           on_epoch=True, rank_zero_only=True)
+        pl_module.log_dict(
+            {f"probe/{m}/{t}": float(v) for m, t, v in zip(first["modality"], first["target"], first["value"])},
+            on_epoch=True,
+            rank_zero_only=True,
+        )
 
     def history_frame(self) -> pd.DataFrame:
         return pd.concat(self.history, ignore_index=True) if self.history else pd.DataFrame()

@@ -31,8 +31,16 @@ class OptunaPruning(pl.Callback):
         pruner: the optuna pruner that decides.
     """
 
-    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str, sign: float,
-                 pruner: optuna.pruners.BasePruner, trial_id: int | None = None) -> None:
+    def __init__(
+        self,
+        storage: str,
+        study_name: str,
+        trial_number: int,
+        monitor: str,
+        sign: float,
+        pruner: optuna.pruners.BasePruner,
+        trial_id: int | None = None,
+    ) -> None:
         self.storage, self.study_name, self.trial_number = storage, study_name, int(trial_number)
         self.trial_id = None if trial_id is None else int(trial_id)
         self.monitor, self.sign, self.pruner = monitor, float(sign), pruner
@@ -56,8 +64,9 @@ class OptunaPruning(pl.Callback):
             value = trainer.callback_metrics.get(self.monitor)
             if value is None:
                 logged = ", ".join(sorted(k for k in trainer.callback_metrics if k.startswith("val"))) or "none"
-                raise ConfigError(f"hydra.sweeper.prune_on: {self.monitor} is not logged at validation "
-                                  f"(logged: {logged})")
+                raise ConfigError(
+                    f"hydra.sweeper.prune_on: {self.monitor} is not logged at validation (logged: {logged})"
+                )
             self.trial.report(self.sign * float(value), step=trainer.global_step)
             prune = self.trial.should_prune()
         if trainer.strategy.broadcast(prune, src=0):
@@ -79,5 +88,12 @@ def from_sweep() -> OptunaPruning | None:
     study_max = str(direction).endswith("maximize")
     mode = sweeper.get("prune_mode") or ("max" if study_max else "min")
     sign = 1.0 if (mode == "max") == study_max else -1.0
-    return OptunaPruning(anchored_storage(sweeper.storage), sweeper.study_name, int(number), sweeper.prune_on, sign,
-                         instantiate(sweeper.pruner), trial_id=os.environ.get(TRIAL_ID_ENV))
+    return OptunaPruning(
+        anchored_storage(sweeper.storage),
+        sweeper.study_name,
+        int(number),
+        sweeper.prune_on,
+        sign,
+        instantiate(sweeper.pruner),
+        trial_id=os.environ.get(TRIAL_ID_ENV),
+    )

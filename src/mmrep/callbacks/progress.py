@@ -35,7 +35,9 @@ class StepAwareRichProgressBar(RichProgressBar):
     optimiser step out of ``max_steps`` whenever ``max_steps`` is set (see :func:`train_description`)."""
 
     def _get_train_description(self, current_epoch: int) -> str:
-        text = train_description(current_epoch, self.trainer.max_epochs, self.trainer.global_step, self.trainer.max_steps)
+        text = train_description(
+            current_epoch, self.trainer.max_epochs, self.trainer.global_step, self.trainer.max_steps
+        )
         # Lightning pads the label to the validation bar's, so the two bars' columns line up without flicker
         return f"{text:{len(self.validation_description)}}"
 
@@ -45,6 +47,7 @@ class StepAwareRichProgressBar(RichProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.max_steps > 0 and self.progress is not None and self.train_progress_bar_id is not None:
             # before super(): its refresh shows the new step
-            self.progress.update(self.train_progress_bar_id,
-                                 description=self._styled(self._get_train_description(trainer.current_epoch)))
+            self.progress.update(
+                self.train_progress_bar_id, description=self._styled(self._get_train_description(trainer.current_epoch))
+            )
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -17,8 +17,9 @@ objective receives whole, and offers ``heldout(purpose, n)``: fixed batches for 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Protocol, Sequence, Union, runtime_checkable
+from typing import Literal, Protocol, Union, runtime_checkable
 
 import torch
 
@@ -123,8 +124,10 @@ class DataSpec:
         training batch, so a datamodule that drops or adds a key fails at once instead of silently."""
         keys = [k for k in batch if k not in RESERVED_KEYS]
         if sorted(keys) != sorted(self.modalities):
-            raise ValueError(f"batch keys {sorted(batch)} do not match the dataset's modalities {self.names} "
-                             f"(+ reserved {list(RESERVED_KEYS)})")
+            raise ValueError(
+                f"batch keys {sorted(batch)} do not match the dataset's modalities {self.names} "
+                f"(+ reserved {list(RESERVED_KEYS)})"
+            )
         for name, spec in self.modalities.items():
             value = batch[name]
             if spec.masked:
@@ -145,6 +148,7 @@ class MultimodalDataModule(Protocol):
     def heldout(self, purpose: str, n: int | None = None) -> list[Batch]:
         """Fixed batches for metrics; the same every call (``purpose``: train/val/test/align/...)."""
         ...
+
 
 # Every checkpoint a run writes stores the run's resolved config under this key (checked when a run resumes).
 CHECKPOINT_CONFIG_KEY = "mmrep_config"

@@ -19,7 +19,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("mmrep.train")
 
@@ -90,6 +90,9 @@ def hand_over() -> None:
         job = os.environ.get("SLURM_ARRAY_JOB_ID")
         job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ["SLURM_JOB_ID"]
         done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        log.warning("requeued SLURM job %s" if done.returncode == 0 else "requeueing SLURM job %s failed: %s",
-                    job, done.stderr.strip())
+        log.warning(
+            "requeued SLURM job %s" if done.returncode == 0 else "requeueing SLURM job %s failed: %s",
+            job,
+            done.stderr.strip(),
+        )
     sys.exit(143)  # a rank that did not requeue (or a requeue that returned) ends like a SIGTERM'd process

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 
@@ -29,7 +29,9 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(fh, index=False, float_format="%.10g")
 
 
-def select_value(results: pd.DataFrame, selector: Mapping[str, object] | None, key: str = "optimized_metric") -> float | None:
+def select_value(
+    results: pd.DataFrame, selector: Mapping[str, object] | None, key: str = "optimized_metric"
+) -> float | None:
     """Mean ``value`` of the rows whose columns equal every non-null entry of ``selector`` (None → None)."""
     if not selector:
         return None
@@ -37,7 +39,9 @@ def select_value(results: pd.DataFrame, selector: Mapping[str, object] | None, k
     selector = {k: v for k, v in selector.items() if v is not None}  # null keys: not constrained
     for column, wanted in selector.items():
         if column not in results:
-            raise ConfigError(f"{key}.{column}: results.csv has no column {column!r}; columns are {list(results.columns)}")
+            raise ConfigError(
+                f"{key}.{column}: results.csv has no column {column!r}; columns are {list(results.columns)}"
+            )
         mask &= results[column].astype(str) == str(wanted)
     if not mask.any():
         raise ConfigError(f"{key}: no results row matches {dict(selector)}")

@@ -43,9 +43,13 @@ log = logging.getLogger(__name__)
 
 MODALITIES = ("vision", "audio", "text")  # spec §6.1: modality 0, 1, 2
 SPLIT_KEYS = {"train": "train", "val": "valid", "test": "test"}  # ours → the pickle's
-SOURCE = ("the MultiBench affective-computing data (github.com/pliang279/MultiBench, 'Affective Computing'); "
-          "place the processed pickle there or set dataset.path")
-FORMAT = "a pickle {'train'|'valid'|'test': {'vision': (N,T,dv), 'audio': (N,T,da), 'text': (N,T,300), 'labels': (N,1,1)}}"
+SOURCE = (
+    "the MultiBench affective-computing data (github.com/pliang279/MultiBench, 'Affective Computing'); "
+    "place the processed pickle there or set dataset.path"
+)
+FORMAT = (
+    "a pickle {'train'|'valid'|'test': {'vision': (N,T,dv), 'audio': (N,T,da), 'text': (N,T,300), 'labels': (N,1,1)}}"
+)
 LABEL_RULES = ("regression", "positive", "raw")
 NORMALISED = ("vision", "audio")  # spec §6.1: norm_modal; text is left as is
 
@@ -64,8 +68,9 @@ def read_affect_pickle(path: Path) -> dict:
         with open(path, "rb") as fh:
             data = pickle.load(fh)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a malformed file
-        raise ConfigError(f"dataset.path: {path} is not a readable pickle ({type(err).__name__}); expected {FORMAT}, "
-                          f"from {SOURCE}") from None
+        raise ConfigError(
+            f"dataset.path: {path} is not a readable pickle ({type(err).__name__}); expected {FORMAT}, from {SOURCE}"
+        ) from None
     for split in SPLIT_KEYS.values():
         if not isinstance(data, dict) or not isinstance(data.get(split), dict):
             raise ConfigError(f"dataset.path: {path} has no split {split!r}; expected {FORMAT}, from {SOURCE}")
@@ -137,9 +142,19 @@ class AffectDataModule(InMemorySplitDataModule):
         batch_size: spec §3.3: 64. name: for messages.
     """
 
-    def __init__(self, path: str, features: dict, label_rule: str = "regression", num_classes: int = 2,
-                 modalities=None, max_len: int = 50, normalize: bool = True, batch_size: int = 64,
-                 name: str = "affect", bias=None) -> None:
+    def __init__(
+        self,
+        path: str,
+        features: dict,
+        label_rule: str = "regression",
+        num_classes: int = 2,
+        modalities=None,
+        max_len: int = 50,
+        normalize: bool = True,
+        batch_size: int = 64,
+        name: str = "affect",
+        bias=None,
+    ) -> None:
         if label_rule not in LABEL_RULES:
             raise ConfigError(f"dataset.label_rule: one of {list(LABEL_RULES)}, got {label_rule!r}")
         names, deselected = select_modalities(modalities, MODALITIES)
@@ -153,8 +168,12 @@ class AffectDataModule(InMemorySplitDataModule):
         self.features = {m: int(features[m]) for m in MODALITIES}
         regression = label_rule == "regression"
         self.spec = DataSpec(
-            modalities={m: ModalitySpec((self.max_len, self.features[m]), "sequence", masked=True,
-                                        encoding_size=self.features[m]) for m in names},
+            modalities={
+                m: ModalitySpec(
+                    (self.max_len, self.features[m]), "sequence", masked=True, encoding_size=self.features[m]
+                )
+                for m in names
+            },
             task="regression" if regression else "classification",
             num_classes=None if regression else int(num_classes),
             encoding_size=64,  # mmrep's shared width for contrastive objectives (not in the spec)
@@ -188,8 +207,10 @@ class AffectDataModule(InMemorySplitDataModule):
         for m in MODALITIES:
             x = np.asarray(split[m])
             if x.ndim != 3 or x.shape[2] != self.features[m]:
-                raise ConfigError(f"dataset.features.{m}: {self.path} split {key!r} has {m} of shape {x.shape}, "
-                                  f"expected (N, T, {self.features[m]})")
+                raise ConfigError(
+                    f"dataset.features.{m}: {self.path} split {key!r} has {m} of shape {x.shape}, "
+                    f"expected (N, T, {self.features[m]})"
+                )
             arrays[m] = x
         keep = text_keep(arrays["text"])  # in the file's dtype, as the original sums it
         arrays = {m: np.asarray(x, dtype=np.float32) for m, x in arrays.items()}
@@ -205,6 +226,11 @@ class AffectDataModule(InMemorySplitDataModule):
         late = start >= split["text"].shape[1]
         if not late.any():
             return split, start
-        log.warning("%s %s: dropping %d samples with no text in their first %d steps (dataset.max_len)", self.name,
-                    name, int(late.sum()), self.max_len)
+        log.warning(
+            "%s %s: dropping %d samples with no text in their first %d steps (dataset.max_len)",
+            self.name,
+            name,
+            int(late.sum()),
+            self.max_len,
+        )
         return {k: v[~late] for k, v in split.items()}, start[~late]

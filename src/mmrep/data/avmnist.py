@@ -25,8 +25,14 @@ from mmrep.core.contract import DataSpec, ModalitySpec
 from mmrep.core.errors import ConfigError
 from mmrep.data.base import InMemorySplitDataModule, reject_bias, select_modalities
 
-FILES = ("image/train_data.npy", "image/test_data.npy", "audio/train_data.npy", "audio/test_data.npy",
-         "train_labels.npy", "test_labels.npy")
+FILES = (
+    "image/train_data.npy",
+    "image/test_data.npy",
+    "audio/train_data.npy",
+    "audio/test_data.npy",
+    "train_labels.npy",
+    "test_labels.npy",
+)
 SOURCE = "the AVMNIST data of MultiBench (github.com/pliang279/MultiBench, 'Multimedia'), MFCC variant"
 N_TRAIN = 55_000  # spec §6.2: rows 55,000..60,000 of the train files are the validation split
 
@@ -57,8 +63,15 @@ class AVMNISTDataModule(InMemorySplitDataModule):
 
     MODALITIES = ("image", "audio")
 
-    def __init__(self, root: str, audio_tokens: str = "mfcc", n_train: int = N_TRAIN, batch_size: int = 64,
-                 modalities=None, bias=None) -> None:
+    def __init__(
+        self,
+        root: str,
+        audio_tokens: str = "mfcc",
+        n_train: int = N_TRAIN,
+        batch_size: int = 64,
+        modalities=None,
+        bias=None,
+    ) -> None:
         if audio_tokens not in ("mfcc", "frames"):
             raise ConfigError(f"dataset.audio_tokens: 'mfcc' or 'frames', got {audio_tokens!r}")
         names, deselected = select_modalities(modalities, self.MODALITIES)
@@ -66,20 +79,30 @@ class AVMNISTDataModule(InMemorySplitDataModule):
         self.root = Path(root)
         missing = [f for f in FILES if not (self.root / f).is_file()]
         if missing:
-            raise ConfigError(f"dataset.root: {self.root / missing[0]} not found; expected the .npy files {list(FILES)} "
-                              f"under {self.root}, from {SOURCE}")
+            raise ConfigError(
+                f"dataset.root: {self.root / missing[0]} not found; expected the .npy files {list(FILES)} "
+                f"under {self.root}, from {SOURCE}"
+            )
         super().__init__(batch_size)
         self.audio_tokens, self.n_train = audio_tokens, int(n_train)
         audio = np.load(self.root / "audio/test_data.npy", mmap_mode="r")
         if audio.ndim != 3:
-            raise ConfigError(f"dataset.root: {self.root / 'audio/test_data.npy'} has shape {audio.shape}; "
-                              "expected (N, n_mfcc, n_frames)")
+            raise ConfigError(
+                f"dataset.root: {self.root / 'audio/test_data.npy'} has shape {audio.shape}; "
+                "expected (N, n_mfcc, n_frames)"
+            )
         shape = tuple(audio.shape[1:]) if audio_tokens == "mfcc" else tuple(audio.shape[1:][::-1])
         self.spec = DataSpec(
-            modalities={m: s for m, s in {"image": ModalitySpec((1, 7, 7, 16), "image", encoding_size=16),
-                                          "audio": ModalitySpec(shape, "sequence", encoding_size=shape[-1])}.items()
-                        if m in names},
-            task="classification", num_classes=10,
+            modalities={
+                m: s
+                for m, s in {
+                    "image": ModalitySpec((1, 7, 7, 16), "image", encoding_size=16),
+                    "audio": ModalitySpec(shape, "sequence", encoding_size=shape[-1]),
+                }.items()
+                if m in names
+            },
+            task="classification",
+            num_classes=10,
             encoding_size=64,  # mmrep's shared width for contrastive objectives (not in the spec)
             deselected=deselected,
         )
@@ -97,13 +120,18 @@ class AVMNISTDataModule(InMemorySplitDataModule):
         labels = {s: self._load(f"{s}_labels.npy").astype(np.int64).reshape(-1) for s in ("train", "test")}
         for s in ("train", "test"):
             if not (len(image[s]) == len(audio[s]) == len(labels[s])) or image[s].size != len(image[s]) * 784:
-                raise ConfigError(f"dataset.root: {self.root} {s} files disagree: image {image[s].shape}, "
-                                  f"audio {audio[s].shape}, labels {labels[s].shape} (expected N × 784 pixels)")
+                raise ConfigError(
+                    f"dataset.root: {self.root} {s} files disagree: image {image[s].shape}, "
+                    f"audio {audio[s].shape}, labels {labels[s].shape} (expected N × 784 pixels)"
+                )
         if not 0 < self.n_train < len(labels["train"]):
             raise ConfigError(f"dataset.n_train: must be in 1..{len(labels['train']) - 1}, got {self.n_train}")
         mean, std = mfcc_stats(audio["train"][: self.n_train])  # §6.2: per coefficient, train rows only
-        rows = {"train": ("train", slice(0, self.n_train)), "val": ("train", slice(self.n_train, None)),
-                "test": ("test", slice(None))}
+        rows = {
+            "train": ("train", slice(0, self.n_train)),
+            "val": ("train", slice(self.n_train, None)),
+            "test": ("test", slice(None)),
+        }
         out = {}
         for split, (source, index) in rows.items():
             a = (audio[source][index] - mean) / std

@@ -7,7 +7,7 @@ loaders, ``heldout(purpose, n)``, train-statistics normalisation and whole-batch
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -32,7 +32,9 @@ class SplitDataset(Dataset):
 
     def __init__(self, data: Mapping[str, object], decode: Callable[[Batch], Batch] | None = None) -> None:
         self.data, self.decode = dict(data), decode
-        sizes = {k: len(v) if isinstance(v, torch.Tensor) else len(next(iter(v.values()))) for k, v in self.data.items()}
+        sizes = {
+            k: len(v) if isinstance(v, torch.Tensor) else len(next(iter(v.values()))) for k, v in self.data.items()
+        }
         if len(set(sizes.values())) != 1:
             raise ValueError(f"SplitDataset: entries hold different sample counts {sizes}")
         self.size = next(iter(sizes.values()))
@@ -74,7 +76,9 @@ def check_split_fractions(splits) -> tuple[float, float, float]:
     """``dataset.splits`` as three positive train/val/test fractions summing to 1, else ConfigError."""
     fractions = tuple(float(s) for s in splits)
     if len(fractions) != 3 or any(s <= 0 for s in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ConfigError(f"dataset.splits: need three positive train/val/test fractions summing to 1, got {list(fractions)}")
+        raise ConfigError(
+            f"dataset.splits: need three positive train/val/test fractions summing to 1, got {list(fractions)}"
+        )
     return fractions
 
 
@@ -128,8 +132,13 @@ class InMemorySplitDataModule(pl.LightningDataModule):
         return self._splits[name]
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.split(name), batch_size=self.batch_size, shuffle=shuffle, collate_fn=_whole_batch,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            self.split(name),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=_whole_batch,
+            num_workers=self.num_workers,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
@@ -160,8 +169,9 @@ class InMemorySplitDataModule(pl.LightningDataModule):
         if n > len(data):
             if (purpose, n) not in self._warned:  # once per request, not on every call
                 self._warned.add((purpose, n))
-                log.warning("asked for %d %s samples for %s; the split has %d, using all of them", n, name, purpose, len(data))
+                log.warning(
+                    "asked for %d %s samples for %s; the split has %d, using all of them", n, name, purpose, len(data)
+                )
             n = len(data)
         chunk = chunk or self.batch_size
         return [data.__getitems__(list(range(i, min(n, i + chunk)))) for i in range(0, n, chunk)]
-

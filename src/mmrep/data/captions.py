@@ -12,7 +12,8 @@ needs no NLTK data): an opening double quote becomes two backticks, a closing on
 a letter and ``'s`` are split off, so ``A "xkcd:robin's egg" cow.`` has the 10 tokens
 A, two backticks, xkcd, :, robin, 's, egg, two apostrophes, cow, ".". The original first splits the whole
 file into sentences with punkt; splitting on lines gives the same sentences and tokens for every caption its
-generators write (the golden tests: tests/test_golden_causal3dident.py, tests/test_golden_mpi3d.py). Unknown words map to ``{unk}`` (the original
+generators write (the golden tests: tests/test_golden_causal3dident.py, tests/test_golden_mpi3d.py). Unknown words
+map to ``{unk}`` (the original
 returned the *string* ``"{unk}"`` and would crash, spec §6.10).
 """
 
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -65,12 +66,16 @@ def load_vocabulary(path: Path, key: str) -> dict[str, int] | None:
         return None
     try:
         vocab = json.loads(path.read_text(encoding="utf-8"))["w2i"]
-        ok = all(vocab.get(w) == i for i, w in enumerate(SPECIALS)) and sorted(vocab.values()) == list(range(len(vocab)))
+        ok = all(vocab.get(w) == i for i, w in enumerate(SPECIALS)) and sorted(vocab.values()) == list(
+            range(len(vocab))
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
-        raise ConfigError(f"{key}: {path} is not a vocabulary file (JSON {{\"w2i\": {{word: id}}, \"i2w\": ...}} with "
-                          f"{', '.join(SPECIALS)} = 0, 1, 2 and ids 0..V-1); delete it to rebuild it from the training captions")
+        raise ConfigError(
+            f'{key}: {path} is not a vocabulary file (JSON {{"w2i": {{word: id}}, "i2w": ...}} with '
+            f"{', '.join(SPECIALS)} = 0, 1, 2 and ids 0..V-1); delete it to rebuild it from the training captions"
+        )
     return {str(w): int(i) for w, i in vocab.items()}
 
 
@@ -86,8 +91,16 @@ def checked_vocabulary(path: Path, captions: Sequence[Sequence[str]], key: str) 
     if not missing:
         return stored, False
     distinct = len({w for words in captions for w in words if w not in stored})
-    log.warning("%s: %s lacks %d of the captions' %d tokens (%d distinct words, which would become %s); rebuilding it "
-                "from the captions", key, path, missing, total, distinct, UNK)
+    log.warning(
+        "%s: %s lacks %d of the captions' %d tokens (%d distinct words, which would become %s); rebuilding it "
+        "from the captions",
+        key,
+        path,
+        missing,
+        total,
+        distinct,
+        UNK,
+    )
     return build_vocabulary(captions), True
 
 
@@ -126,15 +139,21 @@ def read_caption_lines(path: Path, key: str, source: str) -> list[list[str]]:
     except FileNotFoundError:
         raise ConfigError(f"{key}: no such file {path}; expected one caption per line, from {source}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{key}: {path} is not a readable UTF-8 text file ({type(err).__name__}); expected one "
-                          f"caption per line, from {source}") from None
+        raise ConfigError(
+            f"{key}: {path} is not a readable UTF-8 text file ({type(err).__name__}); expected one "
+            f"caption per line, from {source}"
+        ) from None
     tokens: dict[str, list[str]] = {}  # captions repeat (few templates and words): each is tokenised once
-    return [tokens[line] if line in tokens else tokens.setdefault(line, tokenize(line))
-            for line in text.splitlines() if line.strip()]
+    return [
+        tokens[line] if line in tokens else tokens.setdefault(line, tokenize(line))
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
-def write_caption_files(table_path: Path, table, text_path: Path, captions: Sequence[str],
-                        trailing_newline: bool = True) -> list[Path]:
+def write_caption_files(
+    table_path: Path, table, text_path: Path, captions: Sequence[str], trailing_newline: bool = True
+) -> list[Path]:
     """One setting's caption-factor CSV and its one-caption-per-line text file, each written atomically;
     ``trailing_newline=False`` ends the last line without one (Causal3DIdent's layout)."""
     with atomic_write(table_path) as fh:
@@ -150,14 +169,19 @@ def render_text_main(argv, dataset: str, default_root: str, change_prob: float, 
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog=f"python -m mmrep.data.{dataset}",
-                                     description=f"{dataset} captions for the 'Negate or Embrace' settings")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m mmrep.data.{dataset}", description=f"{dataset} captions for the 'Negate or Embrace' settings"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     sub = commands.add_parser("render-text", help="write every paper setting's caption files, seeded")
     sub.add_argument("--root", type=Path, default=Path(default_root))
     sub.add_argument("--seed", type=int, default=0)
-    sub.add_argument("--change-prob", type=float, default=change_prob,
-                     help=f"perturbation redraw probability (spec: {change_prob:g})")
+    sub.add_argument(
+        "--change-prob",
+        type=float,
+        default=change_prob,
+        help=f"perturbation redraw probability (spec: {change_prob:g})",
+    )
     if add_arguments is not None:
         add_arguments(sub)
     args = parser.parse_args(argv)

@@ -29,8 +29,8 @@ invariant; render-text uses the background hue.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,10 +43,19 @@ from mmrep.core.errors import ConfigError, check_positive_ints
 from mmrep.data.captions import read_caption_lines, render_text_main, token_ids, write_caption_files
 from mmrep.data.factor_data import FactorDataModule, read_factor_table
 
-SOURCE = ("the Causal3DIdent image–text release of 'Negate or Embrace' (github.com/YichaoCai1/crossmodal_mislaignment, "
-          "rendering_data/Causal3DIdent)")
-SEMANTIC = ("object_shape", "object_xpos", "object_ypos", "spotlight_pos", "object_color", "spotlight_color",
-            "background_color")
+SOURCE = (
+    "the Causal3DIdent image–text release of 'Negate or Embrace' (github.com/YichaoCai1/crossmodal_mislaignment, "
+    "rendering_data/Causal3DIdent)"
+)
+SEMANTIC = (
+    "object_shape",
+    "object_xpos",
+    "object_ypos",
+    "spotlight_pos",
+    "object_color",
+    "spotlight_color",
+    "background_color",
+)
 ROTATIONS = ("object_alpharot", "object_betarot", "object_gammarot")
 SETTINGS = {  # spec §4.1: cumulative selections; perturbations always caption everything
     "selection": [SEMANTIC[: i + 1] for i in range(len(SEMANTIC))],
@@ -86,8 +95,14 @@ class Causal3DIdentDataModule(FactorDataModule):
     CONTINUOUS = frozenset(("spotlight_pos", "object_color", "spotlight_color", "background_color", *ROTATIONS))
     SETTINGS = SETTINGS
 
-    def __init__(self, bias: MisalignmentBias | None = None, data_dir: str = "data/causal3dident",
-                 batch_size: int = 256, num_workers: int = 0, encoding_size: int | None = None) -> None:
+    def __init__(
+        self,
+        bias: MisalignmentBias | None = None,
+        data_dir: str = "data/causal3dident",
+        batch_size: int = 256,
+        num_workers: int = 0,
+        encoding_size: int | None = None,
+    ) -> None:
         check_positive_ints("dataset", batch_size=batch_size)
         super().__init__(bias, batch_size, num_workers)
         kind, index = self.paper_setting("causal3dident")
@@ -96,28 +111,37 @@ class Causal3DIdentDataModule(FactorDataModule):
         self.count = len(self.latents)
         text_latents = read_factor_table(self.root / f"latents_text_{name}.csv", ["text_phrasing"], SOURCE)
         captions = read_caption_lines(self.root / "text" / name / "text_raw.txt", "dataset.data_dir", SOURCE)
-        for path, rows in ((self.root / f"latents_text_{name}.csv", len(text_latents)),
-                           (self.root / "text" / name / "text_raw.txt", len(captions))):
+        for path, rows in (
+            (self.root / f"latents_text_{name}.csv", len(text_latents)),
+            (self.root / "text" / name / "text_raw.txt", len(captions)),
+        ):
             if rows != self.count:
-                raise ConfigError(f"dataset.data_dir: {path} has {rows} rows but latents_image.csv has {self.count}; "
-                                  f"both come from one render, from {SOURCE}")
+                raise ConfigError(
+                    f"dataset.data_dir: {path} has {rows} rows but latents_image.csv has {self.count}; "
+                    f"both come from one render, from {SOURCE}"
+                )
         self.latents["text_phrasing"] = text_latents["text_phrasing"].to_numpy()
         self.bounds = split_bounds(self.count)
         if not 0 < self.bounds[0] < self.bounds[1] < self.count:
-            raise ConfigError(f"dataset.data_dir: {self.root} holds {self.count} samples; the 80/10/10 split needs at "
-                              "least 10")
+            raise ConfigError(
+                f"dataset.data_dir: {self.root} holds {self.count} samples; the 80/10/10 split needs at least 10"
+            )
         missing = next((i for i in range(self.count) if not image_path(self.root, i, self.count).is_file()), None)
         if missing is not None:
-            raise ConfigError(f"dataset.data_dir: no such file {image_path(self.root, missing, self.count)}; expected "
-                              f"one RGB PNG per row of latents_image.csv, from {SOURCE}")
+            raise ConfigError(
+                f"dataset.data_dir: no such file {image_path(self.root, missing, self.count)}; expected "
+                f"one RGB PNG per row of latents_image.csv, from {SOURCE}"
+            )
         self.image_size = self._read_images([0]).shape[1:3]
         # the original builds its vocabulary and length from the dataset object over all rows, then splits (§4.2)
         self.use_vocabulary(self.root / f"vocab_{name}.json", captions)
         self.captions = captions
         self.length = max(map(len, captions)) + 1  # + eos
         self.spec = DataSpec(
-            modalities={"image": ModalitySpec((3, *self.image_size), "image"),
-                        "text": ModalitySpec((self.length, self.vocab_size), "sequence")},
+            modalities={
+                "image": ModalitySpec((3, *self.image_size), "image"),
+                "text": ModalitySpec((self.length, self.vocab_size), "sequence"),
+            },
             task="none",
             encoding_size=int(encoding_size) if encoding_size else ENCODING_SIZES[kind][index],
             latent_names=(*SEMANTIC, *ROTATIONS, "text_phrasing"),
@@ -135,12 +159,15 @@ class Causal3DIdentDataModule(FactorDataModule):
                 with Image.open(path) as image:
                     pixels = np.asarray(image.convert("RGB"))
             except OSError as err:
-                raise ConfigError(f"dataset.data_dir: {path} is not a readable image ({type(err).__name__}); from "
-                                  f"{SOURCE}") from None
+                raise ConfigError(
+                    f"dataset.data_dir: {path} is not a readable image ({type(err).__name__}); from {SOURCE}"
+                ) from None
             expected = expected or pixels.shape
             if pixels.shape != expected:
-                raise ConfigError(f"dataset.data_dir: {path} is {pixels.shape[1]}×{pixels.shape[0]}, other images are "
-                                  f"{expected[1]}×{expected[0]}")
+                raise ConfigError(
+                    f"dataset.data_dir: {path} is {pixels.shape[1]}×{pixels.shape[0]}, other images are "
+                    f"{expected[1]}×{expected[0]}"
+                )
             out.append(pixels)
         return np.stack(out)
 
@@ -168,8 +195,11 @@ XPOS, YPOS = ("left", "center", "right"), ("top", "mid", "bottom")
 SPOTLIGHT_BINS = ("northwest", "northeast", "center", "southwest", "southeast")  # spotlight_pos in bins of 0.2
 PALETTES = {"object_color": "TABLEAU_COLORS", "spotlight_color": "CSS4_COLORS", "background_color": "XKCD_COLORS"}
 TEXT_COLUMNS = {  # the caption tables' columns per factor (the original's, "splotlight" sic)
-    "object_shape": ("object_shape",), "object_xpos": ("object_xpos",), "object_ypos": ("object_ypos",),
-    "spotlight_pos": ("spotlight_pos",), "object_color": ("object_color_name", "object_color_index"),
+    "object_shape": ("object_shape",),
+    "object_xpos": ("object_xpos",),
+    "object_ypos": ("object_ypos",),
+    "spotlight_pos": ("spotlight_pos",),
+    "object_color": ("object_color_name", "object_color_index"),
     "spotlight_color": ("splotlight_color_name", "splotlight_color_index"),
     "background_color": ("background_color_name", "background_color_index"),
 }
@@ -178,45 +208,59 @@ TEXT_COLUMNS = {  # the caption tables' columns per factor (the original's, "spl
 # BACKGROUND + ".", each part in the wording of the highest level key <= L (absent below its lowest key). {where} is
 # the x position at level 1 and "{y}-{x}" from level 2; colours are palette names in double quotes.
 OBJECT = {
-    0: ("A {shape} is visible",
+    0: (
+        "A {shape} is visible",
         "A {shape} is in the image",
         "The image shows a {shape}",
         "The picture is a {shape}",
-        "There is an object in the form of a {shape}"),
-    1: ("A {shape} is visible, positioned at the {where} of the image",
+        "There is an object in the form of a {shape}",
+    ),
+    1: (
+        "A {shape} is visible, positioned at the {where} of the image",
         "A {shape} is at the {where} of the image",
         "The {where} of the image shows a {shape}",
         "At the {where} of the picture is a {shape}",
-        "At the {where} of the image, there is an object in the form of a {shape}"),
-    4: ('A {shape} of "{color}" color is visible, positioned at the {where} of the image',
+        "At the {where} of the image, there is an object in the form of a {shape}",
+    ),
+    4: (
+        'A {shape} of "{color}" color is visible, positioned at the {where} of the image',
         'A "{color}" {shape} is at the {where} of the image',
         'The {where} of the image shows a "{color}" colored {shape}',
         'At the {where} of the picture is a {shape} in "{color}" color',
-        'At the {where} of the image, there is a "{color}" object in the form of a {shape}'),
+        'At the {where} of the image, there is a "{color}" object in the form of a {shape}',
+    ),
 }
 SPOTLIGHT = {
-    3: (", with a spotlight shining from the {spos}",
+    3: (
+        ", with a spotlight shining from the {spos}",
         ", illuminated by a light from the {spos}",
         ", highlighted by a light source positioned at the {spos}",
         ", standing out under a light coming from the {spos}",
-        ", with illumination from the {spos}"),
-    5: (', under a "{light}" spotlight shining from the {spos}',
+        ", with illumination from the {spos}",
+    ),
+    5: (
+        ', under a "{light}" spotlight shining from the {spos}',
         ', illuminated by a "{light}" spotlight from the {spos}',
         ', highlighted by a "{light}" spotlight positioned at the {spos}',
         ', standing out under a "{light}" spotlight coming from the {spos}',
-        ', with illumination from a "{light}" spotlight at the {spos}'),
-    6: (', under a "{light}" spotlight shining from the {spos}',
+        ', with illumination from a "{light}" spotlight at the {spos}',
+    ),
+    6: (
+        ', under a "{light}" spotlight shining from the {spos}',
         ', illuminated by a "{light}" spotlight from the {spos}',
         ', highlighted by a "{light}" spotlight positioned at the {spos}',
         ', bathed in a "{light}" spotlight coming from the {spos}',
-        ', standing out under a "{light}" spotlight from the {spos}'),
+        ', standing out under a "{light}" spotlight from the {spos}',
+    ),
 }
 BACKGROUND = {
-    6: (', with a "{bg}" background',
+    6: (
+        ', with a "{bg}" background',
         ', against a "{bg}" background',
         ', on a "{bg}" backdrop',
         ', with a "{bg}" background',
-        ', against a "{bg}" background'),
+        ', against a "{bg}" background',
+    ),
 }
 PHRASINGS = 5  # text_phrasing ∈ {0..4} (spec §6.14)
 
@@ -283,10 +327,14 @@ def caption(row, level: int, phrasing: int) -> str:
     where = XPOS[int(row["object_xpos"])] if level >= 1 else None
     if level >= 2:
         where = f"{YPOS[int(row['object_ypos'])]}-{where}"
-    slots = {"shape": SHAPES[int(row["object_shape"])], "where": where,
-             "spos": spotlight_word(float(row["spotlight_pos"])) if level >= 3 else None,
-             "color": row.get("object_color_name"), "light": row.get("splotlight_color_name"),
-             "bg": row.get("background_color_name")}
+    slots = {
+        "shape": SHAPES[int(row["object_shape"])],
+        "where": where,
+        "spos": spotlight_word(float(row["spotlight_pos"])) if level >= 3 else None,
+        "color": row.get("object_color_name"),
+        "light": row.get("splotlight_color_name"),
+        "bg": row.get("background_color_name"),
+    }
     return "".join(wording(part, level, phrasing) for part in (OBJECT, SPOTLIGHT, BACKGROUND)).format(**slots) + "."
 
 
@@ -323,19 +371,31 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Pat
                     redraw = rng.random(n) < change_prob
                     fresh = rng.integers(3, size=n) if f in ("object_xpos", "object_ypos") else rng.random(n)
                     values[f][redraw] = fresh[redraw]
-            table = caption_table(values, phrasing if kind == "selection" else rng.integers(PHRASINGS, size=n),
-                                  factors if kind == "selection" else SEMANTIC)
+            table = caption_table(
+                values,
+                phrasing if kind == "selection" else rng.integers(PHRASINGS, size=n),
+                factors if kind == "selection" else SEMANTIC,
+            )
             lines = captions_of(table, index if kind == "selection" else len(SEMANTIC) - 1)
             name = f"{kind}s_{index}"
-            written += write_caption_files(root / f"latents_text_{name}.csv", table,
-                                           root / "text" / name / "text_raw.txt", lines,
-                                           trailing_newline=False)  # the original's layout (spec §4.2)
+            written += write_caption_files(
+                root / f"latents_text_{name}.csv",
+                table,
+                root / "text" / name / "text_raw.txt",
+                lines,
+                trailing_newline=False,
+            )  # the original's layout (spec §4.2)
     return written
 
 
 def main(argv=None) -> int:
-    return render_text_main(argv, "causal3dident", "data/causal3dident", 1.0,
-                            lambda args: render_text(args.root, args.seed, args.change_prob))
+    return render_text_main(
+        argv,
+        "causal3dident",
+        "data/causal3dident",
+        1.0,
+        lambda args: render_text(args.root, args.seed, args.change_prob),
+    )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ every factor its role for the probes (``metric=factors``), maps the probe splits
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar
 
 import pandas as pd
 
@@ -30,13 +31,16 @@ def read_factor_table(path: Path, columns: Sequence[str], source: str, integer: 
     except FileNotFoundError:
         raise ConfigError(f"dataset.data_dir: no such file {path}; expected {expected}, from {source}") from None
     except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise ConfigError(f"dataset.data_dir: {path} is not a readable CSV ({type(err).__name__}); expected {expected}, "
-                          f"from {source}") from None
+        raise ConfigError(
+            f"dataset.data_dir: {path} is not a readable CSV ({type(err).__name__}); expected {expected}, from {source}"
+        ) from None
     missing = [c for c in columns if c not in table.columns]
     is_kind = pd.api.types.is_integer_dtype if integer else pd.api.types.is_numeric_dtype
     if missing or not all(is_kind(table[c]) for c in columns):
-        raise ConfigError(f"dataset.data_dir: {path} has columns {list(table.columns)}"
-                          f"{' lacking ' + str(missing) if missing else ' of another type'}; expected {expected}")
+        raise ConfigError(
+            f"dataset.data_dir: {path} has columns {list(table.columns)}"
+            f"{' lacking ' + str(missing) if missing else ' of another type'}; expected {expected}"
+        )
     return table
 
 
@@ -59,7 +63,8 @@ class FactorDataModule(InMemorySplitDataModule):
     def __init__(self, bias: MisalignmentBias | None, batch_size: int, num_workers: int = 0) -> None:
         super().__init__(batch_size, align_split="test", num_workers=num_workers)
         self.bias: ResolvedBias = (bias or MisalignmentBias(name="none")).resolve(
-            len(self.SEMANTIC), names=list(self.SEMANTIC), settings=self.SETTINGS)
+            len(self.SEMANTIC), names=list(self.SEMANTIC), settings=self.SETTINGS
+        )
 
     def use_vocabulary(self, path: Path, captions: Sequence[Sequence[str]]) -> None:
         """Set ``vocab``/``vocab_size`` from the file at ``path`` (the original's ``vocab_<type>_<id>.json``) when it
@@ -78,8 +83,10 @@ class FactorDataModule(InMemorySplitDataModule):
         """``(kind, index)`` of the paper setting the bias is, for datasets whose captions exist only for those."""
         if self.bias.setting is None:
             ids = [f"{k}_{i}" for k, table in (self.SETTINGS or {}).items() for i in range(len(table))]
-            raise ConfigError(f"bias: dataset={dataset} has captions only for the paper's settings {ids}; pick one with "
-                              f"bias=none bias.setting=<id> ({self.bias_label} matches none of them)")
+            raise ConfigError(
+                f"bias: dataset={dataset} has captions only for the paper's settings {ids}; pick one with "
+                f"bias=none bias.setting=<id> ({self.bias_label} matches none of them)"
+            )
         kind, _, index = self.bias.setting.rpartition("_")
         return kind, int(index)
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,12 +40,21 @@ from mmrep.data.factor_data import FactorDataModule, read_factor_table
 log = logging.getLogger(__name__)
 
 IMAGES = "real3d_complicated_shapes_ordered.npz"
-SOURCE = ("the MPI3D 'real3d_complicated_shapes_ordered.npz' (github.com/rr-learning/disentanglement_dataset) with "
-          "captions from `python -m mmrep.data.mpi3d render-text --root <data_dir>`")
+SOURCE = (
+    "the MPI3D 'real3d_complicated_shapes_ordered.npz' (github.com/rr-learning/disentanglement_dataset) with "
+    "captions from `python -m mmrep.data.mpi3d render-text --root <data_dir>`"
+)
 GRID = (4, 4, 2, 3, 3, 40, 40)  # spec §3.1: images reshape to this factor grid
 # our factor name: the original's column name
-COLUMNS = {"color": "OBJ_COLOR", "shape": "OBJ_SHAPE", "size": "OBJ_SIZE", "camera": "CAMERA",
-           "background": "BACKGROUND", "horizontal": "H_AXIS", "vertical": "V_AXIS"}
+COLUMNS = {
+    "color": "OBJ_COLOR",
+    "shape": "OBJ_SHAPE",
+    "size": "OBJ_SIZE",
+    "camera": "CAMERA",
+    "background": "BACKGROUND",
+    "horizontal": "H_AXIS",
+    "vertical": "V_AXIS",
+}
 # spec §3.1: the renderer's word tables (" beer-cup" keeps the original's leading space) and templates, as data
 WORDS = {
     "color": ("yellow", "green", "olive", "red"),
@@ -54,20 +63,34 @@ WORDS = {
     "camera": ("top view", "center view", "bottom view"),
     "background": ("in a purple background", "in a sea-green background", "in a salmon background"),
 }
-TEMPLATES = (  # by selection level; level 4 also captions every perturbation setting. {C}olor {S}hape si{Z}e {V}iew {B}ack
+# Templates by selection level; level 4 also captions every perturbation setting. {C}olor {S}hape si{Z}e {V}iew {B}ack
+TEMPLATES = (
     ("An object colored {C}.", "It has a {C} appearance.", "Something with {C}."),
     ("A {S} that is {C}.", "The {C} {S}.", "An object shaped like a {S}, colored {C}."),
     ("A {Z} {S} in {C}.", "{C}, {Z}, {S}.", "The object is {Z}, shaped as a {S}, and colored {C}."),
     ("A {Z} {S} in {C}, seen from {V}.", "Viewed from {V}, a {C}, {Z} {S}.", "A {Z} {S} with {C}, perspective: {V}."),
-    ("A {Z} {S} in {C}, viewed from {V}, {B}.", "From {V}, you see a {C}, {Z} {S}, {B}.",
-     "A {Z} {S}, {C}, placed {B}, observed from {V}."),
+    (
+        "A {Z} {S} in {C}, viewed from {V}, {B}.",
+        "From {V}, you see a {C}, {Z} {S}, {B}.",
+        "A {Z} {S}, {C}, placed {B}, observed from {V}.",
+    ),
 )
 SLOTS = {"color": "C", "shape": "S", "size": "Z", "camera": "V", "background": "B"}
 SETTINGS = {  # spec §3.1 bias table (index = the original's --bias-id)
-    "selection": [("color",), ("color", "shape"), ("color", "shape", "size"), ("color", "shape", "size", "camera"),
-                  ("color", "shape", "size", "camera", "background")],
-    "perturbation": [(), ("background",), ("camera", "background"), ("size", "camera", "background"),
-                     ("shape", "size", "camera", "background")],
+    "selection": [
+        ("color",),
+        ("color", "shape"),
+        ("color", "shape", "size"),
+        ("color", "shape", "size", "camera"),
+        ("color", "shape", "size", "camera", "background"),
+    ],
+    "perturbation": [
+        (),
+        ("background",),
+        ("camera", "background"),
+        ("size", "camera", "background"),
+        ("shape", "size", "camera", "background"),
+    ],
 }
 MEAN = (0.00888889, 0.00888889, 0.00830382)  # spec §3.1 image normalisation
 STD = (0.08381344, 0.07622504, 0.06356431)
@@ -87,8 +110,9 @@ def images_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int | None]:
             info = archive.getinfo("images.npy")
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran, dtype = read_header(member)
                 header = member.tell()
             offset = None
@@ -98,10 +122,13 @@ def images_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int | None]:
                     name_len, extra_len = np.frombuffer(fh.read(4), "<u2")
                 offset = info.header_offset + 30 + int(name_len) + int(extra_len) + header
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
-        raise ConfigError(f"dataset.data_dir: {path} is not {_expected('N')} ({type(err).__name__}); "
-                          f"from {SOURCE}") from None
+        raise ConfigError(
+            f"dataset.data_dir: {path} is not {_expected('N')} ({type(err).__name__}); from {SOURCE}"
+        ) from None
     if len(shape) != 4 or shape[1:] != (64, 64, 3) or dtype != np.uint8:
-        raise ConfigError(f"dataset.data_dir: {path} holds images {shape} {dtype}; expected {_expected('N')}, from {SOURCE}")
+        raise ConfigError(
+            f"dataset.data_dir: {path} holds images {shape} {dtype}; expected {_expected('N')}, from {SOURCE}"
+        )
     return shape, dtype, offset
 
 
@@ -109,8 +136,10 @@ def open_images(path: Path, count: int) -> np.ndarray:
     """The npz's ``images`` (count, 64, 64, 3) uint8: memory-mapped when stored uncompressed, else read whole."""
     shape, dtype, offset = images_header(path)
     if shape[0] != count:
-        raise ConfigError(f"dataset.data_dir: {path} holds {shape[0]} images; expected {_expected(count)} "
-                          f"(the product of dataset.factor_sizes), from {SOURCE}")
+        raise ConfigError(
+            f"dataset.data_dir: {path} holds {shape[0]} images; expected {_expected(count)} "
+            f"(the product of dataset.factor_sizes), from {SOURCE}"
+        )
     if offset is not None:
         return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset)
     with np.load(path, allow_pickle=False) as stored:
@@ -121,8 +150,10 @@ def read_table(path: Path, columns: Sequence[str], rows: int | None = None) -> p
     """An integer CSV with at least ``columns`` (and ``rows`` rows), else a one-line ConfigError."""
     table = read_factor_table(path, columns, SOURCE, integer=True)
     if rows is not None and len(table) != rows:
-        raise ConfigError(f"dataset.data_dir: {path} has {len(table)} rows but its split has {rows} captions; "
-                          f"regenerate the captions with `python -m mmrep.data.mpi3d render-text`")
+        raise ConfigError(
+            f"dataset.data_dir: {path} has {len(table)} rows but its split has {rows} captions; "
+            f"regenerate the captions with `python -m mmrep.data.mpi3d render-text`"
+        )
     return table
 
 
@@ -141,35 +172,53 @@ class MPI3DComplexDataModule(FactorDataModule):
     IMAGE_ONLY = ("horizontal", "vertical")
     SETTINGS = SETTINGS
 
-    def __init__(self, bias: MisalignmentBias | None = None, data_dir: str = "data/mpi3d_complex",
-                 factor_sizes: Sequence[int] = GRID, batch_size: int = 256, num_workers: int = 0,
-                 encoding_size: int | None = None) -> None:
+    def __init__(
+        self,
+        bias: MisalignmentBias | None = None,
+        data_dir: str = "data/mpi3d_complex",
+        factor_sizes: Sequence[int] = GRID,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        encoding_size: int | None = None,
+    ) -> None:
         check_positive_ints("dataset", batch_size=batch_size)
         super().__init__(bias, batch_size, num_workers)
         self.kind, self.index = self.paper_setting("mpi3d_complex")
         self.root, self.grid = Path(data_dir), tuple(int(s) for s in factor_sizes)
         if len(self.grid) != 7 or any(s < 1 for s in self.grid) or self.grid[:5] != GRID[:5]:
-            raise ConfigError(f"dataset.factor_sizes: 7 positive sizes starting {list(GRID[:5])} (the caption factors), "
-                              f"got {list(self.grid)}")
+            raise ConfigError(
+                f"dataset.factor_sizes: 7 positive sizes starting {list(GRID[:5])} (the caption factors), "
+                f"got {list(self.grid)}"
+            )
         name = f"{self.kind}_{self.index}"
         images_header(self.root / IMAGES)  # fail before any work when the image file is missing or unreadable
-        self.captions = {split: read_caption_lines(self.root / split / f"text_{name}.txt", "dataset.data_dir", SOURCE)
-                         for split in ("train", "test")}
-        self.factors = {split: read_table(self.root / split / "image_semantics.csv", list(COLUMNS.values()),
-                                          len(self.captions[split])) for split in ("train", "test")}
+        self.captions = {
+            split: read_caption_lines(self.root / split / f"text_{name}.txt", "dataset.data_dir", SOURCE)
+            for split in ("train", "test")
+        }
+        self.factors = {
+            split: read_table(
+                self.root / split / "image_semantics.csv", list(COLUMNS.values()), len(self.captions[split])
+            )
+            for split in ("train", "test")
+        }
         text_columns = [COLUMNS[f] for f in (SETTINGS["selection"][self.index] if self.kind == "selection" else WORDS)]
         for split in ("train", "test"):
             read_table(self.root / split / f"text_semantics_{name}.csv", text_columns, len(self.captions[split]))
         if len(self.captions["test"]) < 2:
-            raise ConfigError(f"dataset.data_dir: {self.root / 'test'} has {len(self.captions['test'])} captions; "
-                              "the test files are halved into val and test, so they need at least 2")
+            raise ConfigError(
+                f"dataset.data_dir: {self.root / 'test'} has {len(self.captions['test'])} captions; "
+                "the test files are halved into val and test, so they need at least 2"
+            )
         self.use_vocabulary(self.root / f"vocab_{name}.json", self.captions["train"])
         # spec §3.1 pads each split to its own maximum; one length for all splits keeps the text encoder's input
         # size fixed (spec §6.10)
         self.length = max(len(c) for split in self.captions.values() for c in split) + 1
         self.spec = DataSpec(
-            modalities={"image": ModalitySpec((3, 64, 64), "image"),
-                        "text": ModalitySpec((self.length, self.vocab_size), "sequence")},
+            modalities={
+                "image": ModalitySpec((3, 64, 64), "image"),
+                "text": ModalitySpec((self.length, self.vocab_size), "sequence"),
+            },
             task="none",
             encoding_size=int(encoding_size) if encoding_size else max(3, len(self.bias.invariant)),  # spec §3.2
             latent_names=tuple(COLUMNS),
@@ -189,14 +238,18 @@ class MPI3DComplexDataModule(FactorDataModule):
             bad = (values < 0) | (values >= np.array(self.grid))
             if bad.any():
                 row, col = map(int, np.argwhere(bad)[0])
-                raise ConfigError(f"dataset.data_dir: {self.root / split / 'image_semantics.csv'} row {row} has "
-                                  f"{list(COLUMNS.values())[col]} = {values[row, col]} outside the factor grid "
-                                  f"{list(self.grid)} (dataset.factor_sizes)")
+                raise ConfigError(
+                    f"dataset.data_dir: {self.root / split / 'image_semantics.csv'} row {row} has "
+                    f"{list(COLUMNS.values())[col]} = {values[row, col]} outside the factor grid "
+                    f"{list(self.grid)} (dataset.factor_sizes)"
+                )
             tokens = self.captions[split][rows]
             out[name] = {
                 "image": torch.from_numpy(np.ravel_multi_index(values.T, self.grid)),
                 "text": token_ids(tokens, self.vocab, self.length),
-                "latents": {f: torch.from_numpy(values[:, j : j + 1].astype(np.float32)) for j, f in enumerate(COLUMNS)},
+                "latents": {
+                    f: torch.from_numpy(values[:, j : j + 1].astype(np.float32)) for j, f in enumerate(COLUMNS)
+                },
             }
         return out
 
@@ -219,8 +272,9 @@ def original_split(grid: Sequence[int] = GRID, train_ratio: float = 0.9) -> tupl
     return indices[:cut], indices[cut:]
 
 
-def caption_setting(factors: np.ndarray, kind: str, index: int, rng: np.random.Generator,
-                    change_prob: float = 0.9) -> tuple[list[str], pd.DataFrame]:
+def caption_setting(
+    factors: np.ndarray, kind: str, index: int, rng: np.random.Generator, change_prob: float = 0.9
+) -> tuple[list[str], pd.DataFrame]:
     """Captions and caption factor values of one setting for (N, 5+) factor rows (spec §3.1).
 
     Selection ``i`` names the factors of ``SETTINGS["selection"][i]`` with a level-``i`` template; perturbation ``i``
@@ -240,8 +294,9 @@ def caption_setting(factors: np.ndarray, kind: str, index: int, rng: np.random.G
     return captions, pd.DataFrame({COLUMNS[f]: values[f] for f in selected})
 
 
-def render_text(root: Path, seed: int = 0, change_prob: float = 0.9, grid: Sequence[int] = GRID,
-                train_ratio: float = 0.9) -> list[Path]:
+def render_text(
+    root: Path, seed: int = 0, change_prob: float = 0.9, grid: Sequence[int] = GRID, train_ratio: float = 0.9
+) -> list[Path]:
     """Write every setting's caption and caption-factor files for ``train/`` and ``test/`` under ``root``; the
     factor tables (``image_semantics.csv``) are read when present, else written from :func:`original_split`.
     Deterministic in ``seed`` (each file has its own stream). Returns the written paths."""
@@ -253,7 +308,9 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 0.9, grid: Seque
             tables[split] = read_table(path, list(COLUMNS.values()))
     if len(tables) < 2:
         for split, indices in zip(("train", "test"), original_split(grid, train_ratio)):
-            tables[split] = pd.DataFrame(np.stack(np.unravel_index(indices, grid), axis=1), columns=list(COLUMNS.values()))
+            tables[split] = pd.DataFrame(
+                np.stack(np.unravel_index(indices, grid), axis=1), columns=list(COLUMNS.values())
+            )
             with atomic_write(root / split / "image_semantics.csv") as fh:
                 tables[split].to_csv(fh, index=False)
             written.append(root / split / "image_semantics.csv")
@@ -263,8 +320,12 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 0.9, grid: Seque
             for index in range(len(SETTINGS[kind])):
                 rng = np.random.default_rng(np.random.SeedSequence([seed, s, k, index]))
                 captions, values = caption_setting(factors, kind, index, rng, change_prob)
-                written += write_caption_files(root / split / f"text_semantics_{kind}_{index}.csv", values,
-                                               root / split / f"text_{kind}_{index}.txt", captions)
+                written += write_caption_files(
+                    root / split / f"text_semantics_{kind}_{index}.csv",
+                    values,
+                    root / split / f"text_{kind}_{index}.txt",
+                    captions,
+                )
     return written
 
 
@@ -272,9 +333,14 @@ def main(argv=None) -> int:
     def factor_sizes(parser):
         parser.add_argument("--factor-sizes", type=int, nargs=7, default=list(GRID), metavar="N")
 
-    return render_text_main(argv, "mpi3d", "data/mpi3d_complex", 0.9,
-                            lambda args: render_text(args.root, args.seed, args.change_prob, args.factor_sizes),
-                            factor_sizes)
+    return render_text_main(
+        argv,
+        "mpi3d",
+        "data/mpi3d_complex",
+        0.9,
+        lambda args: render_text(args.root, args.seed, args.change_prob, args.factor_sizes),
+        factor_sizes,
+    )
 
 
 if __name__ == "__main__":

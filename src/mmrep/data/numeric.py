@@ -10,8 +10,8 @@ data of one device of W·B pairs; held-out sets are fixed by the seed.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -87,7 +87,7 @@ class _TrainStream(IterableDataset):
     a generator seeded by (seed, k) and each DDP rank takes its shard, so a run on W devices of B pairs sees exactly
     the data of one device of W·B pairs (on the same device type)."""
 
-    def __init__(self, datamodule: "NumericDataModule") -> None:
+    def __init__(self, datamodule: NumericDataModule) -> None:
         self.dm = datamodule
 
     def __len__(self) -> int:
@@ -178,7 +178,12 @@ class NumericDataModule(pl.LightningDataModule):
             raise ConfigError(f"dataset.margin_std: must be > 0, got {margin_std}")
         self.bias = (bias or MisalignmentBias(name="none")).resolve(n_semantics)
         self.latent_model = LatentModel(
-            self.bias, n_modality, dependent, margin_std, seed, share_covariances=share_covariances,
+            self.bias,
+            n_modality,
+            dependent,
+            margin_std,
+            seed,
+            share_covariances=share_covariances,
             scale_modality_latents=scale_modality_latents,
         )
         self.n_semantics, self.n_modality = n_semantics, n_modality
@@ -297,6 +302,8 @@ class NumericDataModule(pl.LightningDataModule):
         rank, world = _rank_and_world(getattr(self, "trainer", None))
         if self._val is None or self._val[0] != (rank, world):
             batches = self.heldout("val", self.n_val, chunk=self.batch_size * world)
-            self._val = ((rank, world), [shard({k: v for k, v in b.items() if k != "latents"}, rank, world)
-                                         for b in batches])
+            self._val = (
+                (rank, world),
+                [shard({k: v for k, v in b.items() if k != "latents"}, rank, world) for b in batches],
+            )
         return DataLoader(_FixedBatches(self._val[1]), batch_size=None, num_workers=0)

@@ -56,8 +56,11 @@ def bit_names() -> tuple[str, ...]:
     """The 16 ground-truth bits every batch carries under ``latents`` (spec §1.2): ``xc_0..xc_7`` (x_c, seen by
     both modalities), ``xu1_0..xu1_3`` (x_u1, modality x0 only), ``xu2_0..xu2_3`` (x_u2, modality x1 only); index k =
     position k of :func:`bit_table` (bit 0 = MSB), the positions :func:`label_rules` returns."""
-    return (*(f"xc_{k}" for k in range(SHARED_BITS)), *(f"xu1_{k}" for k in range(UNIQUE_BITS)),
-            *(f"xu2_{k}" for k in range(UNIQUE_BITS)))
+    return (
+        *(f"xc_{k}" for k in range(SHARED_BITS)),
+        *(f"xu1_{k}" for k in range(UNIQUE_BITS)),
+        *(f"xu2_{k}" for k in range(UNIQUE_BITS)),
+    )
 
 
 def bit_latents(xc: np.ndarray, xu1: np.ndarray, xu2: np.ndarray) -> dict[str, np.ndarray]:
@@ -117,9 +120,7 @@ def label_patterns(redundancy: int, features_seed: int = 1) -> np.ndarray:
     xc, xu = bit_table(SHARED_BITS).astype(np.int64), bit_table(UNIQUE_BITS).astype(np.int64)
     weight = 1 << np.arange(LABEL_BITS - 1, -1, -1)  # v[0] is the most significant bit
     w_red, w1, w2 = np.split(weight, [len(red), len(red) + len(rule1)])
-    return (
-        (xc[:, red] @ w_red)[:, None, None] + (xu[:, rule1] @ w1)[None, :, None] + (xu[:, rule2] @ w2)[None, None, :]
-    )
+    return (xc[:, red] @ w_red)[:, None, None] + (xu[:, rule1] @ w1)[None, :, None] + (xu[:, rule2] @ w2)[None, None, :]
 
 
 def conditional_table(
@@ -216,13 +217,19 @@ def generate_rus(redundancy: int, depth: int, **generator) -> dict[str, np.ndarr
     """One (r, D_φ) dataset: ``x0`` (N, 12) = [x_c, x_u1] bits, ``x1`` (N, 12) = transform_D([x_c, x_u2]),
     ``label`` (N,), the bit ids ``xc, xu1, xu2`` and the exact information quantities ``mi/...``.
     ``generator``: the other arguments of :func:`generate_grid` (num_data, temperature, seeds, ...)."""
-    (_, arrays), = generate_grid([redundancy], [depth], **generator)
+    ((_, arrays),) = generate_grid([redundancy], [depth], **generator)
     return arrays
 
 
 def generate_grid(
-    redundancies=range(9), depths=range(11), num_data: int = 65_536, num_classes: int = 4, temperature: float = 0.05,
-    features_seed: int = 1, weights_seed: int = 2, transforms_seed: int = 0,
+    redundancies=range(9),
+    depths=range(11),
+    num_data: int = 65_536,
+    num_classes: int = 4,
+    temperature: float = 0.05,
+    features_seed: int = 1,
+    weights_seed: int = 2,
+    transforms_seed: int = 0,
 ):
     """Yield ``((r, D), arrays)`` for every pair, sharing the work the pairs have in common: one label table and
     sample per r (the inputs are the same for every r, spec §1.5) and one transformed modality 1 per depth."""
@@ -262,8 +269,14 @@ def cache_schema(params: dict) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """The (shape, dtype) of every array :func:`generate_rus` returns for ``params``."""
     n, width = params["num_data"], SHARED_BITS + UNIQUE_BITS
     ids = np.dtype(np.intp)  # what ``RandomState.choice(..., p=...)`` returns
-    schema = {"x0": ((n, width), np.dtype(np.float32)), "x1": ((n, width), np.dtype(np.float32)),
-              "label": ((n,), np.dtype(np.int64)), "xc": ((n,), ids), "xu1": ((n,), ids), "xu2": ((n,), ids)}
+    schema = {
+        "x0": ((n, width), np.dtype(np.float32)),
+        "x1": ((n, width), np.dtype(np.float32)),
+        "label": ((n,), np.dtype(np.int64)),
+        "xc": ((n,), ids),
+        "xu1": ((n,), ids),
+        "xu2": ((n,), ids),
+    }
     schema.update({f"mi/{k}": ((), np.dtype(np.float64)) for k in INFORMATION_KEYS})
     return schema
 
@@ -325,8 +338,13 @@ def load_or_generate(data_dir: Path, params: dict, use_cache: bool = True) -> di
         except OSError as err:
             if path.parent not in _unwritable_dirs:
                 _unwritable_dirs.add(path.parent)
-                log.warning("RUS cache: cannot write %s (%s: %s); generating the data in memory instead (set "
-                            "dataset.data_dir to a writable folder to cache it)", path, type(err).__name__, err)
+                log.warning(
+                    "RUS cache: cannot write %s (%s: %s); generating the data in memory instead (set "
+                    "dataset.data_dir to a writable folder to cache it)",
+                    path,
+                    type(err).__name__,
+                    err,
+                )
     return arrays
 
 
@@ -373,7 +391,11 @@ class RUSDataModule(InMemorySplitDataModule):
         cache: bool = True,
         bias=None,
     ) -> None:
-        if isinstance(redundancy, bool) or not isinstance(redundancy, (int, np.integer)) or not 0 <= redundancy <= LABEL_BITS:
+        if (
+            isinstance(redundancy, bool)
+            or not isinstance(redundancy, (int, np.integer))
+            or not 0 <= redundancy <= LABEL_BITS
+        ):
             raise ConfigError(f"dataset.redundancy: must be an integer in 0..8 (U = 8 − r), got {redundancy!r}")
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
             raise ConfigError(f"dataset.depth: the heterogeneity depth D_φ must be an integer >= 0, got {depth!r}")
@@ -392,8 +414,13 @@ class RUSDataModule(InMemorySplitDataModule):
         reject_bias(bias, "rus")
         super().__init__(batch_size)
         self.params = dict(
-            redundancy=int(redundancy), depth=int(depth), num_data=int(num_data), num_classes=int(num_classes),
-            temperature=float(temperature), features_seed=int(features_seed), weights_seed=int(weights_seed),
+            redundancy=int(redundancy),
+            depth=int(depth),
+            num_data=int(num_data),
+            num_classes=int(num_classes),
+            temperature=float(temperature),
+            features_seed=int(features_seed),
+            weights_seed=int(weights_seed),
             transforms_seed=int(transforms_seed),
         )
         self.splits, self.split_seed = splits, int(split_seed)
@@ -416,8 +443,13 @@ class RUSDataModule(InMemorySplitDataModule):
     def load_splits(self) -> dict[str, dict[str, torch.Tensor]]:
         arrays = load_or_generate(self.data_dir, self.params, self.cache)
         self.info = {k.split("/", 1)[1]: float(v) for k, v in arrays.items() if k.startswith("mi/")}
-        log.info("RUS r=%d (U=%d), D_phi=%d: %s nats", self.params["redundancy"], LABEL_BITS - self.params["redundancy"],
-                 self.params["depth"], ", ".join(f"{k}={v:.4f}" for k, v in self.info.items()))
+        log.info(
+            "RUS r=%d (U=%d), D_phi=%d: %s nats",
+            self.params["redundancy"],
+            LABEL_BITS - self.params["redundancy"],
+            self.params["depth"],
+            ", ".join(f"{k}={v:.4f}" for k, v in self.info.items()),
+        )
         y = arrays["label"]
         index = split_indices(y, self.splits, self.split_seed)
         x0, x1 = arrays["x0"], arrays["x1"]
@@ -425,8 +457,12 @@ class RUSDataModule(InMemorySplitDataModule):
             x0, x1 = (_zscore(x, index["train"]) for x in (x0, x1))
         bits = bit_latents(arrays["xc"], arrays["xu1"], arrays["xu2"])
         return {
-            name: {"x0": torch.from_numpy(x0[i]), "x1": torch.from_numpy(x1[i]), "y": torch.from_numpy(y[i]),
-                   "latents": {b: torch.from_numpy(v[i, None]) for b, v in bits.items()}}
+            name: {
+                "x0": torch.from_numpy(x0[i]),
+                "x1": torch.from_numpy(x1[i]),
+                "y": torch.from_numpy(y[i]),
+                "latents": {b: torch.from_numpy(v[i, None]) for b, v in bits.items()},
+            }
             for name, i in index.items()
         }
 

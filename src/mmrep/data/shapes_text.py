@@ -67,12 +67,14 @@ def render(factors: np.ndarray, size: int = 32) -> np.ndarray:
     dx = xx[None] - factors[:, 4, None, None].astype(np.float32)
     dy = yy[None] - factors[:, 5, None, None].astype(np.float32)
     r = np.asarray(RADIUS, np.float32)[factors[:, 2].astype(int)][:, None, None]
-    masks = np.stack([
-        dx**2 + dy**2 <= r**2,                                               # circle
-        (np.abs(dx) <= 0.8 * r) & (np.abs(dy) <= 0.8 * r),                  # square
-        (dy <= 0.8 * r) & (dy >= -r + 2 * np.abs(dx)),                       # triangle (apex up)
-        ((np.abs(dx) <= 0.3 * r) | (np.abs(dy) <= 0.3 * r)) & (np.abs(dx) <= r) & (np.abs(dy) <= r),  # cross
-    ])
+    masks = np.stack(
+        [
+            dx**2 + dy**2 <= r**2,  # circle
+            (np.abs(dx) <= 0.8 * r) & (np.abs(dy) <= 0.8 * r),  # square
+            (dy <= 0.8 * r) & (dy >= -r + 2 * np.abs(dx)),  # triangle (apex up)
+            ((np.abs(dx) <= 0.3 * r) | (np.abs(dy) <= 0.3 * r)) & (np.abs(dx) <= r) & (np.abs(dy) <= r),  # cross
+        ]
+    )
     mask = masks[factors[:, 1].astype(int), np.arange(len(factors))]  # each sample's own shape
     background = BACKGROUND[factors[:, 3].astype(int)][:, None, None, None]
     color = RGB[factors[:, 0].astype(int)][:, :, None, None]
@@ -119,32 +121,56 @@ class ShapesTextDataModule(FactorDataModule):
     IMAGE_ONLY = ("x", "y")
     CONTINUOUS = frozenset(IMAGE_ONLY)
     SETTINGS = {  # the shape of the paper's MPI3D settings (spec §3.1) on these factors
-        "selection": [("color",), ("color", "shape"), ("color", "shape", "size"), ("color", "shape", "size", "background")],
+        "selection": [
+            ("color",),
+            ("color", "shape"),
+            ("color", "shape", "size"),
+            ("color", "shape", "size", "background"),
+        ],
         "perturbation": [(), ("background",), ("size", "background"), ("shape", "size", "background")],
     }
 
-    def __init__(self, bias: MisalignmentBias | None = None, num_samples: int = 20_000, splits=(0.8, 0.1, 0.1),
-                 batch_size: int = 256, seed: int = 0, data_dir: str = "data/shapes_text", cache: bool = True,
-                 encoding_size: int | None = None) -> None:
+    def __init__(
+        self,
+        bias: MisalignmentBias | None = None,
+        num_samples: int = 20_000,
+        splits=(0.8, 0.1, 0.1),
+        batch_size: int = 256,
+        seed: int = 0,
+        data_dir: str = "data/shapes_text",
+        cache: bool = True,
+        encoding_size: int | None = None,
+    ) -> None:
         check_positive_ints("dataset", num_samples=num_samples, batch_size=batch_size)
         self.fractions = check_split_fractions(splits)
         super().__init__(bias, batch_size)
         self.num_samples, self.seed, self.data_dir, self.cache = int(num_samples), int(seed), Path(data_dir), cache
         self._cached: dict[str, np.ndarray] | None = None
-        self.params = dict(num_samples=self.num_samples, seed=self.seed, selected=list(self.bias.selected),
-                           perturbed=list(self.bias.perturbed_selected), change_prob=self.bias.change_prob,
-                           format=FORMAT_VERSION)
+        self.params = dict(
+            num_samples=self.num_samples,
+            seed=self.seed,
+            selected=list(self.bias.selected),
+            perturbed=list(self.bias.perturbed_selected),
+            change_prob=self.bias.change_prob,
+            format=FORMAT_VERSION,
+        )
         arrays = self._arrays()
         n_train, n_val = (int(f * self.num_samples) for f in self.fractions[:2])
-        self.bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, self.num_samples)}
+        self.bounds = {
+            "train": (0, n_train),
+            "val": (n_train, n_train + n_val),
+            "test": (n_train + n_val, self.num_samples),
+        }
         self.tokens = [tokenize(c) for c in arrays["captions"]]
         self.vocab = build_vocabulary(self.tokens[:n_train])
         self.vocab_size = len(self.vocab)
         self.length = max(map(len, self.tokens)) + 1  # + eos
         invariant = len(self.bias.invariant)
         self.spec = DataSpec(
-            modalities={"image": ModalitySpec((3, 32, 32), "image"),
-                        "text": ModalitySpec((self.length, len(self.vocab)), "sequence")},
+            modalities={
+                "image": ModalitySpec((3, 32, 32), "image"),
+                "text": ModalitySpec((self.length, len(self.vocab)), "sequence"),
+            },
             task="none",
             encoding_size=int(encoding_size) if encoding_size else max(3, invariant),  # spec §3.2: max(3, |I_θ \\ I_β|)
             latent_names=FACTORS,
@@ -166,8 +192,9 @@ class ShapesTextDataModule(FactorDataModule):
                 return self._cached
             except (OSError, ValueError):
                 log.warning("%s is unreadable; regenerating it", path)
-        arrays = generate(self.num_samples, self.bias.selected, self.bias.perturbed_selected, self.bias.change_prob,
-                          self.seed)
+        arrays = generate(
+            self.num_samples, self.bias.selected, self.bias.perturbed_selected, self.bias.change_prob, self.seed
+        )
         if self.cache:
             with atomic_write(path, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -179,7 +206,9 @@ class ShapesTextDataModule(FactorDataModule):
         out = {}
         for split, (lo, hi) in self.bounds.items():
             factors = arrays["factors"][lo:hi]
-            latents = {name: torch.from_numpy(factors[:, j : j + 1].astype(np.float32)) for j, name in enumerate(FACTORS)}
+            latents = {
+                name: torch.from_numpy(factors[:, j : j + 1].astype(np.float32)) for j, name in enumerate(FACTORS)
+            }
             out[split] = {
                 "image": torch.from_numpy(arrays["images"][lo:hi]),
                 "text": token_ids(self.tokens[lo:hi], self.vocab, self.length),

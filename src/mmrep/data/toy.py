@@ -31,8 +31,16 @@ from mmrep.data.base import (
 )
 
 
-def generate_toy(n: int, num_classes: int = 3, seq_len: int = 12, vocab: int = 6, vector_dim: int = 4,
-                 token_signal: float = 0.6, noise: float = 0.5, seed: int = 0) -> dict[str, np.ndarray]:
+def generate_toy(
+    n: int,
+    num_classes: int = 3,
+    seq_len: int = 12,
+    vocab: int = 6,
+    vector_dim: int = 4,
+    token_signal: float = 0.6,
+    noise: float = 0.5,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """``n`` samples as arrays: ``image`` (n, 1, 8, 8), ``tokens`` (n, T, V), ``mask`` (n, T) bool, ``vector`` (n, D),
     ``y`` (n,) int64. Deterministic in ``seed``."""
     rng = np.random.default_rng(seed)
@@ -70,12 +78,32 @@ class ToyDataModule(InMemorySplitDataModule):
 
     MODALITIES = ("image", "tokens", "vector")
 
-    def __init__(self, num_samples: int = 3000, num_classes: int = 3, seq_len: int = 12, vocab: int = 6,
-                 vector_dim: int = 4, token_signal: float = 0.6, noise: float = 0.5, splits=(0.7, 0.15, 0.15),
-                 batch_size: int = 128, modalities=None, encoding_size: int = 16, task: str = "classification",
-                 seed: int = 0, bias=None) -> None:
-        check_positive_ints("dataset", num_samples=num_samples, seq_len=seq_len, vocab=vocab, vector_dim=vector_dim,
-                            batch_size=batch_size, encoding_size=encoding_size)
+    def __init__(
+        self,
+        num_samples: int = 3000,
+        num_classes: int = 3,
+        seq_len: int = 12,
+        vocab: int = 6,
+        vector_dim: int = 4,
+        token_signal: float = 0.6,
+        noise: float = 0.5,
+        splits=(0.7, 0.15, 0.15),
+        batch_size: int = 128,
+        modalities=None,
+        encoding_size: int = 16,
+        task: str = "classification",
+        seed: int = 0,
+        bias=None,
+    ) -> None:
+        check_positive_ints(
+            "dataset",
+            num_samples=num_samples,
+            seq_len=seq_len,
+            vocab=vocab,
+            vector_dim=vector_dim,
+            batch_size=batch_size,
+            encoding_size=encoding_size,
+        )
         if not 2 <= num_classes <= 8:
             raise ConfigError(f"dataset.num_classes: must be in 2..8, got {num_classes}")
         if seq_len < 4:
@@ -86,18 +114,27 @@ class ToyDataModule(InMemorySplitDataModule):
             raise ConfigError(f"dataset.task: 'classification' or 'regression', got {task!r}")
         reject_bias(bias, "toy")
         super().__init__(batch_size)
-        self.generator = dict(num_classes=int(num_classes), seq_len=int(seq_len), vocab=int(vocab),
-                              vector_dim=int(vector_dim), token_signal=float(token_signal), noise=float(noise))
+        self.generator = dict(
+            num_classes=int(num_classes),
+            seq_len=int(seq_len),
+            vocab=int(vocab),
+            vector_dim=int(vector_dim),
+            token_signal=float(token_signal),
+            noise=float(noise),
+        )
         self.num_samples, self.fractions, self.seed = int(num_samples), splits, int(seed)
         shapes = {
             "image": ModalitySpec((1, 8, 8), kind="image"),
             "tokens": ModalitySpec((seq_len, vocab), kind="sequence", masked=True),
             "vector": ModalitySpec((vector_dim,)),
         }
-        self.spec = DataSpec(modalities={m: shapes[m] for m in names}, task=task,
-                             num_classes=int(num_classes) if task == "classification" else None,
-                             encoding_size=int(encoding_size),
-                             deselected=deselected)
+        self.spec = DataSpec(
+            modalities={m: shapes[m] for m in names},
+            task=task,
+            num_classes=int(num_classes) if task == "classification" else None,
+            encoding_size=int(encoding_size),
+            deselected=deselected,
+        )
 
     def load_splits(self) -> dict[str, dict]:
         arrays = generate_toy(self.num_samples, seed=self.seed, **self.generator)
@@ -105,7 +142,9 @@ class ToyDataModule(InMemorySplitDataModule):
         n_train = int(self.fractions[0] * self.num_samples)
         n_val = int(self.fractions[1] * self.num_samples)
         index = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
-        image_mean, image_std = train_statistics(arrays["image"].reshape(self.num_samples, -1), index["train"], axis=None)
+        image_mean, image_std = train_statistics(
+            arrays["image"].reshape(self.num_samples, -1), index["train"], axis=None
+        )
         vector_mean, vector_std = train_statistics(arrays["vector"], index["train"])
         image = (arrays["image"] - image_mean) / image_std
         vector = (arrays["vector"] - vector_mean) / vector_std
@@ -120,4 +159,6 @@ class ToyDataModule(InMemorySplitDataModule):
             noise = np.random.default_rng([self.seed, 2]).normal(0.0, 0.1, size=y.shape)
             y = (y - (self.generator["num_classes"] - 1) / 2 + noise).astype(np.float32)
         full["y"] = torch.from_numpy(y)
-        return {split: {k: slice_input(v, torch.from_numpy(rows)) for k, v in full.items()} for split, rows in index.items()}
+        return {
+            split: {k: slice_input(v, torch.from_numpy(rows)) for k, v in full.items()} for split, rows in index.items()
+        }

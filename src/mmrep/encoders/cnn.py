@@ -9,7 +9,7 @@ Both encoders read per-layer features for alignment as the global average of eac
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,8 +34,11 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -50,11 +53,17 @@ class ResNet18(nn.Module):
         num_classes: the ResNet's own output width (spec: 100). negative_slope: of the LeakyReLU (spec: 0.01).
     """
 
-    def __init__(self, modality: ModalitySpec, out_dim: int, num_classes: int = 100, negative_slope: float = 0.01) -> None:
+    def __init__(
+        self, modality: ModalitySpec, out_dim: int, num_classes: int = 100, negative_slope: float = 0.01
+    ) -> None:
         super().__init__()
         channels = _image_channels(modality)
-        self.stem = nn.Sequential(nn.Conv2d(channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, 64, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
         stages, c_in = [], 64
         for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
             stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)))
@@ -99,8 +108,11 @@ class SmallCNN(nn.Module):
             raise ConfigError(f"encoder.channels: positive channel counts, got {list(channels)}")
         blocks = []
         for c_out in channels:
-            blocks.append(nn.Sequential(nn.Conv2d(c_in, int(c_out), 3, 2, 1, bias=False), nn.BatchNorm2d(int(c_out)),
-                                        nn.ReLU(inplace=True)))
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, int(c_out), 3, 2, 1, bias=False), nn.BatchNorm2d(int(c_out)), nn.ReLU(inplace=True)
+                )
+            )
             c_in = int(c_out)
         self.blocks = nn.ModuleList(blocks)
         self.out = nn.Linear(c_in, int(out_dim))

@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 
 
 def _how_to_get(model: str) -> str:
-    return (f"download it once where there is internet (huggingface-cli download {model}, or "
-            f"from_pretrained({model!r}) then save_pretrained(<folder>)) and give the folder as the model, or point "
-            "cache_dir / HF_HOME at the cache that holds it; runs are offline (local_files_only)")
+    return (
+        f"download it once where there is internet (huggingface-cli download {model}, or "
+        f"from_pretrained({model!r}) then save_pretrained(<folder>)) and give the folder as the model, or point "
+        "cache_dir / HF_HOME at the cache that holds it; runs are offline (local_files_only)"
+    )
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -54,8 +56,15 @@ def _dtype(name: str) -> torch.dtype:
 class _Frozen(nn.Module):
     """Shared by the extractors: offline loading, dtype, a disk cache of layer features keyed by the inputs."""
 
-    def __init__(self, model: str, revision: str | None, cache_dir: str | None, dtype: str,
-                 feature_cache: str | None, batch_size: int) -> None:
+    def __init__(
+        self,
+        model: str,
+        revision: str | None,
+        cache_dir: str | None,
+        dtype: str,
+        feature_cache: str | None,
+        batch_size: int,
+    ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"encoder.batch_size: must be a positive integer, got {batch_size!r}")
@@ -68,8 +77,9 @@ class _Frozen(nn.Module):
         try:
             import transformers
         except ImportError:
-            raise ConfigError("encoder: frozen pretrained extractors need Hugging Face transformers: "
-                              "pip install -e '.[vl]'") from None
+            raise ConfigError(
+                "encoder: frozen pretrained extractors need Hugging Face transformers: pip install -e '.[vl]'"
+            ) from None
         return transformers
 
     def _load(self, loader, what: str = "model", name: str | None = None, key: str = "model"):
@@ -77,8 +87,9 @@ class _Frozen(nn.Module):
         try:
             return loader.from_pretrained(name, revision=self.revision, cache_dir=self.cache_dir, local_files_only=True)
         except (OSError, ValueError) as err:
-            raise ConfigError(f"encoder.{key}: {name!r} has no local {what} files ({type(err).__name__}); "
-                              f"{_how_to_get(name)}") from None
+            raise ConfigError(
+                f"encoder.{key}: {name!r} has no local {what} files ({type(err).__name__}); {_how_to_get(name)}"
+            ) from None
 
     def _cached(self, kind: str, inputs: list[torch.Tensor], compute) -> dict[str, torch.Tensor]:
         if self.feature_cache is None:
@@ -120,16 +131,29 @@ class HFCausalLM(_Frozen):
         feature_cache: folder for cached features (``None``: no cache).
     """
 
-    def __init__(self, modality: ModalitySpec, out_dim: int, model: str, tokenizer: str | None = None,
-                 revision: str | None = None, cache_dir: str | None = None, pad_token: str | None = None,
-                 batch_size: int = 2, dtype: str = "auto", feature_cache: str | None = None) -> None:
+    def __init__(
+        self,
+        modality: ModalitySpec,
+        out_dim: int,
+        model: str,
+        tokenizer: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        pad_token: str | None = None,
+        batch_size: int = 2,
+        dtype: str = "auto",
+        feature_cache: str | None = None,
+    ) -> None:
         if modality.kind != "text":
-            raise ConfigError(f"encoder: hf_lm reads raw text (a dataset's `text` modality), got a {modality.kind} "
-                              "modality")
+            raise ConfigError(
+                f"encoder: hf_lm reads raw text (a dataset's `text` modality), got a {modality.kind} modality"
+            )
         super().__init__(model, revision, cache_dir, dtype, feature_cache, batch_size)
         transformers = self._transformers()
         self.lm = self._load(transformers.AutoModelForCausalLM).to(self.dtype).eval().requires_grad_(False)
-        self.tokenizer = self._load(transformers.AutoTokenizer, "tokenizer", str(tokenizer or model), "tokenizer" if tokenizer else "model")
+        self.tokenizer = self._load(
+            transformers.AutoTokenizer, "tokenizer", str(tokenizer or model), "tokenizer" if tokenizer else "model"
+        )
         self.tokenizer.padding_side = "left"
         if pad_token is not None:
             self.tokenizer.pad_token = pad_token
@@ -192,9 +216,17 @@ class HFVisionTransformer(_Frozen):
     Args: as :class:`HFCausalLM`; ``batch_size`` images per forward pass. CLIP checkpoints use their vision tower.
     """
 
-    def __init__(self, modality: ModalitySpec, out_dim: int, model: str, revision: str | None = None,
-                 cache_dir: str | None = None, batch_size: int = 32, dtype: str = "auto",
-                 feature_cache: str | None = None) -> None:
+    def __init__(
+        self,
+        modality: ModalitySpec,
+        out_dim: int,
+        model: str,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        batch_size: int = 32,
+        dtype: str = "auto",
+        feature_cache: str | None = None,
+    ) -> None:
         if modality.kind != "image":
             raise ConfigError(f"encoder: hf_vit reads images, got a {modality.kind} modality")
         super().__init__(model, revision, cache_dir, dtype, feature_cache, batch_size)

@@ -1,14 +1,15 @@
 """Fully-connected encoders.
 
 ``MLP(modality, out_dim, ...)`` follows the encoder contract: the config (``encoders.<modality>``) is
-``_partial_: true`` and the objective calls it with that modality's :class:`ModalitySpec` and the encoding size. Every hidden activation is a named ``act{l}`` module so alignment metrics
+``_partial_: true`` and the objective calls it with that modality's :class:`ModalitySpec` and the encoding size.
+Every hidden activation is a named ``act{l}`` module so alignment metrics
 can hook post-activation features (:meth:`MLP.activation_layers`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,7 +32,9 @@ def make_activation(name: str, negative_slope: float = 0.01) -> nn.Module:
     try:
         return _ACTIVATIONS[name](negative_slope)
     except KeyError:
-        raise ConfigError(f"encoder.activation: unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}") from None
+        raise ConfigError(
+            f"encoder.activation: unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}"
+        ) from None
 
 
 class MLP(nn.Module):
@@ -66,8 +69,10 @@ class MLP(nn.Module):
         super().__init__()
         if isinstance(in_shape, ModalitySpec):
             if in_shape.masked:
-                raise ConfigError("encoder: an MLP takes a plain tensor; use a sequence encoder (e.g. transformer) "
-                                  "for a masked modality")
+                raise ConfigError(
+                    "encoder: an MLP takes a plain tensor; use a sequence encoder (e.g. transformer) "
+                    "for a masked modality"
+                )
             in_shape = in_shape.shape
         in_dim = int(math.prod(in_shape)) if not isinstance(in_shape, int) else in_shape
         if out_dim < 1:

@@ -20,11 +20,15 @@ class TextCNN2D(nn.Module):
     def __init__(self, modality: ModalitySpec, out_dim: int, embedding: int = EMBEDDING) -> None:
         super().__init__()
         if len(modality.shape) != 2:
-            raise ConfigError(f"encoder: text_cnn2d needs (L, V) one-hot tokens, the modality has shape {modality.shape}")
+            raise ConfigError(
+                f"encoder: text_cnn2d needs (L, V) one-hot tokens, the modality has shape {modality.shape}"
+            )
         length, vocab = modality.shape
         if not MIN_LEN <= length <= MAX_LEN:
-            raise ConfigError(f"encoder: text_cnn2d needs {MIN_LEN} <= L <= {MAX_LEN} tokens (the original's bounds), "
-                              f"the modality has L = {length}")
+            raise ConfigError(
+                f"encoder: text_cnn2d needs {MIN_LEN} <= L <= {MAX_LEN} tokens (the original's bounds), "
+                f"the modality has L = {length}"
+            )
         self.embed = nn.Linear(vocab, int(embedding))
         blocks, c_in, c_out, h, w = [], 1, FIRST_CHANNELS, length, int(embedding)
         while h >= 4 and w >= 4:

@@ -8,7 +8,7 @@ encoder's layers and turns the layer × layer matrices into tidy rows, one set p
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -66,12 +66,39 @@ def alignment_rows(
     rows = []
     for metric, res in results.items():
         i, j = res.best_layers
-        rows.append({"metric": metric, "aggregate": "max", "layer_a": names_a[i], "layer_b": names_b[j], "value": res.best, **columns})
-        rows.append({"metric": metric, "aggregate": "last", "layer_a": names_a[-1], "layer_b": names_b[-1], "value": res.last, **columns})
+        rows.append(
+            {
+                "metric": metric,
+                "aggregate": "max",
+                "layer_a": names_a[i],
+                "layer_b": names_b[j],
+                "value": res.best,
+                **columns,
+            }
+        )
+        rows.append(
+            {
+                "metric": metric,
+                "aggregate": "last",
+                "layer_a": names_a[-1],
+                "layer_b": names_b[-1],
+                "value": res.last,
+                **columns,
+            }
+        )
         if per_layer:
             for i, la in enumerate(names_a):
                 for j, lb in enumerate(names_b):
-                    rows.append({"metric": metric, "aggregate": "layer", "layer_a": la, "layer_b": lb, "value": float(res.matrix[i, j]), **columns})
+                    rows.append(
+                        {
+                            "metric": metric,
+                            "aggregate": "layer",
+                            "layer_a": la,
+                            "layer_b": lb,
+                            "value": float(res.matrix[i, j]),
+                            **columns,
+                        }
+                    )
     return rows
 
 
@@ -125,8 +152,9 @@ class Alignment:
             raise ConfigError(f"{self.key}.clamp: layer or encoder, got {clamp!r}")
         self.n, self.pairs, self.include_output, self.per_layer = int(n), pairs, include_output, per_layer
         self.concat_layers, self.clamp = concat_layers, clamp
-        self.options = dict(k=int(k), q=float(q), exact_quantile=exact_quantile, rbf_sigma=rbf_sigma,
-                            svcca_dim=int(svcca_dim))
+        self.options = dict(
+            k=int(k), q=float(q), exact_quantile=exact_quantile, rbf_sigma=rbf_sigma, svcca_dim=int(svcca_dim)
+        )
         self._warned: set[str] = set()
 
     def features(self, model, inputs: dict) -> dict[str, tuple[list[str], list[torch.Tensor]]]:
@@ -150,12 +178,16 @@ class Alignment:
         ``platonic-rep`` takes min(dim, width) directions). One warning per capped key; fewer than 4 samples is
         a ConfigError (nothing in the suite is defined there)."""
         if n_samples < MIN_SAMPLES:
-            raise ConfigError(f"{self.key}.n: the held-out alignment set has {n_samples} samples; alignment needs at "
-                              f"least {MIN_SAMPLES} (a larger test split, or leave metric alignment out)")
+            raise ConfigError(
+                f"{self.key}.n: the held-out alignment set has {n_samples} samples; alignment needs at "
+                f"least {MIN_SAMPLES} (a larger test split, or leave metric alignment out)"
+            )
         k = self.options["k"]
         if any(METRICS[m].uses_k for m in self.metrics) and k > n_samples - 1:
-            self._warn(f"{self.key}.k: {k} neighbours need more than the {n_samples} held-out samples; "
-                       f"using k = {n_samples - 1}")
+            self._warn(
+                f"{self.key}.k: {k} neighbours need more than the {n_samples} held-out samples; "
+                f"using k = {n_samples - 1}"
+            )
             k = n_samples - 1
         out = {}
         for a, b in pairs:
@@ -164,8 +196,10 @@ class Alignment:
                 narrowest = min(min(widths[a]), min(widths[b]))
                 dim = min(self.options["svcca_dim"], narrowest, n_samples - 1)
                 if dim < self.options["svcca_dim"]:
-                    self._warn(f"{self.key}.svcca_dim: {self.options['svcca_dim']} exceeds what {a}|{b} allows (narrowest "
-                               f"layer {narrowest} features, {n_samples} samples); using svcca_dim = {dim}")
+                    self._warn(
+                        f"{self.key}.svcca_dim: {self.options['svcca_dim']} exceeds what {a}|{b} allows (narrowest "
+                        f"layer {narrowest} features, {n_samples} samples); using svcca_dim = {dim}"
+                    )
                 options["svcca_dim"] = dim
             out[(a, b)] = options
         return out
@@ -205,8 +239,10 @@ class Alignment:
         widths = {m: [1 << 30] for m in modalities}  # unknown widths never cap
         if "svcca" in self.metrics:
             try:
-                widths = {m: [h.shape[1] for h in self.features(model, {m: stand_in_batch(model.data.modalities[m])})[m][1]]
-                          for m in modalities}
+                widths = {
+                    m: [h.shape[1] for h in self.features(model, {m: stand_in_batch(model.data.modalities[m])})[m][1]]
+                    for m in modalities
+                }
             except Exception:  # noqa: BLE001 - an encoder that cannot take zeros: the measurement will say what is wrong
                 pass
         self.adapt(n_samples, widths, pairs)
@@ -231,13 +267,18 @@ class Alignment:
         for (pair, metric), group in aligned.groupby(["modality", "metric"], sort=False):
             best = group[group["aggregate"] == "max"].iloc[0]
             last = group[group["aggregate"] == "last"].iloc[0]
-            table.add_row(pair, metric, f"{best['value']:.4f}", f"{best['layer_a']}/{best['layer_b']}", f"{last['value']:.4f}")
+            table.add_row(
+                pair, metric, f"{best['value']:.4f}", f"{best['layer_a']}/{best['layer_b']}", f"{last['value']:.4f}"
+            )
         return table
 
 
 def stand_in_batch(spec, n: int = 4):
     """``n`` samples of zeros shaped as the modality ``spec`` describes (bytes and a full mask for text)."""
     if spec.kind == "text":
-        return {"x": torch.zeros(n, *spec.shape, dtype=torch.uint8), "mask": torch.ones(n, spec.shape[0], dtype=torch.bool)}
+        return {
+            "x": torch.zeros(n, *spec.shape, dtype=torch.uint8),
+            "mask": torch.ones(n, spec.shape[0], dtype=torch.bool),
+        }
     x = torch.zeros(n, *spec.shape)
     return {"x": x, "mask": torch.ones(n, spec.shape[0], dtype=torch.bool)} if spec.masked else x

@@ -68,7 +68,8 @@ def task_function(z: torch.Tensor, exp_weight: float = 0.4) -> torch.Tensor:
 
 
 def ood_shift(coords=(8, 9), spike_prob: float = 0.0):
-    """The OOD marginal: ``c ← 2·sign(c)·c²`` on ``coords``, then (optionally) ``c ← 10·sign(c)`` with ``spike_prob``."""
+    """The OOD marginal: ``c ← 2·sign(c)·c²`` on ``coords``, then (optionally) ``c ← 10·sign(c)`` with
+    ``spike_prob``."""
 
     def shift(s: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         s = s.clone()
@@ -113,8 +114,17 @@ class Downstream:
         exp_weight, spike_prob, label_rule (``median`` | ``kmeans`` | ``kmeans_per_batch``): see the module docstring.
     """
 
-    def __init__(self, modality="x", n_fit=20_480, n_eval=20_480, epochs=10_000, exp_weight=0.4,
-                 spike_prob=0.0, label_rule="median", seed=0) -> None:
+    def __init__(
+        self,
+        modality="x",
+        n_fit=20_480,
+        n_eval=20_480,
+        epochs=10_000,
+        exp_weight=0.4,
+        spike_prob=0.0,
+        label_rule="median",
+        seed=0,
+    ) -> None:
         if label_rule not in LABEL_RULES:
             raise ConfigError(f"metric.downstream.label_rule: one of {list(LABEL_RULES)}, got {label_rule!r}")
         self.modality, self.n_fit, self.n_eval, self.epochs = modality, int(n_fit), int(n_eval), int(epochs)
@@ -145,7 +155,10 @@ class Downstream:
         s = {k: torch.cat([b["latents"]["s"] for b in v]).double() for k, v in sets.items()}
         scaler = StandardScaler().fit(z["fit"])
         zs = {k: scaler.transform(v) for k, v in z.items()}
-        ys = {k: {t: task_function(v[:, :p], self.exp_weight).numpy() for t, p in TASK_PREFIX.items()} for k, v in s.items()}
+        ys = {
+            k: {t: task_function(v[:, :p], self.exp_weight).numpy() for t, p in TASK_PREFIX.items()}
+            for k, v in s.items()
+        }
         rows = []
         for t in TASK_PREFIX:
             mean, std = ys["fit"][t].mean(), ys["fit"][t].std()
@@ -156,8 +169,19 @@ class Downstream:
         for split, logits in zip(("test", "shifted"), preds):
             rows.append(("mcc", "y5", split, float(matthews_corrcoef(labels[split], logits.argmax(1)))))
         return pd.DataFrame(
-            [{"metric": m, "probe": "mlp", "modality": self.modality, "target": t, "value": v, "split": sp,
-              "n_fit": self.n_fit, "n_eval": self.n_eval} for m, t, sp, v in rows]
+            [
+                {
+                    "metric": m,
+                    "probe": "mlp",
+                    "modality": self.modality,
+                    "target": t,
+                    "value": v,
+                    "split": sp,
+                    "n_fit": self.n_fit,
+                    "n_eval": self.n_eval,
+                }
+                for m, t, sp, v in rows
+            ]
         )
 
     @staticmethod

@@ -28,8 +28,16 @@ class FactorProbes:
         mlp_hidden, mlp_max_iter: the sklearn MLP probes (spec: 100 hidden, max_iter 10,000). n_jobs, seed.
     """
 
-    def __init__(self, probes=("linear", "mlp"), n_fit: int | None = None, n_eval: int | None = None,
-                 mlp_hidden: int = 100, mlp_max_iter: int = 1000, n_jobs: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        probes=("linear", "mlp"),
+        n_fit: int | None = None,
+        n_eval: int | None = None,
+        mlp_hidden: int = 100,
+        mlp_max_iter: int = 1000,
+        n_jobs: int = 1,
+        seed: int = 0,
+    ) -> None:
         self.probes = list(probes)
         if not self.probes or any(p not in PROBES for p in self.probes):
             raise ConfigError(f"metric.factors.probes: a non-empty subset of {list(PROBES)}, got {self.probes}")
@@ -58,15 +66,36 @@ class FactorProbes:
         scaled = {m: standardize(z_fit[m], z_eval[m]) for m in z_fit}
         jobs = [(m, f, p) for m in scaled for f in roles for p in self.probes]
         scores = Parallel(n_jobs=self.n_jobs)(
-            delayed(probe_score)(p, scaled[m][0], y_fit[f], scaled[m][1], y_eval[f], discrete=kinds[f] == "discrete",
-                                 hidden=self.mlp_hidden, max_iter=self.mlp_max_iter, seed=self.seed)
+            delayed(probe_score)(
+                p,
+                scaled[m][0],
+                y_fit[f],
+                scaled[m][1],
+                y_eval[f],
+                discrete=kinds[f] == "discrete",
+                hidden=self.mlp_hidden,
+                max_iter=self.mlp_max_iter,
+                seed=self.seed,
+            )
             for m, f, p in jobs
         )
-        return pd.DataFrame([
-            {"metric": metric, "probe": p, "modality": m, "target": f, "role": roles[f], "setting": setting, "value": value,
-             "split": "probe_eval", "n_fit": len(y_fit[f]), "n_eval": len(y_eval[f])}
-            for (m, f, p), (metric, value) in zip(jobs, scores)
-        ])
+        return pd.DataFrame(
+            [
+                {
+                    "metric": metric,
+                    "probe": p,
+                    "modality": m,
+                    "target": f,
+                    "role": roles[f],
+                    "setting": setting,
+                    "value": value,
+                    "split": "probe_eval",
+                    "n_fit": len(y_fit[f]),
+                    "n_eval": len(y_eval[f]),
+                }
+                for (m, f, p), (metric, value) in zip(jobs, scores)
+            ]
+        )
 
     @staticmethod
     def summary(rows: pd.DataFrame):

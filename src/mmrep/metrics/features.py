@@ -7,7 +7,7 @@ module is hooked and its output flattened per sample — the fallback for plain 
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
@@ -36,6 +36,7 @@ def _hooked_features(encoder: nn.Module, x: ModalityInput) -> tuple[list[str], l
     def keep(slot):
         def hook(_module, _inputs, out):
             collected[slot] = out.detach().flatten(1)
+
         return hook
 
     handles = [module.register_forward_hook(keep(slot)) for slot, (_, module) in enumerate(layers)]

@@ -60,7 +60,9 @@ class Identifiability:
         probes = list(probes)
         unknown = [p for p in probes if p not in PROBES]
         if unknown or not probes:
-            raise ConfigError(f"metric.identifiability.probes: expected a non-empty subset of {list(PROBES)}, got {probes}")
+            raise ConfigError(
+                f"metric.identifiability.probes: expected a non-empty subset of {list(PROBES)}, got {probes}"
+            )
         for key, value in {"n_fit": n_fit, "n_eval": n_eval, "mlp_max_iter": mlp_max_iter}.items():
             if int(value) < 1:
                 raise ConfigError(f"metric.identifiability.{key}: must be a positive integer, got {value}")

@@ -9,7 +9,7 @@ contrastive run on a labelled dataset end with a task number (``dataset=mosei ob
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -35,8 +35,14 @@ class LinearProbe:
     Rows: ``metric, probe=linear, modality, split, value, n, n_fit``.
     """
 
-    def __init__(self, splits: Iterable[str] = ("val", "test"), metrics: Iterable[str] | None = None,
-                 n_fit: int | None = None, max_iter: int = 1000, config_key: str = "metric.linear_probe") -> None:
+    def __init__(
+        self,
+        splits: Iterable[str] = ("val", "test"),
+        metrics: Iterable[str] | None = None,
+        n_fit: int | None = None,
+        max_iter: int = 1000,
+        config_key: str = "metric.linear_probe",
+    ) -> None:
         self.splits, self.key = list(splits), config_key
         if not self.splits or "train" in self.splits and len(self.splits) == 1:
             raise ConfigError(f"{self.key}.splits: score on held-out splits (val, test), got {self.splits}")
@@ -58,8 +64,10 @@ class LinearProbe:
         if task == "classification":
             classes = self._fit_labels(datamodule).unique()
             if len(classes) < 2:
-                raise ConfigError(f"{self.key}.n_fit: the probe's training samples hold one class "
-                                  f"({classes.tolist()}); a classifier needs at least two")
+                raise ConfigError(
+                    f"{self.key}.n_fit: the probe's training samples hold one class "
+                    f"({classes.tolist()}); a classifier needs at least two"
+                )
 
     def _fit_labels(self, datamodule) -> torch.Tensor:
         """The probe's training labels (n_fit,): read from the stored split where there is one, without building the
@@ -83,8 +91,9 @@ class LinearProbe:
             scaler = StandardScaler().fit(z)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                probe = (LogisticRegression(max_iter=self.max_iter) if spec.task == "classification"
-                         else LinearRegression()).fit(scaler.transform(z), y_fit)
+                probe = (
+                    LogisticRegression(max_iter=self.max_iter) if spec.task == "classification" else LinearRegression()
+                ).fit(scaler.transform(z), y_fit)
             for split, (z_split, y) in held_out.items():
                 z_eval = scaler.transform(z_split[m])
                 if spec.task == "classification":
@@ -94,8 +103,17 @@ class LinearProbe:
                 else:
                     outputs = torch.from_numpy(probe.predict(z_eval))
                 for metric, value in score_predictions(names, outputs, y, spec.num_classes).items():
-                    rows.append({"metric": metric, "probe": "linear", "modality": m, "split": split, "value": value,
-                                 "n": len(y), "n_fit": len(y_fit)})
+                    rows.append(
+                        {
+                            "metric": metric,
+                            "probe": "linear",
+                            "modality": m,
+                            "split": split,
+                            "value": value,
+                            "n": len(y),
+                            "n_fit": len(y_fit),
+                        }
+                    )
         return pd.DataFrame(rows)
 
     @staticmethod
@@ -105,4 +123,3 @@ class LinearProbe:
         if table is not None:
             table.title = "linear probes on frozen representations"
         return table
-

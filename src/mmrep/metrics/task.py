@@ -7,7 +7,7 @@ Classification (spec rus-alignment §3.1): ``accuracy`` and macro ``f1``. Regres
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 import torch
@@ -68,8 +68,12 @@ class TaskMetrics:
     Rows: ``metric, modality, split, value, n``.
     """
 
-    def __init__(self, splits: Iterable[str] = ("train", "val", "test"), metrics: Iterable[str] | None = None,
-                 config_key: str = "metric.task") -> None:
+    def __init__(
+        self,
+        splits: Iterable[str] = ("train", "val", "test"),
+        metrics: Iterable[str] | None = None,
+        config_key: str = "metric.task",
+    ) -> None:
         self.splits, self.key = list(splits), config_key
         if not self.splits:
             raise ConfigError(f"{self.key}.splits: needs at least one split")
@@ -117,8 +121,11 @@ class TaskMetrics:
                         for n, metric in per.items():
                             _update(n, metric, out, batch["y"])
                     total += batch["y"].shape[0]
-                rows += [{"metric": n, "modality": m, "split": split, "value": float(metric.compute()), "n": total}
-                         for m, per in scores.items() for n, metric in per.items()]
+                rows += [
+                    {"metric": n, "modality": m, "split": split, "value": float(metric.compute()), "n": total}
+                    for m, per in scores.items()
+                    for n, metric in per.items()
+                ]
         finally:
             model.train(was_training)
         return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -62,9 +62,7 @@ class Objective(pl.LightningModule):
             raise TypeError(f"objective: data must be the datamodule's DataSpec, got {type(data).__name__}")
         unknown = [m for m in encoders if m not in data.modalities and m not in data.deselected]
         if unknown:
-            raise ConfigError(
-                f"encoders.{unknown[0]}: not a modality of this dataset; its modalities are {data.names}"
-            )
+            raise ConfigError(f"encoders.{unknown[0]}: not a modality of this dataset; its modalities are {data.names}")
         encoders = {m: factory for m, factory in encoders.items() if m in data.modalities}
         if encoding_size is not None and int(encoding_size) < 1:
             raise ConfigError(f"objective.encoding_size: must be a positive integer, got {encoding_size!r}")
@@ -82,7 +80,8 @@ class Objective(pl.LightningModule):
         training step: numbers are checked by name, then the optimiser is built once on a stand-in parameter."""
         for name, value in getattr(self.optimizer_factory, "keywords", {}).items():
             if name in ("lr", "weight_decay", "momentum", "eps", "dampening") and (
-                    isinstance(value, bool) or not isinstance(value, (int, float))):
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
                 raise ConfigError(f"objective.optimizer.{name}: must be a number, got {value!r}")
         try:
             self.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
@@ -111,16 +110,22 @@ class Objective(pl.LightningModule):
         encoders = {}
         for m in names:
             if not callable(self.encoder_factories[m]):
-                raise ConfigError(f"encoders.{m}: needs an encoder config with _target_ (e.g. encoder@encoders.{m}=mlp)")
+                raise ConfigError(
+                    f"encoders.{m}: needs an encoder config with _target_ (e.g. encoder@encoders.{m}=mlp)"
+                )
             try:
                 encoders[m] = self.encoder_factories[m](self.data.modalities[m], self.encoding_size_for(m))
             except ConfigError as err:  # encoders say "encoder.<key>": name the modality's config node
                 message = str(err)
-                raise ConfigError(f"encoders.{m}{message[len('encoder'):]}" if message.startswith("encoder") else message) from None
+                raise ConfigError(
+                    f"encoders.{m}{message[len('encoder') :]}" if message.startswith("encoder") else message
+                ) from None
             except TypeError as err:  # e.g. a value set for another encoder option left in encoders.<m>
                 if "unexpected keyword argument" not in str(err):
                     raise
-                raise ConfigError(f"encoders.{m}: {err}; remove it (~encoders.{m}.<key>) or pick a matching encoder") from None
+                raise ConfigError(
+                    f"encoders.{m}: {err}; remove it (~encoders.{m}.<key>) or pick a matching encoder"
+                ) from None
         return nn.ModuleDict(encoders)
 
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -40,16 +40,23 @@ def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     sizes_by_rank = torch.stack(sizes).tolist()  # [rank][tensor]
     longest = [max(column) for column in zip(*sizes_by_rank)]
     widths = [math.prod(t.shape[1:]) for t in tensors]
-    flat = torch.cat([_padded(t.detach().to(dtype).reshape(t.shape[0], w), m).reshape(-1)
-                      for t, w, m in zip(tensors, widths, longest)])
+    flat = torch.cat(
+        [
+            _padded(t.detach().to(dtype).reshape(t.shape[0], w), m).reshape(-1)
+            for t, w, m in zip(tensors, widths, longest)
+        ]
+    )
     buffers = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(buffers, flat)
     out = []
     offset = 0
     for i, (t, w, m) in enumerate(zip(tensors, widths, longest)):
-        blocks = [t if r == rank else
-                  buffers[r][offset: offset + m * w].reshape(m, *t.shape[1:])[: sizes_by_rank[r][i]].to(t.dtype)
-                  for r in range(world)]
+        blocks = [
+            t
+            if r == rank
+            else buffers[r][offset : offset + m * w].reshape(m, *t.shape[1:])[: sizes_by_rank[r][i]].to(t.dtype)
+            for r in range(world)
+        ]
         out.append(torch.cat(blocks))
         offset += m * w
     return tuple(out)

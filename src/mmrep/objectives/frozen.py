@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from mmrep.core.errors import ConfigError
 from mmrep.objectives.base import Objective
@@ -18,8 +18,16 @@ class FrozenEncoders(Objective):
     loss_name = "none"
     shared_space = False
 
-    def __init__(self, data, encoders, encoding_size: int | None = None, modalities: Sequence[str] | None = None,
-                 optimizer=None, scheduler=None, scheduler_interval: str = "step") -> None:
+    def __init__(
+        self,
+        data,
+        encoders,
+        encoding_size: int | None = None,
+        modalities: Sequence[str] | None = None,
+        optimizer=None,
+        scheduler=None,
+        scheduler_interval: str = "step",
+    ) -> None:
         super().__init__(data, encoders, encoding_size, optimizer, scheduler, scheduler_interval)
         names = data.check_modalities(modalities or data.names, "objective.modalities")
         self.encoders = self.build_encoders(names)

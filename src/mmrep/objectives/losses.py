@@ -76,8 +76,14 @@ class _RowLogSumExp(torch.autograd.Function):
         return grad_u, grad_v, grad_w, None, None, None
 
 
-def row_logsumexp(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None, scale: float = 1.0,
-                  exclude_self: bool = False, chunk: int | None = None) -> torch.Tensor:
+def row_logsumexp(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor | None = None,
+    scale: float = 1.0,
+    exclude_self: bool = False,
+    chunk: int | None = None,
+) -> torch.Tensor:
     """(N,) ``log Σ_j exp(scale · u_i·v_j + w_j)`` for u (N, d), v (M, d), w (M,) or None; ``exclude_self`` leaves
     out j = i (u and v the same items). Differentiable in u, v, w; never holds more than ``chunk`` × M logits."""
     chunk = chunk or max(1, min(u.shape[0], CHUNK_ELEMENTS // max(1, v.shape[0])))

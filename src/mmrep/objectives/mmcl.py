@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -76,7 +76,9 @@ class MMCL(Objective):
         """Whether the loss takes its negatives from the other pairs of the batch (for a dataset that does or does
         not yield fresh ones)."""
         negatives = self.hparams.negatives
-        return self.hparams.loss == "nt_xent" or negatives == "in_batch" or (negatives == "auto" and not yields_negatives)
+        return (
+            self.hparams.loss == "nt_xent" or negatives == "in_batch" or (negatives == "auto" and not yields_negatives)
+        )
 
     def check_data(self, datamodule, world_size: int = 1) -> None:
         """Before training: ``fresh`` negatives need a dataset that yields them, and in-batch negatives at least two
@@ -84,8 +86,10 @@ class MMCL(Objective):
         with ``gather: global`` the global one (every device's batch together)."""
         yields = bool(getattr(datamodule, "negatives", False))
         if self.hparams.negatives == "fresh" and not yields:
-            raise ConfigError("objective.negatives: 'fresh' needs a dataset that yields independent negative draws "
-                              "(dataset=numeric); use objective.negatives=in_batch or auto for this dataset")
+            raise ConfigError(
+                "objective.negatives: 'fresh' needs a dataset that yields independent negative draws "
+                "(dataset=numeric); use objective.negatives=in_batch or auto for this dataset"
+            )
         if not self.in_batch_negatives(yields):
             return
         world = max(world_size, 1)
@@ -95,12 +99,18 @@ class MMCL(Objective):
         per_device = batch if n_train is None else min(batch, math.ceil(n_train / world))
         if per_device * ranks < 2:
             where = f"dataset.batch_size={batch}" if n_train is None or batch < 2 else f"a train split of {n_train}"
-            raise ConfigError(f"dataset.batch_size: objective=mmcl contrasts each pair with the other pairs of its "
-                              f"batch; {where} over {world} device(s) leaves {per_device * ranks} pair per "
-                              f"contrasted batch (objective.gather={self.hparams.gather}; at least 2 are needed)")
+            raise ConfigError(
+                f"dataset.batch_size: objective=mmcl contrasts each pair with the other pairs of its "
+                f"batch; {where} over {world} device(s) leaves {per_device * ranks} pair per "
+                f"contrasted batch (objective.gather={self.hparams.gather}; at least 2 are needed)"
+            )
         if n_train is not None and (math.ceil(n_train / world) % batch) * ranks == 1:
-            log.warning("objective=mmcl: the last training batch of each epoch holds one pair and is skipped "
-                        "(no negatives); dataset.batch_size=%d, %d training samples", batch, n_train)
+            log.warning(
+                "objective=mmcl: the last training batch of each epoch holds one pair and is skipped "
+                "(no negatives); dataset.batch_size=%d, %d training samples",
+                batch,
+                n_train,
+            )
 
     def embeddings(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         """(h_a, h_b) of the pair, plus (neg_a, neg_b) with fresh negatives: this rank's rows, or with
@@ -109,7 +119,8 @@ class MMCL(Objective):
         h = self.encode(batch)
         out = (h[a], h[b])
         if self.hparams.loss != "nt_xent" and (
-                self.hparams.negatives == "fresh" or (self.hparams.negatives == "auto" and "neg" in batch)):
+            self.hparams.negatives == "fresh" or (self.hparams.negatives == "auto" and "neg" in batch)
+        ):
             if "neg" not in batch:
                 raise ConfigError(
                     "objective.negatives: 'fresh' needs a dataset that yields independent negative draws "
@@ -123,8 +134,9 @@ class MMCL(Objective):
         """The configured loss of paired embeddings (N, d) (and fresh negatives), a scalar."""
         if self.hparams.loss == "nt_xent":
             return nt_xent(h_a, h_b, self.hparams.temperature)
-        return symmetric_info_nce(h_a, h_b, neg_a, neg_b, similarity=self.hparams.similarity,
-                                  temperature=self.hparams.temperature)
+        return symmetric_info_nce(
+            h_a, h_b, neg_a, neg_b, similarity=self.hparams.similarity, temperature=self.hparams.temperature
+        )
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """The loss of ``batch`` (over the global batch under DDP with ``gather: global``)."""

@@ -5,7 +5,7 @@ per-modality optimiser groups, per-modality gradient clipping and a per-modality
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torchmetrics
@@ -52,7 +52,8 @@ class UnimodalSupervised(Objective):
         super().__init__(data, encoders, encoding_size, optimizer, scheduler, scheduler_interval)
         if data.task not in ("classification", "regression"):
             raise ConfigError(
-                f"objective=unimodal: needs a dataset with a classification or regression task; this one has task={data.task!r}"
+                "objective=unimodal: needs a dataset with a classification or regression task; "
+                f"this one has task={data.task!r}"
             )
         names = data.check_modalities(train_modalities or data.names, "objective.train_modalities")
         if not names:
@@ -63,7 +64,9 @@ class UnimodalSupervised(Objective):
                 raise ConfigError(f"objective.param_groups.{m}: not a trained modality {names}")
             bad = [k for k in options if k not in OPTIMIZER_KEYS]
             if bad:
-                raise ConfigError(f"objective.param_groups.{m}.{bad[0]}: not an optimiser option {list(OPTIMIZER_KEYS)}")
+                raise ConfigError(
+                    f"objective.param_groups.{m}.{bad[0]}: not an optimiser option {list(OPTIMIZER_KEYS)}"
+                )
             for key in ("lr", "weight_decay"):
                 if key in options and float(options[key]) < 0:
                     raise ConfigError(f"objective.param_groups.{m}.{key}: must be >= 0, got {options[key]}")
@@ -75,8 +78,11 @@ class UnimodalSupervised(Objective):
         self.encoders = self.build_encoders(names)
         self.heads = nn.ModuleDict({m: nn.Linear(self.encoding_size_for(m), outputs) for m in names})
         # the validation score that picks each modality's best weights (synced across DDP ranks by torchmetrics)
-        make = (lambda: torchmetrics.classification.MulticlassAccuracy(outputs, average="micro")) if self.classify \
+        make = (
+            (lambda: torchmetrics.classification.MulticlassAccuracy(outputs, average="micro"))
+            if self.classify
             else torchmetrics.MeanAbsoluteError
+        )
         self.val_score = nn.ModuleDict({m: make() for m in names})
         self.best_score = {m: float("-inf") for m in names}  # accuracy, or −L1 for regression
         self.best_epoch = {m: -1 for m in names}

@@ -62,7 +62,11 @@ def instantiate(config, *args, **kwargs):
 
 def instantiate_group(section: DictConfig | None) -> dict[str, object]:
     """``{name: object}`` for each entry of a ``name: {_target_: ...}`` section (metric, callbacks, logger)."""
-    return {name: instantiate(c, _convert_="all") for name, c in (section or {}).items() if c is not None and "_target_" in c}
+    return {
+        name: instantiate(c, _convert_="all")
+        for name, c in (section or {}).items()
+        if c is not None and "_target_" in c
+    }
 
 
 def build(cfg: DictConfig):
@@ -72,8 +76,10 @@ def build(cfg: DictConfig):
     bias = instantiate(cfg.bias, _convert_="all") if cfg.get("bias") else None
     datamodule = instantiate(cfg.dataset, bias=bias, _convert_="all")
     if not isinstance(datamodule, MultimodalDataModule):
-        raise ConfigError(f"dataset: {type(datamodule).__name__} does not follow the datamodule contract "
-                          "(a `spec: DataSpec` and `heldout(purpose, n)`; see README, Contracts)")
+        raise ConfigError(
+            f"dataset: {type(datamodule).__name__} does not follow the datamodule contract "
+            "(a `spec: DataSpec` and `heldout(purpose, n)`; see README, Contracts)"
+        )
     encoders = instantiate(cfg.get("encoders") or {}, _convert_="all")
     objective = instantiate(cfg.objective, _partial_=True, _convert_="all")  # the spec must reach it as is
     try:
@@ -104,6 +110,7 @@ def record_threads(cfg: DictConfig, count: int) -> None:
     saved = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
     if HydraConfig.initialized() and saved.is_file() and rank_zero_only.rank == 0:  # DDP ranks share the folder
         OmegaConf.save(cfg, saved)
+
 
 def seed_and_threads(cfg: DictConfig) -> None:
     """Seed everything from ``seed``; this process takes its share of the cores while the run lasts, and the count

@@ -19,9 +19,18 @@ log = logging.getLogger("mmrep.train")
 # Config sections that define the data and the model (DESIGN.md): a resumed run must match its checkpoint here.
 DEFINING = ("dataset", "bias", "encoders", "objective")
 # ... except these, which change how the same world is served or optimised, not what it is.
-NOT_DEFINING = ("dataset.batch_size", "dataset.steps_per_epoch", "dataset.num_workers", "dataset.pin_memory",
-                "dataset.device", "dataset.data_dir", "dataset.cache", "objective.optimizer", "objective.scheduler",
-                "objective.gather")
+NOT_DEFINING = (
+    "dataset.batch_size",
+    "dataset.steps_per_epoch",
+    "dataset.num_workers",
+    "dataset.pin_memory",
+    "dataset.device",
+    "dataset.data_dir",
+    "dataset.cache",
+    "objective.optimizer",
+    "objective.scheduler",
+    "objective.gather",
+)
 
 
 def read_checkpoint(ckpt_path) -> dict:
@@ -33,14 +42,27 @@ def read_checkpoint(ckpt_path) -> dict:
         raise ConfigError(f"ckpt_path: no such checkpoint file {str(path)!r} (e.g. <run>/checkpoints/last.ckpt)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
-            AttributeError, ImportError, IndexError, KeyError) as err:  # truncated, garbage, foreign pickles
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+    ) as err:  # truncated, garbage, foreign pickles
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"ckpt_path: {path} is not a readable checkpoint (truncated or not a torch file: "
-                          f"{first})") from None
+        raise ConfigError(
+            f"ckpt_path: {path} is not a readable checkpoint (truncated or not a torch file: {first})"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict); use a .ckpt that "
-                          "mmrep.train wrote under <run>/checkpoints/")
+        raise ConfigError(
+            f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict); use a .ckpt that "
+            "mmrep.train wrote under <run>/checkpoints/"
+        )
     return checkpoint
 
 
@@ -50,10 +72,18 @@ def check_fits(model: torch.nn.Module, checkpoint: dict, ckpt_path) -> None:
     missing, unexpected = sorted(own.keys() - stored.keys()), sorted(stored.keys() - own.keys())
     reshaped = [k for k in own.keys() & stored.keys() if tuple(own[k].shape) != tuple(stored[k].shape)]
     if missing or unexpected or reshaped:
-        what = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else
-                f"{reshaped[0]} has shape {tuple(stored[reshaped[0]].shape)}, the model {tuple(own[reshaped[0]].shape)}")
-        raise ConfigError(f"ckpt_path: {ckpt_path} does not fit this run's objective/encoders ({what}); use a "
-                          "checkpoint of the same model")
+        what = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"{reshaped[0]} has shape {tuple(stored[reshaped[0]].shape)}, "
+            f"the model {tuple(own[reshaped[0]].shape)}"
+        )
+        raise ConfigError(
+            f"ckpt_path: {ckpt_path} does not fit this run's objective/encoders ({what}); use a "
+            "checkpoint of the same model"
+        )
 
 
 def _flatten(config, prefix: str = "") -> dict[str, object]:
@@ -88,8 +118,11 @@ def _under(key: str, prefixes) -> bool:
 def config_differences(before: dict, now: dict, skip=()) -> list[str]:
     """``key (checkpoint X, now Y)`` for every flattened key whose value differs, except keys under ``skip``."""
     old, new = _flatten(before), _flatten(now)
-    return [f"{k} (checkpoint {old.get(k, '<unset>')}, now {new.get(k, '<unset>')})"
-            for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k) and not _under(k, skip)]
+    return [
+        f"{k} (checkpoint {old.get(k, '<unset>')}, now {new.get(k, '<unset>')})"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k) and not _under(k, skip)
+    ]
 
 
 def defining_differences(before: dict, now: dict) -> list[str]:
@@ -103,8 +136,16 @@ def _first_four(differences: list[str]) -> str:
 
 # Keys a run may change when it is started again in its own folder (resume: auto): where it runs, how many threads,
 # how long it trains. Any other difference means the folder holds another run (e.g. another sweep trial's job).
-RERUN_MAY_CHANGE = ("ckpt_path", "resume", "cpu_threads", "cpu_threads_used", "print_config", "paths",
-                    "trainer.max_steps", "trainer.max_epochs")
+RERUN_MAY_CHANGE = (
+    "ckpt_path",
+    "resume",
+    "cpu_threads",
+    "cpu_threads_used",
+    "print_config",
+    "paths",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+)
 
 
 def check_same_run(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
@@ -128,8 +169,11 @@ def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
     if not differences:
         return
     if not cfg.get("ckpt_strict", True):
-        log.warning("resuming %s with different data/model settings (ckpt_strict=false): %s", ckpt_path,
-                    "; ".join(differences))
+        log.warning(
+            "resuming %s with different data/model settings (ckpt_strict=false): %s", ckpt_path, "; ".join(differences)
+        )
         return
-    raise ConfigError(f"ckpt_path: {ckpt_path} was trained with other data/model settings: {_first_four(differences)}. "
-                      "Resume with the checkpoint's settings, or set ckpt_strict=false to continue on purpose")
+    raise ConfigError(
+        f"ckpt_path: {ckpt_path} was trained with other data/model settings: {_first_four(differences)}. "
+        "Resume with the checkpoint's settings, or set ckpt_strict=false to continue on purpose"
+    )

@@ -27,9 +27,14 @@ def check_objective(model, datamodule, trainer) -> None:
         log.info("batch: %d samples per step (dataset.batch_size, per device)", batch)
         return
     gather = getattr(model, "hparams", {}).get("gather")
-    contrast = {"global": "; the contrastive loss takes its negatives from the global batch (objective.gather=global)",
-                "local": "; the contrastive loss takes its negatives from each device's batch only "
-                         "(objective.gather=local)"}.get(gather, "")
-    log.info("batch: dataset.batch_size is per device: %d devices × %d samples = %d samples per step%s",
-             world, batch, world * batch, contrast)
-
+    contrast = {
+        "global": "; the contrastive loss takes its negatives from the global batch (objective.gather=global)",
+        "local": "; the contrastive loss takes its negatives from each device's batch only (objective.gather=local)",
+    }.get(gather, "")
+    log.info(
+        "batch: dataset.batch_size is per device: %d devices × %d samples = %d samples per step%s",
+        world,
+        batch,
+        world * batch,
+        contrast,
+    )

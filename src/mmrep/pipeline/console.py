@@ -112,8 +112,13 @@ def config_tree(cfg: DictConfig, fields: Sequence[str] = CONFIG_TREE_FIELDS, res
     return tree
 
 
-def print_config_tree(cfg: DictConfig, fields: Sequence[str] = CONFIG_TREE_FIELDS, resolve: bool = True,
-                      save: bool = True, output_dir: str | Path | None = None) -> Path | None:
+def print_config_tree(
+    cfg: DictConfig,
+    fields: Sequence[str] = CONFIG_TREE_FIELDS,
+    resolve: bool = True,
+    save: bool = True,
+    output_dir: str | Path | None = None,
+) -> Path | None:
     """Print the composed config as a tree on stdout, as lightning-hydra-template does, and save its text.
 
     Args:

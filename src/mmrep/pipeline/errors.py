@@ -45,8 +45,9 @@ def one_line_message(err: BaseException, cfg: DictConfig | None) -> str | None:
     if isinstance(err, (ConfigError, FloatingPointError, MetricsFailed)):
         return str(err)
     text = str(err)
-    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
-            "can't allocate memory" in text or "out of memory" in text.lower())):
+    if isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    ):
         size = OOM_SIZE.search(text)
         needed = ""
         if size:
@@ -59,8 +60,10 @@ def one_line_message(err: BaseException, cfg: DictConfig | None) -> str | None:
         return f"out of memory{needed}: {lower} or the model size"
     if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR):
         where = err.filename or "a file"
-        return (f"cannot write or read {where}: {err.strerror}; the run directory and paths.data_dir must be "
-                "accessible (and writable for outputs)")
+        return (
+            f"cannot write or read {where}: {err.strerror}; the run directory and paths.data_dir must be "
+            "accessible (and writable for outputs)"
+        )
     return None
 
 
@@ -87,4 +90,3 @@ def one_line_errors(out_dir: Path, cfg: DictConfig | None = None):
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         sys.exit(1)
-

@@ -42,4 +42,3 @@ def raise_if_pruned(callbacks: list) -> None:
             import optuna
 
             raise optuna.TrialPruned(f"pruned at step {callback.pruned_at} on {callback.monitor}")
-

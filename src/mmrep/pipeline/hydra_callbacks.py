@@ -22,8 +22,11 @@ def _check_creatable(folder: str, key: str) -> None:
         reason = f"{probe} is not writable"
     else:
         return
-    print(f"mmrep: error: {key}: cannot create the output folder {path} ({reason}); set paths.log_dir (or "
-          f"{key}) to a writable place", file=sys.stderr)
+    print(
+        f"mmrep: error: {key}: cannot create the output folder {path} ({reason}); set paths.log_dir (or "
+        f"{key}) to a writable place",
+        file=sys.stderr,
+    )
     sys.exit(1)
 
 

@@ -52,16 +52,26 @@ def choice_tags() -> list[str]:
     if not HydraConfig.initialized():
         return []
     choices = HydraConfig.get().runtime.choices
-    return [f"{group}={option}" for group, option in choices.items()
-            if option and not group.startswith("hydra") and "@" not in group and group not in ("paths", "callbacks")]
+    return [
+        f"{group}={option}"
+        for group, option in choices.items()
+        if option and not group.startswith("hydra") and "@" not in group and group not in ("paths", "callbacks")
+    ]
 
 
-def wandb_logger(offline: bool | str = "auto", task_name: str = "train", group: str | None = None,
-                 name: str | None = None, tags: list[str] | None = None, **kwargs):
+def wandb_logger(
+    offline: bool | str = "auto",
+    task_name: str = "train",
+    group: str | None = None,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    **kwargs,
+):
     """A ``WandbLogger``; ``offline="auto"`` goes offline when no API key is configured and ``WANDB_MODE`` is unset.
 
     ``group``/``name`` default to the experiment (``task_name``) and, in a multirun, the sweep and the job, so every
-    job of a sweep is its own W&B run and a sweep is one group; ``tags`` default to the chosen group options. Offline runs land in
+    job of a sweep is its own W&B run and a sweep is one group; ``tags`` default to the chosen group options.
+    Offline runs land in
     ``<save_dir>/wandb/offline-run-*``; upload them later with ``wandb sync``.
     """
     from pytorch_lightning.loggers import WandbLogger
@@ -75,11 +85,18 @@ def wandb_logger(offline: bool | str = "auto", task_name: str = "train", group: 
         from mmrep.core.errors import ConfigError
 
         asked = f"WANDB_MODE={mode}" if mode else "logger.wandb.offline=false"
-        raise ConfigError(f"logger.wandb: {asked} but no W&B API key is configured; run `wandb login` or set "
-                          "WANDB_API_KEY, or log offline (WANDB_MODE=offline, sync later with `wandb sync`)")
+        raise ConfigError(
+            f"logger.wandb: {asked} but no W&B API key is configured; run `wandb login` or set "
+            "WANDB_API_KEY, or log offline (WANDB_MODE=offline, sync later with `wandb sync`)"
+        )
     default_group, default_name = _hydra_run_names(task_name)
-    return WandbLogger(offline=bool(offline), group=group or default_group, name=name or default_name,
-                       tags=list(tags) if tags is not None else choice_tags(), **kwargs)
+    return WandbLogger(
+        offline=bool(offline),
+        group=group or default_group,
+        name=name or default_name,
+        tags=list(tags) if tags is not None else choice_tags(),
+        **kwargs,
+    )
 
 
 class _ResumableExperimentWriter(ExperimentWriter):
@@ -96,7 +113,9 @@ class _ResumableExperimentWriter(ExperimentWriter):
     def keep_until(self, step: int) -> None:
         """Keep the earlier rows logged at steps ≤ ``step`` (the resumed checkpoint's), drop the rest (a fresh run,
         ``step`` 0: all of them), so the file reads as one run."""
-        kept = [r for r in self._earlier_rows if step > 0 and r.get("step") not in (None, "") and float(r["step"]) <= step]
+        kept = [
+            r for r in self._earlier_rows if step > 0 and r.get("step") not in (None, "") and float(r["step"]) <= step
+        ]
         if not kept:
             if self._fs.isfile(self.metrics_file_path):
                 self._fs.rm_file(self.metrics_file_path)
@@ -158,4 +177,3 @@ def finish_loggers() -> None:
 
         if wandb.run is not None:
             wandb.finish()
-

@@ -34,15 +34,27 @@ def measure(metrics: dict, model, datamodule, trainer) -> tuple[pd.DataFrame, li
             summaries.append(metric.summary(rows))
     val_loss = trainer.callback_metrics.get("val/loss")
     if val_loss is not None:
-        frames.append(pd.DataFrame([{"metric": "loss", "target": getattr(model, "loss_name", "loss"), "split": "val",
-                                     "value": float(val_loss)}]))
+        frames.append(
+            pd.DataFrame(
+                [
+                    {
+                        "metric": "loss",
+                        "target": getattr(model, "loss_name", "loss"),
+                        "split": "val",
+                        "value": float(val_loss),
+                    }
+                ]
+            )
+        )
     return tidy(frames), [s for s in summaries if s is not None], failed
 
 
 def metrics_failed(failed: dict[str, BaseException], results_path: Path, cfg: DictConfig) -> MetricsFailed:
     """One line naming each failed metric and its error, where the rest went and how to measure again."""
-    errors = "; ".join(f"metric.{name}: {one_line_message(err, None) or f'{type(err).__name__}: {err}'}"
-                       for name, err in failed.items())
+    errors = "; ".join(
+        f"metric.{name}: {one_line_message(err, None) or f'{type(err).__name__}: {err}'}"
+        for name, err in failed.items()
+    )
     kept = f"the other metrics' rows are in {results_path}" if results_path.is_file() else "no other metric ran"
     again = ""
     if cfg.fit:
@@ -75,6 +87,7 @@ def optuna_sweep() -> bool:
     if not HydraConfig.initialized():
         return False
     return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
+
 
 def write_results(metrics: dict, model, datamodule, trainer, loggers: list, cfg: DictConfig, started: float):
     """Measure (rank 0), write ``results.csv`` atomically, log it; returns (results, optimised value). Metrics that

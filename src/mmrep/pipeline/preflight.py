@@ -38,7 +38,8 @@ def known_top_level_keys() -> frozenset[str]:
 def _top_level_keys(conf_dir: Path) -> frozenset[str]:
     """Every top-level key some config file can set: ``train.yaml``'s keys and groups, the top-level keys of the
     ``@package _global_`` overlays (experiments, searches, datasets that pick encoders, ...) and the packages that
-    ``group@package`` defaults entries target. Derived from the config files so a new overlay needs no list to maintain."""
+    ``group@package`` defaults entries target. Derived from the config files so a new overlay needs no list to
+    maintain."""
     keys = {"hydra", "cpu_threads_used"}  # cpu_threads_used: recorded by the run itself
     for path in conf_dir.rglob("*.yaml"):
         if path.relative_to(conf_dir).parts[0] == "hydra":
@@ -68,7 +69,9 @@ def check_top_level_keys(cfg: DictConfig, overrides: list[str] = ()) -> None:
         close = difflib.get_close_matches(str(key), sorted(known), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         origin = f" (from {source})" if source else ""
-        raise ConfigError(f"{key}: unknown top-level key{origin}{hint} Known keys: {', '.join(sorted(known - {'hydra'}))}")
+        raise ConfigError(
+            f"{key}: unknown top-level key{origin}{hint} Known keys: {', '.join(sorted(known - {'hydra'}))}"
+        )
 
 
 def check_seed(seed) -> None:
@@ -80,8 +83,10 @@ def check_trainer(trainer: DictConfig) -> None:
     """A trainer that cannot start here fails with the key to change (Lightning's own errors are multi-line)."""
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not _cuda_available():
-        raise ConfigError(f"trainer.accelerator: {accelerator} asked for, but CUDA is not available on this machine "
-                          "(torch.cuda.is_available() is False); use trainer=default (CPU) or run on a GPU node")
+        raise ConfigError(
+            f"trainer.accelerator: {accelerator} asked for, but CUDA is not available on this machine "
+            "(torch.cuda.is_available() is False); use trainer=default (CPU) or run on a GPU node"
+        )
     for key in ("max_steps", "max_epochs"):
         value = trainer.get(key)
         if value is None:
@@ -101,7 +106,9 @@ def fit_short_runs(cfg: DictConfig) -> None:
     if isinstance(per_epoch, int) and isinstance(limit, int) and not isinstance(limit, bool):
         per_epoch = min(per_epoch, limit)  # an int limit shortens the epoch itself (debug=default)
     if cfg.get("fit", True) and isinstance(steps, int) and isinstance(per_epoch, int) and 0 < steps < per_epoch:
-        log.info("trainer.max_steps=%d is below dataset.steps_per_epoch=%d: one epoch of %d steps", steps, per_epoch, steps)
+        log.info(
+            "trainer.max_steps=%d is below dataset.steps_per_epoch=%d: one epoch of %d steps", steps, per_epoch, steps
+        )
         cfg.dataset.steps_per_epoch = steps
 
 
@@ -115,7 +122,6 @@ def check(cfg: DictConfig, overrides: list[str] = ()) -> None:
 def task_overrides() -> list[str]:
     """The command line's overrides of this run (empty outside Hydra)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
 
 
 def _cuda_available() -> bool:

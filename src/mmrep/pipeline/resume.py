@@ -52,8 +52,10 @@ def check_resume(cfg: DictConfig, model, found: Path | None = None) -> None:
     except ConfigError as err:
         if found is None:
             raise
-        raise ConfigError(f"resume: the run's folder holds {found}, which this run cannot continue ({err}); start "
-                          "over with resume=never or in another folder (hydra.run.dir=…)") from None
+        raise ConfigError(
+            f"resume: the run's folder holds {found}, which this run cannot continue ({err}); start "
+            "over with resume=never or in another folder (hydra.run.dir=…)"
+        ) from None
 
 
 def load_for_evaluation(model, datamodule, ckpt_path: str | None, device) -> None:
@@ -68,4 +70,3 @@ def load_for_evaluation(model, datamodule, ckpt_path: str | None, device) -> Non
     model.to(device)
     datamodule.prepare_data()
     datamodule.setup("validate")
-

@@ -252,7 +252,9 @@ def cmd(A: torch.Tensor, B: torch.Tensor, contract: str = "feat", center: bool =
         return cmd_from_products(*linear_kernel_products(A, B))
     if contract == "batch":
         if A.shape[1] != B.shape[1]:
-            raise AlignmentInputError(f"contract: 'batch' needs equal feature widths, got {A.shape[1]} and {B.shape[1]}")
+            raise AlignmentInputError(
+                f"contract: 'batch' needs equal feature widths, got {A.shape[1]} and {B.shape[1]}"
+            )
         ca, cb = A.T @ A, B.T @ B
         kl = (ca * cb).double().sum().item()
         kk, ll = ca.double().square().sum().item(), cb.double().square().sum().item()

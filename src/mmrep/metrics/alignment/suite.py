@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -281,7 +281,9 @@ def resolve_metrics(metrics: str | Iterable[str], name: str = "metrics") -> list
         return list(METRICS)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
-        raise AlignmentInputError(f"{name}: unknown metric(s) {unknown or metrics}; choose from 'all' or {list(METRICS)}")
+        raise AlignmentInputError(
+            f"{name}: unknown metric(s) {unknown or metrics}; choose from 'all' or {list(METRICS)}"
+        )
     return list(dict.fromkeys(metrics))
 
 
