@@ -1,4 +1,4 @@
-"""Slow, literal reference implementation of the alignment metric suite (spec rus-alignment §4.2–4.3).
+"""Slow, literal reference implementation of the alignment metric suite (multimodal_alignment utils/align_metrics.py).
 
 Written directly from the spec's formulas, independently of ``mmrep.metrics.alignment``: numpy float64,
 dense N×N kernel matrices, plain Python dynamic programmes for LCS and Levenshtein distance. Meant only for
@@ -18,11 +18,11 @@ def as_array(H) -> np.ndarray:
     return np.array(H, dtype=np.float64, copy=True)
 
 
-# --------------------------------------------------------------------------------------- preprocessing (§4.2)
+# ------------------------------------------------------------------------- preprocessing (utils/align_metrics.py)
 
 
 def remove_outliers(H, q: float = 1.0, exact: bool = True) -> np.ndarray:
-    """§4.2 step 1. q == 1: unchanged. exact: v = sorted(|H|.flat)[int(q·numel)];
+    """utils/align_metrics.py step 1. q == 1: unchanged. exact: v = sorted(|H|.flat)[int(q·numel)];
     otherwise v = mean over rows of the row-wise q-quantile of |H| (linear interpolation). Clamp to [-v, v]."""
     H = as_array(H)
     if q == 1:
@@ -38,7 +38,7 @@ def remove_outliers(H, q: float = 1.0, exact: bool = True) -> np.ndarray:
 
 
 def normalize_rows(H) -> np.ndarray:
-    """§4.2 step 2: each row divided by max(‖row‖₂, 1e-12) (``F.normalize``)."""
+    """utils/align_metrics.py step 2: each row divided by max(‖row‖₂, 1e-12) (``F.normalize``)."""
     H = as_array(H)
     out = np.empty_like(H)
     for i in range(H.shape[0]):
@@ -259,7 +259,8 @@ METRIC_NAMES = [
 def reference_score(
     name, X, Y, k=100, q=1.0, exact_quantile=True, rbf_sigma=1.0, svcca_dim=10, cmd_contract="feat", **_ignored
 ) -> float:
-    """One metric of the suite on raw X (N, d1), Y (N, d2): preprocessing (§4.2) then the definition (§4.3)."""
+    """One metric of the suite on raw X (N, d1), Y (N, d2): preprocessing (utils/align_metrics.py) then the definition
+    (utils/align_metrics.py)."""
     normalize = not name.endswith("_unnorm")
     A = preprocess(X, q, exact_quantile, normalize)
     B = preprocess(Y, q, exact_quantile, normalize)

@@ -1,6 +1,6 @@
 """The fast alignment suite (``mmrep.metrics.alignment``) equals a slow, literal reference written from the
-spec's formulas (rus-alignment §4.2–4.3; ``tests/alignment_reference.py``), plus hand-computed known answers,
-invariances, symmetries, ranges, blocking, layer × layer aggregation and input errors."""
+spec's formulas (multimodal_alignment utils/align_metrics.py; ``tests/alignment_reference.py``), plus hand-computed
+known answers, invariances, symmetries, ranges, blocking, layer × layer aggregation and input errors."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ CASES = {
     # N > d: feature-space (d×d) path of the linear kernels
     "gauss_n120_k10": (dict(seed=0, n=120, d1=16, d2=24), dict(k=10)),
     "feature_space_n300_k20": (dict(seed=1, n=300, d1=20, d2=12, noise=1.0), dict(k=20, rbf_sigma=0.7)),
-    # outlier clamping, both quantile rules (§4.2 step 1)
+    # outlier clamping, both quantile rules (utils/align_metrics.py step 1)
     "clamp_exact_q0.9": (dict(seed=2, n=200, d1=20, d2=30), dict(k=15, q=0.9)),
     "clamp_rowmean_q0.95": (dict(seed=3, n=150, d1=30, d2=12), dict(k=8, q=0.95, exact_quantile=False)),
     "clamp_exact_q0.8_relu": (dict(seed=4, n=90, d1=25, d2=18, relu=True), dict(k=6, q=0.8)),

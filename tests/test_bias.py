@@ -8,7 +8,7 @@ from mmrep.core.errors import ConfigError
 
 
 def test_powerset_table_matches_spec_prefix_indices():
-    # spec §1.3: idx([k]) = Σ_{r=1}^{k-1} C(10, r); the table lists the sweep values
+    # crossmodal_mislaignment main_numeric.py: idx([k]) = Σ_{r=1}^{k-1} C(10, r); the table lists the sweep values
     spec = {0: 1, 10: 2, 55: 3, 175: 4, 385: 5, 637: 6, 847: 7, 967: 8, 1012: 9, 1022: 10}
     for index, k in spec.items():
         assert powerset_subset(index, 10) == tuple(range(k))

@@ -1,4 +1,5 @@
-"""Downstream tasks (numeric-misalignment.md §1.10): the task function, the OOD shift and the probes."""
+"""Downstream tasks (crossmodal_mislaignment eval_numeric_predict.py): the task function, the OOD shift and the
+probes."""
 
 import itertools
 import math

@@ -187,7 +187,7 @@ def test_render_text_writes_the_original_captions_of_its_caption_tables(tmp_path
         if kind == "selections":  # the same CSV bytes: columns, their order, names, indices, number formats
             ours = caption_table(truth, table["text_phrasing"].to_numpy(), SETTINGS["selection"][index])
             assert ours.to_csv(index=False) == str(stored[f"table_{name}"]), name
-    # perturbation 0 perturbs nothing, but the original named the background after the *object* hue (spec §6.9)
+    # perturbation 0 perturbs nothing, but the original (generate_latents.py) used the *object* hue
     table = pd.read_csv(io.StringIO(str(stored["table_perturbations_0"])), keep_default_na=False)
     phrasing = table["text_phrasing"].to_numpy()
     bugged = caption_table({**truth, "background_color": truth["object_color"]}, phrasing, SEMANTIC)
@@ -235,7 +235,7 @@ def test_a_found_vocabulary_is_reused_if_it_covers_the_captions_else_rebuilt_wit
     dm.setup()
     stored = json.loads(path.read_text())
     assert list(stored["w2i"]) == list(i2w) and stored["i2w"] == {str(i): w for i, w in enumerate(i2w)}
-    assert token_ids([["never-seen"]], dm.vocab, 3).tolist() == [[2, 1, 0]]  # {unk}'s id, not the string (§6.10)
+    assert token_ids([["never-seen"]], dm.vocab, 3).tolist() == [[2, 1, 0]]  # {unk}'s id (get_w2i: the string)
 
 
 def test_the_golden_comparison_fails_when_the_tokenisation_changes(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from fixtures import AFFECT, write_affect, write_avmnist
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "multibench"
-BATCH = 64  # spec §3.3; the golden batches are the original's, in order
+BATCH = 64  # multimodal_alignment scripts/tune_real.sh; the golden batches are the original's, in order
 SPLITS = {"train": "train", "val": "valid", "test": "test"}  # mmrep's split → the original's loader
 AFFECT_FIXTURE = {"sizes": (72, 70, 24), "steps": (60, 50, 60), "seed": 0, "edge_cases": True}
 AVMNIST_FIXTURE = {

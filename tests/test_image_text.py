@@ -1,5 +1,5 @@
-"""Image–text building blocks (spec numeric-misalignment §3.2): NT-Xent against a literal reference, the plain-torch
-ResNet-18, the 2-D text CNN and a small CNN."""
+"""Image–text building blocks (crossmodal_mislaignment main_mpi3dreal.py): NT-Xent against a literal reference, the
+plain-torch ResNet-18, the 2-D text CNN and a small CNN."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""The fast InfoNCE equals a slow, literal implementation of the spec's formula (numeric-misalignment.md §1.7)."""
+"""The fast InfoNCE equals a slow, literal implementation of the spec's formula (crossmodal_mislaignment
+utils/losses.py)."""
 
 import math
 

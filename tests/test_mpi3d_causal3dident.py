@@ -1,5 +1,6 @@
-"""MPI3D-complex and Causal3DIdent loaders (spec numeric-misalignment §3.1, §4), on fixtures in the exact on-disk
-formats (tests/fixtures.py), checked against per-sample references written from the spec."""
+"""MPI3D-complex and Causal3DIdent loaders (crossmodal_mislaignment rendering_data/MPI3D/render_multimodal_mpi3d.py,
+main_causal3dident.py), on fixtures in the exact on-disk formats (tests/fixtures.py), checked against per-sample
+references written from the spec."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def test_mpi3d_batches_equal_a_per_sample_reference_of_the_files(mpi3d_root):
     dm = _mpi3d(mpi3d_root, "perturbation_2")
     dm.setup()
     with np.load(mpi3d_root / mpi3d.IMAGES) as stored:
-        images = stored["images"].reshape(*MPI3D_GRID, 64, 64, 3)  # the original's grid indexing (spec §3.1)
+        images = stored["images"].reshape(*MPI3D_GRID, 64, 64, 3)  # the original's grid indexing (main_mpi3dreal.py)
     assert isinstance(dm._images, np.memmap)  # an uncompressed npz is memory-mapped, not read whole
     test_rows = pd.read_csv(mpi3d_root / "test" / "image_semantics.csv")
     test_lines = (mpi3d_root / "test" / "text_perturbation_2.txt").read_text().splitlines()
@@ -309,7 +310,7 @@ def test_causal3dident_batches_equal_a_per_sample_reference(c3d_root):
     ]
     assert roles["object_xpos"] == "invariant" and roles["text_phrasing"] == "text-specific"
     assert dm.factor_kinds()["object_color"] == "continuous" and dm.factor_kinds()["object_ypos"] == "discrete"
-    assert dm.spec.encoding_size == 3 and dm.spec.modalities["image"].shape == (3, 128, 128)  # spec §4.3 sizes
+    assert dm.spec.encoding_size == 3 and dm.spec.modalities["image"].shape == (3, 128, 128)  # original sizes
 
 
 def test_causal3dident_settings_encoding_sizes_and_errors(c3d_root, tmp_path):
@@ -410,7 +411,8 @@ def test_perturbation_sweep_tables_beside_the_paper(cli, tmp_path, capsys):
 
 
 def _nearest_color_reference(hue: float, palette_name: str) -> str:
-    """The original's loop (spec §4.1): hsv(h, 1, 1), nearest RGB of the palette's RGB → name map, first on ties."""
+    """The original's loop (rendering_data/Causal3DIdent/generate_latents.py): hsv(h, 1, 1), nearest RGB of the
+    palette's RGB → name map, first on ties."""
     import colorsys
 
     import matplotlib.colors as mcolors
@@ -453,10 +455,11 @@ def test_causal3dident_render_text_names_colours_as_the_original_and_perturbs_it
     ).all()  # drawn once
     pert = pd.read_csv(c3d_root / "latents_text_perturbations_5.csv")
     assert (pert.object_xpos == latents.object_xpos).all() and (pert.object_shape == latents.object_shape).all()
-    assert (pert.spotlight_pos != latents.spotlight_pos).all()  # redrawn with probability 1 (spec §4.1)
+    assert (pert.spotlight_pos != latents.spotlight_pos).all()  # redrawn with probability 1 (generate_latents.py)
     unperturbed = pd.read_csv(c3d_root / "latents_text_perturbations_0.csv")
     expected = [_nearest_color_reference(h, "XKCD_COLORS") for h in latents.background_color]
-    assert list(unperturbed.background_color_name) == expected  # the background hue, not the object's (spec §6.9)
+    # the background hue, not the object's (the original's generate_latents.py wrote the object hue here)
+    assert list(unperturbed.background_color_name) == expected
 
 
 def test_causal3dident_render_text_command_line_is_seeded(c3d_root, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Statistics of the numeric latent model and the mixing functions (numeric-misalignment.md §1.2-1.5)."""
+"""Statistics of the numeric latent model and the mixing functions (crossmodal_mislaignment main_numeric.py,
+invertible_network_utils.py)."""
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def test_dependent_regime_covariance():
     sample_cov = torch.cov(lat["s"].double().T)
     rel = (sample_cov - target).abs().max() / target.abs().max()
     assert rel < 0.03
-    # Wishart(df=10, I) variances average about 10 (spec §1.2), and Σ_a is a separate draw by default
+    # Wishart(df=10, I) variances average about 10 (main_numeric.py), and Σ_a is a separate draw by default
     assert 4 < torch.diag(target).mean() < 20
     assert not torch.allclose(dm.latent_model.chol["a"], dm.latent_model.chol["s"])
     shared = make(dependent=True, share_covariances=True).latent_model
@@ -95,7 +96,7 @@ def test_mixing_is_invertible_and_well_conditioned(n):
 
 
 def test_condition_threshold_is_low_quantile():
-    # spec §1.5 orientation: ≈ 8.2 at n=15, 5.2 at n=10, 2.7 at n=6 (seed dependent)
+    # utils/invertible_network_utils.py orientation: ≈ 8.2 at n=15, 5.2 at n=10, 2.7 at n=6 (seed dependent)
     rng = np.random.default_rng(0)
     assert 6.5 < condition_threshold(rng, 15) < 10
     assert 2.2 < condition_threshold(rng, 6) < 3.3

@@ -1,4 +1,4 @@
-"""Reduced-scale reproduction of the RUS paper's results (spec rus-alignment §8, Fig. 4, 6, 7 and 9), at the
+"""Reduced-scale reproduction of the RUS paper's results (arXiv:2502.16282 figures, Fig. 4, 6, 7 and 9), at the
 strength they hold at this scale, for two seeds:
 
 * alignment falls with uniqueness U = 8 − r: perfect rank order of the per-U maxima, unbiased CKA clearly high at
@@ -17,7 +17,8 @@ import pytest
 
 from mmrep.analysis import rus as analysis
 
-K, N_ALIGN = 100, 512  # metric=accuracy_alignment: k = 100 on the first 512 test samples (spec §3.2)
+K, N_ALIGN = 100, 512  # metric=accuracy_alignment: k = 100 on the first 512 test samples
+# (multimodal_alignment scripts/tune_hyp_optuna.py)
 TOLERANCE = 0.03  # around the paper's accuracy ranges
 
 

@@ -1,4 +1,4 @@
-"""The external datasets (spec rus-alignment §6): loaders against per-sample references written from the spec, on
+"""The external datasets (multimodal_alignment datasets/*/get_data.py): loaders against per-sample references, on
 fixtures in the exact on-disk formats; missing/malformed files; every dataset end to end."""
 
 import pickle
@@ -20,7 +20,8 @@ SMALL = ["metric.alignment.k=5", "metric.alignment.n=16", "metric.alignment.metr
 
 
 def affect_reference(raw: dict, split: str, max_len: int = 50) -> dict:
-    """Spec §6.1 and the original loader by hand, sample by sample: drop samples whose text sums to 0 (signed),
+    """multimodal_alignment datasets/affect/get_data.py and the original loader by hand, sample by sample: drop samples
+    whose text sums to 0 (signed),
     -inf audio → 0, cut every modality to its first 50 steps, z-score vision/audio with train statistics over
     samples × those steps, cut from the first text row with a non-zero entry (a sample with none in the window is
     dropped: the original exits), truncate, right-pad."""
@@ -199,8 +200,8 @@ def test_the_card_example_trains_with_data_and_fails_in_one_line_without(cli, ex
 
 
 def test_multibench_experiment_and_table1_analysis(cli, external_data, tmp_path, capsys):
-    """A reduced §3.3 sweep (depths 1-2 × seeds 2, 22 on the MOSI fixture) and the §5.2 analysis: plumbing and
-    shapes, not the paper's numbers."""
+    """A reduced scripts/tune_real.sh sweep (depths 1-2 × seeds 2, 22 on the MOSI fixture) and the
+    scripts/evaluate_multiseed.py analysis: plumbing and shapes, not the paper's numbers."""
     from mmrep.analysis import multibench
 
     sweep = tmp_path / "sweep"
@@ -240,7 +241,7 @@ def test_multibench_experiment_and_table1_analysis(cli, external_data, tmp_path,
     assert "Table 1" in capsys.readouterr().out
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")  # the shipped (lr, wd) of MOSI's 0-2 pair (§3.3)
+    cfg = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")  # MOSI 0-2's shipped (lr, wd), tune_real.sh
     assert list(cfg.dataset.modalities) == ["vision", "text"] and cfg.objective.param_groups.text.lr == 1e-4
 
 
@@ -281,7 +282,8 @@ def test_multibench_grid_picks_each_modalitys_best_setting(cli, external_data, t
     assert "objective.param_groups=" in capsys.readouterr().out
 
 
-SPEC_TABLE = {  # spec §2.2: (vision, audio, text) features, CLS; AVMNIST: image 16 × 49 tokens, audio 36, CLS
+# unimodals/common_models.py: (vision, audio, text) features, CLS; AVMNIST: image 16 × 49 tokens, audio 36, CLS
+SPEC_TABLE = {
     "mosei": ((35, 74, 300), False),
     "mosi": ((20, 5, 300), False),
     "sarcasm": ((371, 81, 300), True),

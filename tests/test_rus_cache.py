@@ -7,12 +7,12 @@ import zipfile
 import zlib
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from conftest import run_cli
+from fixtures import write_fake_run
 from mmrep.analysis import rus as analysis
 from mmrep.data import rus
 
@@ -273,9 +273,7 @@ def test_a_cache_dir_under_a_regular_file_falls_back_to_memory(tmp_path, caplog)
 
 # ---- the analysis on a folder without RUS runs --------------------------------------------------------------
 def _fake_run(run, config, rows):
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(config, run / ".hydra" / "config.yaml")
-    pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+    write_fake_run(run, config, rows)
 
 
 NUMERIC_CONFIG = {"dataset": {"_target_": "mmrep.data.numeric.NumericDataModule", "n_semantics": 10}, "seed": 0}
@@ -340,7 +338,7 @@ def test_analysis_skips_non_rus_runs_beside_rus_ones(tmp_path):
 def test_analysis_command_on_numeric_runs_exits_without_traceback(tmp_path):
     _fake_run(tmp_path / "0", NUMERIC_CONFIG, NUMERIC_ROWS)
     res = run_cli([str(tmp_path)], module="mmrep.analysis.rus", timeout=120)
-    assert res.returncode == 2
+    assert res.returncode == 1
     (line,) = res.stderr.strip().splitlines()
     assert line.startswith(f"mmrep.analysis.rus: error: {tmp_path} holds no RUS runs (1 run, found dataset=numeric")
     assert "Traceback" not in res.stderr

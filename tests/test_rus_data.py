@@ -1,4 +1,5 @@
-"""RUS generator (spec rus-alignment §1): known answers from the spec, statistics, splits, cache, errors."""
+"""RUS generator (multimodal_alignment synthetic/generate_prob_data.py): known answers from the spec, statistics,
+splits, cache, errors."""
 
 import os
 
@@ -9,7 +10,7 @@ import torch
 from mmrep.core.errors import ConfigError
 from mmrep.data import rus
 
-# spec §1.3 table
+# synthetic/generate_prob_data.py table
 RULES = {
     0: ([], [3, 2, 0, 1], [2, 3, 0, 1]),
     1: ([7], [3, 2, 0], [2, 3, 0, 1]),
@@ -21,7 +22,7 @@ RULES = {
     7: ([7, 2, 1, 6, 0, 4, 3], [], [2]),
     8: ([7, 2, 1, 6, 0, 4, 3, 5], [], []),
 }
-# spec §1.4 step 5: I(X1;Y), I(X2;Y), co-information
+# synthetic/generate_prob_data.py step 5: I(X1;Y), I(X2;Y), co-information
 MI = {
     0: (0.367, 0.473, -0.319),
     1: (0.367, 0.619, -0.173),
@@ -115,7 +116,7 @@ def test_label_statistics_follow_the_table():
 def test_modalities_share_x_c_and_inputs_are_identical_across_r():
     a = rus.generate_rus(redundancy=0, depth=0, num_data=500)
     b = rus.generate_rus(redundancy=8, depth=0, num_data=500)
-    np.testing.assert_array_equal(a["x0"], b["x0"])  # same inputs for every r (spec §1.5)
+    np.testing.assert_array_equal(a["x0"], b["x0"])  # same inputs for every r (synthetic/generate_prob_data.py)
     assert (a["label"] != b["label"]).any()
     np.testing.assert_array_equal(a["x0"][:, :8], rus.bit_table(8)[a["xc"]])
 
@@ -136,7 +137,7 @@ def test_heterogeneity_transforms():
 def test_split_sizes_and_stratification():
     y = rus.generate_rus(redundancy=4, depth=0)["label"]
     idx = rus.split_indices(y, (0.7, 0.15, 0.15), seed=0)
-    assert {k: len(v) for k, v in idx.items()} == {"train": 45_875, "val": 9_830, "test": 9_831}  # spec §1.5
+    assert {k: len(v) for k, v in idx.items()} == {"train": 45_875, "val": 9_830, "test": 9_831}  # as the original
     assert len(np.unique(np.concatenate(list(idx.values())))) == 65_536
     for part in idx.values():
         np.testing.assert_allclose(np.bincount(y[part]) / len(part), np.bincount(y) / len(y), atol=2e-4)

@@ -111,9 +111,9 @@ def _scores(out):
     "bias", [["bias.theta=[color,shape,size]"], ["bias.beta=[background]"]], ids=["selection", "perturbation"]
 )
 def test_mmcl_identifies_exactly_the_unbiased_shared_factors(cli, tmp_path, bias):
-    """Paper §3.4 qualitatively: factors in I_θ \\ I_β are identified from both modalities (MLP MCC >= 0.8);
-    omitted, perturbed and image-only factors are not (<= 0.3). 7 of the shipped 10 epochs (suite time): measured
-    image shape MCC 0.91 / 0.90, every non-invariant factor <= 0.02."""
+    """Paper arXiv:2504.10143 Fig. 5 qualitatively: factors in I_θ \\ I_β are identified from both modalities (MLP MCC
+    >= 0.8); omitted, perturbed and image-only factors are not (<= 0.3). 7 of the shipped 10 epochs (suite time):
+    measured image shape MCC 0.91 / 0.90, every non-invariant factor <= 0.02."""
     out = tmp_path / "run"
     res = cli(
         [

@@ -1,14 +1,9 @@
-"""``python -m mmrep.train`` (or ``mmrep train``): compose a run from the config groups, train it, measure it.
-
-    mmrep train                                            # the default numeric misalignment run
-    mmrep train bias=selection objective.optimizer.lr=3e-3 # compose and override
-    mmrep train -m experiment=numeric_selection            # a sweep (docs: Sweeps and clusters)
+"""``mmrep train`` (``python -m mmrep.train``): compose a run from the config groups, train it, measure it, e.g.
+``mmrep train bias=selection objective.optimizer.lr=3e-3`` or ``mmrep train -m experiment=numeric_selection``.
 
 A run folder gets ``.hydra/config.yaml``, ``checkpoints/``, ``csv/metrics.csv`` and ``results.csv``. The steps live
 in :mod:`mmrep.pipeline`, imported when a run starts: ``--help``, ``--cfg`` and config errors need no torch.
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -26,11 +21,13 @@ console.quiet_third_party()  # at import: a sweep opens its Optuna storage befor
 
 def run(cfg: DictConfig):
     """Build, fit (unless ``fit: false``), measure and write one run; returns (results, optimised value)."""
-    from mmrep.callbacks import always_on
-    from mmrep.pipeline import build, checks, fit, loggers, measure, preflight, resume
+    from mmrep.pipeline import preflight
 
-    preflight.check(cfg, preflight.task_overrides())
+    preflight.check(cfg, preflight.task_overrides())  # config errors answer before torch is imported
     preflight.fit_short_runs(cfg)
+    from mmrep.callbacks import always_on
+    from mmrep.pipeline import build, checks, fit, loggers, measure, resume
+
     build.seed_and_threads(cfg)
     datamodule, model = build.build(cfg)
     metrics = build.instantiate_group(cfg.get("metric"))
@@ -39,8 +36,7 @@ def run(cfg: DictConfig):
     run_loggers = list(build.instantiate_group(cfg.get("logger")).values())
     callbacks = fit.make_callbacks(cfg, run_loggers, always_on(cfg))
     trainer = build.instantiate(cfg.trainer, callbacks=callbacks, logger=run_loggers or False)
-    if cfg.fit:
-        checks.check_objective(model, datamodule, trainer)
+    checks.check_objective(model, datamodule, trainer, cfg.fit)
     try:
         loggers.log_config(run_loggers, cfg)
         started = time.perf_counter()
@@ -48,8 +44,6 @@ def run(cfg: DictConfig):
             fit.fit(trainer, model, datamodule, cfg, callbacks)
         else:
             resume.load_for_evaluation(model, datamodule, cfg.get("ckpt_path"), trainer.strategy.root_device)
-        if not trainer.is_global_zero:
-            return None, None
         return measure.write_results(metrics, model, datamodule, trainer, run_loggers, cfg, started)
     finally:
         loggers.finish_loggers()
@@ -71,12 +65,14 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    """Hydra's command line, except that ``--cfg`` beside ``-m`` prints the config a sweep's job would get (Hydra
-    refuses the pair), and the current folder's modules can be ``_target_``s (as with ``python -m``)."""
+    """Hydra's command line, except: ``--help`` lists the config groups without composing them; ``--cfg`` beside
+    ``-m`` prints a sweep job's config (Hydra refuses the pair); the current folder's modules can be ``_target_``s."""
     if {"--cfg", "-c"} & set(sys.argv) and {"-m", "--multirun"} & set(sys.argv):
         sys.argv = [a for a in sys.argv if a not in ("-m", "--multirun")]
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    if {"--help", "-h"} & set(sys.argv):
+        print(console.help_text(CONF_DIR, sys.argv[1:]))
+        return
+    sys.path[:0] = [] if "" in sys.path or os.getcwd() in sys.path else [os.getcwd()]  # as `python -m` does
     main()
 
 

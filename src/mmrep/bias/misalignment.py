@@ -1,7 +1,7 @@
 """Selection (θ) and perturbation (β) bias of the second modality.
 
-Spec: ``numeric-misalignment.md`` §1.3–1.4. The text modality sees only the *selected* semantic latents
-``I_θ``; the selected latents in ``I_β`` are *perturbed* (each coordinate, independently per sample, gets
+Original: arXiv:2504.10143; crossmodal_mislaignment main_numeric.py. The text modality sees only the *selected* semantic
+latents ``I_θ``; the selected latents in ``I_β`` are *perturbed* (each coordinate, independently per sample, gets
 additive Gaussian noise with probability ``change_prob``). MMCL should identify exactly the *invariant* set
 ``I_θ \\ I_β``.
 
@@ -9,7 +9,8 @@ additive Gaussian noise with probability ``change_prob``). MMCL should identify 
 indices into the graded-lexicographic powerset of non-empty subsets (so ``--theta-value 1022`` in the paper's
 scripts is ``bias.theta=1022`` here). ``β = -1`` means ∅ (the original's default). Datasets with named factors
 accept names, and datasets with the papers' numbered settings accept ``bias.setting=selection_2`` (or
-``perturbation_3``) as a shorthand for that setting's θ and β (spec §3.1, §4.1).
+``perturbation_3``) as a shorthand for that setting's θ and β (main_mpi3dreal.py's
+``--bias-id``, generate_latents.py's settings).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ IndexSpec = Union[None, int, Sequence[int]]
 
 @lru_cache(maxsize=8)
 def _powerset(n: int) -> tuple[tuple[int, ...], ...]:
-    """All non-empty subsets of ``range(n)``: by size, then ``itertools.combinations`` order (spec §1.3)."""
+    """All non-empty subsets of ``range(n)``: by size, then ``itertools.combinations`` order (main_numeric.py)."""
     return tuple(c for r in range(1, n + 1) for c in itertools.combinations(range(n), r))
 
 
@@ -54,7 +55,7 @@ class ResolvedBias:
 
     n_semantics: int
     selected: tuple[int, ...]  # I_θ
-    perturbed: tuple[int, ...]  # I_β as given (may include unselected latents; harmless, spec §1.3)
+    perturbed: tuple[int, ...]  # I_β as given (may include unselected latents; harmless, main_numeric.py)
     change_prob: float
     noise_std: float
     setting: str | None = None  # the paper's setting id this bias is (``selection_2``), when the dataset has them
@@ -216,7 +217,7 @@ def _as_index_set(spec: IndexSpec, n: int, key: str, *, none_means_all: bool) ->
         raise ConfigError(f"{key}: expected a list of latent indices or a powerset index, got {spec!r}")
     if isinstance(spec, int):
         if spec == -1 and not none_means_all:
-            return ()  # the original's β = -1 means ∅ (spec §1.3)
+            return ()  # the original's β = -1 means ∅ (main_numeric.py)
         n_subsets = 2**n - 1
         if not 0 <= spec < n_subsets:
             raise ConfigError(

@@ -13,7 +13,8 @@ import torch
 from mmrep.core.contract import slice_input
 from mmrep.core.errors import ConfigError
 from mmrep.core.results import write_csv_atomic
-from mmrep.metrics.alignment_metric import Alignment, encoder_pairs, heldout_inputs
+from mmrep.metrics.alignment_metric import Alignment, encoder_pairs
+from mmrep.metrics.common import heldout_inputs
 from mmrep.metrics.features import layer_features
 
 

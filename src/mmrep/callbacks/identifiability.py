@@ -17,7 +17,8 @@ from mmrep.metrics.identifiability import Identifiability
 
 class IdentifiabilityCallback(pl.Callback):
     """Every ``every_n_epochs`` training epochs, probe each modality's representation for every latent (numeric:
-    R² per latent block, spec §1.9) or factor (image–text: MCC / R² per factor, §3.3) on fixed held-out sets.
+    R² per latent block, crossmodal_mislaignment main_numeric.py) or factor (image–text: MCC / R² per factor,
+    main_mpi3dreal.py) on fixed held-out sets.
 
     Logs ``probe/<modality>/<target>`` (the first probe kind's score) and, at the end of fit, writes one row per
     (epoch, step, modality, target, probe) to ``<dirpath>/identifiability_history.csv``. The probes run on rank 0

@@ -44,7 +44,8 @@ class ModalitySpec:
             for encoders that bring their own tokenizer (see :func:`encode_texts`, :func:`decode_texts`).
         masked: the value is ``{"x": (B, *shape), "mask": (B, T) bool}`` instead of a bare tensor.
         encoding_size: this modality's own representation width, for objectives that give each modality its own
-            space (unimodal: spec rus §2.2 uses E = the feature size); ``None`` = the dataset's shared default.
+            space (unimodal: multimodal_alignment's
+            unimodals/common_models.py uses E = the feature size); ``None`` = the dataset's shared default.
     """
 
     shape: tuple[int, ...]
@@ -198,7 +199,7 @@ def slice_input(value: ModalityInput, index) -> ModalityInput:
     """Rows ``index`` of a modality input (a tensor or a dict of tensors)."""
     if isinstance(value, torch.Tensor):
         return value[index]
-    return {k: slice_input(v, index) for k, v in value.items()}
+    return {k: v[index] for k, v in value.items()}
 
 
 def shard(batch: Batch, rank: int, world: int) -> Batch:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 log = logging.getLogger("mmrep.train")
 
-_previous: dict[int, Callable] = {}  # the handler ours replaced, per signal (submitit's requeue)
+_previous: dict[int, Callable | int | None] = {}  # the handler ours replaced, per signal (submitit's requeue)
 _received: int | None = None  # the notice received, if any
 _fitting = False  # True while training runs (the notice then becomes a SIGTERM: a checkpoint between two batches)
 

@@ -16,8 +16,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 from mmrep.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -96,6 +94,8 @@ def budget(setting) -> int:
 
 def apply(setting) -> int:
     """Register this process and set torch's intra-op threads from ``setting``; returns the thread count."""
+    import torch  # here: the registry needs no torch (a run's config errors answer before it is imported)
+
     register()
     threads = budget(setting)
     if threads != torch.get_num_threads():

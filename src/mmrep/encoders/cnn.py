@@ -1,4 +1,4 @@
-"""Image encoders in plain torch: ResNet-18 (spec numeric-misalignment §3.2) and a small CNN for CPU-sized runs.
+"""Image encoders in plain torch: ResNet-18 (crossmodal_mislaignment encoders.py) and a small CNN for CPU-sized runs.
 
 torchvision does not import beside the pinned torch (shared/STACK.md), so the ResNet-18 is written here with
 torchvision's architecture and initialisation: a 7×7/2 stem with max-pooling, four stages of two basic blocks

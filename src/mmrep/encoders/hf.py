@@ -1,4 +1,5 @@
-"""Frozen pretrained feature extractors from Hugging Face ``transformers`` (spec rus-alignment §7.2–7.3).
+"""Frozen pretrained feature extractors from Hugging Face ``transformers`` (platonic-rep-unique, after
+arXiv:2405.07987).
 
 * ``encoder=hf_lm`` (:class:`HFCausalLM`): a causal language model on a ``text`` modality (raw UTF-8). The whole
   input is tokenised at once (``padding="longest"``, left padding; pad token ``[PAD]`` for huggyllama models and
@@ -43,7 +44,7 @@ def _how_to_get(model: str) -> str:
 
 
 def _dtype(name: str) -> torch.dtype:
-    """``auto``: bf16 where CUDA compute capability >= 7 (spec §7.3), else float32."""
+    """``auto``: bf16 where CUDA compute capability >= 7 (as platonic-rep-unique), else float32."""
     if name == "auto":
         capable = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 7
         return torch.bfloat16 if capable else torch.float32
@@ -157,7 +158,7 @@ class HFCausalLM(_Frozen):
         self.tokenizer.padding_side = "left"
         if pad_token is not None:
             self.tokenizer.pad_token = pad_token
-        elif "huggyllama" in self.model_name:  # spec §7.3: "[PAD]" for huggyllama, eos for every other model
+        elif "huggyllama" in self.model_name:  # platonic-rep-unique: "[PAD]" for huggyllama, eos for every other model
             self.tokenizer.pad_token = "[PAD]"
         else:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -199,7 +200,8 @@ class HFCausalLM(_Frozen):
 
     @torch.no_grad()
     def bits_per_byte(self, x) -> torch.Tensor:
-        """(N,) bits per UTF-8 byte of each text: summed next-token cross-entropy × log2(e) / byte length (§7.3)."""
+        """(N,) bits per UTF-8 byte of each text: summed next-token cross-entropy × log2(e) / byte length
+        (platonic-rep-unique)."""
         texts, tokens = self._tokens(x)
         nats = []
         for ids, mask in self._batches(tokens, "bits per byte"):

@@ -49,7 +49,7 @@ class MLP(nn.Module):
         output_activation: also apply the activation after the last layer (the RUS encoders end with one).
         depth, width: when ``depth`` is set it replaces ``hidden``: ``depth`` linear layers, all ``width`` wide
             (default: ``out_dim``) — the RUS ``CustomMLP(12, 12, D_enc)`` is ``depth=D_enc`` with
-            ``output_activation=True`` (spec rus-alignment §2.1).
+            ``output_activation=True`` (multimodal_alignment scripts/align_configs/rus_prob.yaml).
 
     Shapes: ``(B, *in_shape) -> (B, out_dim)``.
     """

@@ -1,4 +1,4 @@
-"""``FlexibleTextEncoder2D`` of the image–text experiments (spec numeric-misalignment §3.2): one-hot tokens →
+"""``FlexibleTextEncoder2D`` of the image–text experiments (crossmodal_mislaignment encoders.py): one-hot tokens →
 ``Linear(V, 128)`` → a one-channel ``L × 128`` map → ``Conv2d(4, stride 2, padding 1) + BatchNorm2d + ReLU`` while
 both sides are ≥ 4 (25 channels first, doubling, at most 200) → flatten → ``Linear(→ encoding size)``."""
 

@@ -1,9 +1,10 @@
-"""Transformer encoder for token sequences (spec rus-alignment §2.2).
+"""Transformer encoder for token sequences (multimodal_alignment unimodals/common_models.py).
 
 ``Linear(F, E)`` projection, optional learnable CLS token, learnable positional embedding (``randn`` init) over
 ``cls + max_len`` positions, ``depth`` post-norm ``TransformerEncoderLayer(E, nhead, dim_feedforward=E,
 dropout=0.1, ReLU)`` layers and a padding mask. The representation is the CLS token of the last layer or the
-mean over positions; :meth:`Transformer.layer_features` reads every layer the same way (spec §4.1).
+mean over positions; :meth:`Transformer.layer_features` reads every layer the same way (the original's
+scripts/get_alignment.py).
 """
 
 from __future__ import annotations

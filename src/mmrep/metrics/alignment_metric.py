@@ -1,8 +1,8 @@
 """``metric=alignment``: layer-wise representation alignment between pairs of a model's encoders.
 
 The pure math is :mod:`mmrep.metrics.alignment`; this module picks the encoder pairs and samples, reads each
-encoder's layers and turns the layer × layer matrices into tidy rows, one set per pair (spec rus-alignment §4.1,
-§4.4; MultiBench pairs 0-1/0-2/1-2, §5.2).
+encoder's layers and turns the layer × layer matrices into tidy rows, one set per pair (multimodal_alignment
+scripts/get_alignment.py, scripts/get_alignment.py; MultiBench pairs 0-1/0-2/1-2, scripts/evaluate_multiseed.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mmrep.core.contract import concat_batches, heldout_size
+from mmrep.core.contract import heldout_size
 from mmrep.core.errors import ConfigError
 from mmrep.metrics.alignment import (
     METRICS,
@@ -25,6 +25,7 @@ from mmrep.metrics.alignment import (
     resolve_metrics,
 )
 from mmrep.metrics.alignment.preprocess import check_k, check_q
+from mmrep.metrics.common import heldout_inputs
 from mmrep.metrics.features import layer_features
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,6 @@ def encoder_pairs(model, pairs: Sequence[Sequence[str]] | None, key: str) -> lis
     if not out:
         raise ConfigError(f"{key}.pairs: empty; give pairs like [[{names[0]}, {names[1]}]] or null for all")
     return out
-
-
-def heldout_inputs(datamodule, modalities: Sequence[str], n: int | None, key: str) -> dict:
-    """The fixed alignment samples, ``datamodule.heldout("align", n)``, as one input per modality (a tensor or a
-    dict of tensors with N rows; N may be below ``n`` when the dataset's held-out split is smaller; ``None``: all)."""
-    if datamodule is None or not hasattr(datamodule, "heldout"):
-        raise ConfigError(f"{key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
-    return concat_batches(datamodule.heldout("align", n), modalities)
 
 
 def alignment_rows(
@@ -107,16 +100,18 @@ class Alignment:
 
     Args:
         metrics: ``"all"`` or names from :data:`mmrep.metrics.alignment.METRICS`.
-        k, q, exact_quantile, rbf_sigma, svcca_dim: the suite's options (spec §4.2–4.3: k = 100, q = 1).
-        n: held-out samples (spec §4.1: the first test batch, 512).
+        k, q, exact_quantile, rbf_sigma, svcca_dim: the suite's options (utils/align_metrics.py: k = 100, q = 1).
+        n: held-out samples (scripts/get_alignment.py: the first test batch, 512).
         pairs: the encoder pairs to compare, e.g. ``[[text, vision], [text, audio]]``; every pair of the model's
             encoders when ``None`` (MMCL: its contrasted pair; unimodal: all trained modalities).
         include_output: also use each encoder's final output as a layer (the paper hooks activations only).
         per_layer: also write every layer pair's value, not just ``max`` and ``last``.
         concat_layers: add a layer ``all``, every layer side by side (the vision–language code's layer −1, spec
-            rus-alignment §7.3).
-        clamp: ``layer`` clamps outliers per layer (spec §4.2); ``encoder`` clamps each encoder's layers together,
-            one threshold per encoder (the vision–language code's ``remove_outliers`` on [N, L, D], §7.3).
+            platonic-rep-unique measure_alignment.py).
+        clamp: ``layer`` clamps outliers per layer (utils/align_metrics.py); ``encoder`` clamps each encoder's layers
+        together,
+            one threshold per encoder (the vision–language code's ``remove_outliers`` on [N, L, D],
+            measure_alignment.py).
 
     Rows, per pair: ``metric, modality ("a|b"), aggregate (max|last|layer), layer_a, layer_b, value, split, n, k, q``.
     """

@@ -1,9 +1,9 @@
 """``metric=downstream``: how well a frozen representation predicts tasks built from the semantics, in and out of
-distribution (spec ``numeric-misalignment.md`` §1.10).
+distribution (crossmodal_mislaignment eval_numeric_predict.py).
 
 Tasks from the unperturbed ``s``: ``y1..y4 = f(s_0..s_{2,4,6,8})`` (regression, R²) and ``y5 = [y2 > threshold]``
 (classification, MCC) scored in distribution and on a shifted set whose ``s_8, s_9`` follow
-``c ← 2·sign(c)·c²``. Deliberate differences from the original (spec §6 bug 7-8), each configurable:
+``c ← 2·sign(c)·c²``. Deliberate differences from the original's eval_numeric_predict.py, each configurable:
 the y5 threshold is the median of y2 on the probe-fit set, as the paper states (``label_rule``: ``median``;
 ``kmeans`` = one KMeans(2) midpoint fitted on the probe-fit set's y2 and applied to every set; ``kmeans_per_batch`` =
 the original's rule: each set is cut into 4,096-sample batches and each batch is labelled by its own KMeans(2),
@@ -22,11 +22,11 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from mmrep.core.errors import ConfigError
-from mmrep.metrics.identifiability import encode_batches, probe_table
+from mmrep.metrics.common import encode_batches, probe_table
 
 TASK_PREFIX = {"y1": 3, "y2": 5, "y3": 7, "y4": 9}
 LABEL_RULES = ("median", "kmeans", "kmeans_per_batch")
-GENERATION_BATCH = 4096  # spec §1.10: the original's sets are 5 × 4096 samples, labelled batch by batch
+GENERATION_BATCH = 4096  # eval_numeric_predict.py: the original's sets are 5 × 4096 samples, labelled batch by batch
 
 
 def kmeans_midpoint(y: np.ndarray) -> float:
@@ -38,8 +38,8 @@ def kmeans_midpoint(y: np.ndarray) -> float:
 
 
 def kmeans_labels_per_batch(y: np.ndarray, batch: int = GENERATION_BATCH) -> np.ndarray:
-    """The original's y5 (spec §1.10): each ``batch``-sample block clustered by its own KMeans(2); the cluster with
-    the lower centre is 0."""
+    """The original's y5 (eval_numeric_predict.py): each ``batch``-sample block clustered by its own KMeans(2); the
+    cluster with the lower centre is 0."""
     from sklearn.cluster import KMeans
 
     out = np.empty(len(y), np.int64)
@@ -52,7 +52,8 @@ def kmeans_labels_per_batch(y: np.ndarray, batch: int = GENERATION_BATCH) -> np.
 
 
 def task_function(z: torch.Tensor, exp_weight: float = 0.4) -> torch.Tensor:
-    """f(z) of spec §1.10 for (N, k) inputs → (N,): the pair and triple sums via elementary symmetric polynomials."""
+    """f(z) of eval_numeric_predict.py for (N, k) inputs → (N,): the pair and triple sums via elementary symmetric
+    polynomials."""
     p1, p2, p3 = z.sum(1), z.square().sum(1), z.pow(3).sum(1)
     pairs = 0.5 * (p1.square() - p2)  # Σ_{i<j} z_i z_j
     triples = (p1.pow(3) - 3 * p1 * p2 + 2 * p3) / 6  # Σ_{i<j<k} z_i z_j z_k

@@ -1,7 +1,7 @@
 """``metric=factors``: which generative factors each representation holds, per factor and role (spec
-numeric-misalignment §3.3, §4.3): discrete factors by logistic-regression and MLP-classifier MCC, continuous ones by
-linear and MLP-regressor R², fitted on the probe-fit split (val) and scored on the probe-eval split (test), on
-representations standardised with the fit split's statistics."""
+crossmodal_mislaignment main_mpi3dreal.py, main_causal3dident.py): discrete factors by logistic-regression and
+MLP-classifier MCC, continuous ones by linear and MLP-regressor R², fitted on the probe-fit split (val) and scored on
+the probe-eval split (test), on representations standardised with the fit split's statistics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from joblib import Parallel, delayed
 
 from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
-from mmrep.metrics.identifiability import encode_batches, probe_table
+from mmrep.metrics.common import encode_batches, probe_table
 from mmrep.metrics.probes import PROBES, probe_score, standardize
 
 

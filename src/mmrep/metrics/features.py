@@ -1,4 +1,4 @@
-"""Per-layer features of an encoder, for layer-wise alignment (spec rus-alignment §4.1).
+"""Per-layer features of an encoder, for layer-wise alignment (multimodal_alignment scripts/get_alignment.py).
 
 An encoder owns its readout when it defines ``layer_features(x) -> dict[name, (B, d)]`` (input to output; a
 sequence encoder returns the CLS token or the masked mean per layer there). Otherwise every post-activation
@@ -16,7 +16,7 @@ from torch import nn
 from mmrep.core.contract import ModalityInput
 
 # Post-activation modules: any of these counts as a layer (the original matched names containing "relu",
-# which silently found no layer in tanh encoders, spec §4.1).
+# which silently found no layer in tanh encoders, scripts/get_alignment.py).
 ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.ELU, nn.SiLU, nn.Sigmoid, nn.Softplus, nn.PReLU)
 
 

@@ -6,27 +6,11 @@ import numpy as np
 import pandas as pd
 import torch
 from joblib import Parallel, delayed
-from lightning_fabric.utilities.apply_func import move_data_to_device
 
-from mmrep.core.contract import RESERVED_KEYS, require_samples
+from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
+from mmrep.metrics.common import encode_batches, probe_table
 from mmrep.metrics.probes import PROBES, probe_score, standardize
-
-
-@torch.no_grad()
-def encode_batches(model, batches: list[dict]) -> dict[str, np.ndarray]:
-    """Run ``model.encode`` over held-out batches on the model's device; {modality: (N, d) float64 array}."""
-    was_training = model.training
-    model.eval()
-    chunks: dict[str, list[np.ndarray]] = {}
-    try:
-        for batch in batches:
-            inputs = move_data_to_device({k: v for k, v in batch.items() if k not in RESERVED_KEYS}, model.device)
-            for name, h in model.encode(inputs).items():
-                chunks.setdefault(name, []).append(h.detach().to("cpu", torch.float64).numpy())
-    finally:
-        model.train(was_training)
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
 def _targets(datamodule, batches: list[dict]) -> dict[str, np.ndarray]:
@@ -38,7 +22,7 @@ class Identifiability:
     """Fit probes from each modality's representation to each ground-truth target.
 
     Probes are fitted on a fixed "probe_fit" set and scored on a disjoint "probe_eval" set drawn by the datamodule
-    (spec §1.9: val and test, 20,480 samples each at paper scale). Returns one row per
+    (crossmodal_mislaignment main_numeric.py: val and test, 20,480 samples each at paper scale). Returns one row per
     (modality, target, probe) with columns ``metric, probe, modality, target, value, split, n_fit, n_eval``.
 
     Args:
@@ -119,20 +103,3 @@ class Identifiability:
     def summary(rows: pd.DataFrame):
         """A rich table: targets × (metric, modality, probe)."""
         return probe_table(rows, "held-out probe scores")
-
-
-def probe_table(rows: pd.DataFrame, title: str):
-    """Rows with a ``probe`` column as a rich table: targets × (metric/modality/probe[/split])."""
-    from rich.table import Table
-
-    if rows.empty:
-        return None
-    columns = ["metric", "modality", "probe"] + (["split"] if rows["split"].nunique() > 1 else [])
-    pivot = rows.pivot_table(index="target", columns=columns, values="value", sort=False)
-    table = Table(title=title)
-    table.add_column("target")
-    for col in pivot.columns:
-        table.add_column("/".join(map(str, col)), justify="right")
-    for target, row in pivot.iterrows():
-        table.add_row(str(target), *[f"{v:.3f}" for v in row.values])
-    return table

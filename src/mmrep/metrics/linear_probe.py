@@ -20,8 +20,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
-from mmrep.metrics.identifiability import encode_batches
-from mmrep.metrics.task import TaskMetrics, score_predictions
+from mmrep.metrics.common import encode_batches, score_predictions
+from mmrep.metrics.task import TaskMetrics
 
 
 class LinearProbe:

@@ -1,13 +1,13 @@
 """``metric=lm_performance`` (part of ``metric=vl_alignment``): a language model's performance on the held-out
-texts as bits per byte (spec rus-alignment §7.3): each text's summed next-token cross-entropy in nats × log2(e)
-divided by its UTF-8 byte count, averaged over texts; performance = −bpb."""
+texts as bits per byte (platonic-rep-unique measure_alignment.py): each text's summed next-token cross-entropy in nats ×
+log2(e) divided by its UTF-8 byte count, averaged over texts; performance = −bpb."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from mmrep.core.errors import ConfigError
-from mmrep.metrics.alignment_metric import heldout_inputs
+from mmrep.metrics.common import heldout_inputs
 
 
 class LanguageModelPerformance:

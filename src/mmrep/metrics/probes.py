@@ -1,9 +1,9 @@
 """Probes that measure how much of a target a representation holds (pure numpy/scikit-learn).
 
-Spec: ``numeric-misalignment.md`` §1.9 (identification R²: ``LinearRegression`` and
+Original: crossmodal_mislaignment main_numeric.py (arXiv:2504.10143; identification R²: ``LinearRegression`` and
 ``MLPRegressor(max_iter=10000)`` with sklearn defaults, representations standardised with a scaler fitted on the
-probe-fit set, raw targets, multi-output R² averaged uniformly) and §3.3 (discrete factors: logistic regression and
-``MLPClassifier`` scored with Matthews' correlation).
+probe-fit set, raw targets, multi-output R² averaged uniformly) and main_mpi3dreal.py / main_causal3dident.py (discrete
+factors: logistic regression and ``MLPClassifier`` scored with Matthews' correlation).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """``metric=task`` / ``metric=accuracy``: how well each modality's predictor does the dataset's task, per split.
 
-Classification (spec rus-alignment §3.1): ``accuracy`` and macro ``f1``. Regression (MOSI/MOSEI, §3.1):
-``mae``, ``pearson`` and ``sign_accuracy`` — the accuracy of ``pred > 0`` against ``label > 0`` over all samples
-(zero labels count as negative), the original's "posneg-classification". All from torchmetrics.
+Classification (multimodal_alignment training_structures/unimodal_supervised.py): ``accuracy`` and macro ``f1``.
+Regression (MOSI/MOSEI, training_structures/unimodal_supervised.py): ``mae``, ``pearson`` and ``sign_accuracy`` — the
+accuracy of ``pred > 0`` against ``label > 0`` over all samples (zero labels count as negative), the original's
+"posneg-classification". All from torchmetrics.
 """
 
 from __future__ import annotations
@@ -11,57 +12,19 @@ from collections.abc import Iterable
 
 import pandas as pd
 import torch
-import torchmetrics
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
-
-CLASSIFICATION = ("accuracy", "f1")
-REGRESSION = ("mae", "pearson", "sign_accuracy")
-
-
-def _make(name: str, num_classes: int | None):
-    if name == "accuracy":
-        return torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
-    if name == "f1":
-        return torchmetrics.classification.MulticlassF1Score(num_classes, average="macro")
-    if name == "mae":
-        return torchmetrics.MeanAbsoluteError()
-    if name == "pearson":
-        return torchmetrics.PearsonCorrCoef()
-    if name == "sign_accuracy":
-        return torchmetrics.classification.BinaryAccuracy()
-    raise ValueError(name)
-
-
-def _update(name: str, metric, out: torch.Tensor, y: torch.Tensor) -> None:
-    if name in CLASSIFICATION:
-        metric.update(out, y)
-        return
-    pred, target = out.reshape(-1).float(), y.reshape(-1).float()
-    if name == "sign_accuracy":
-        metric.update((pred > 0).long(), (target > 0).long())
-    else:
-        metric.update(pred, target)
-
-
-def score_predictions(names, outputs: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> dict[str, float]:
-    """``{metric: value}`` for predictions ``outputs`` (logits/probabilities (N, C), or regression values (N,) /
-    (N, 1)) against targets ``y``."""
-    scores = {}
-    for name in names:
-        metric = _make(name, num_classes).to(outputs.device)
-        _update(name, metric, outputs, y)
-        scores[name] = float(metric.compute())
-    return scores
+from mmrep.metrics.common import CLASSIFICATION, REGRESSION, make_task_metric, update_task_metric
 
 
 class TaskMetrics:
     """Scores of ``model.predict(batch)[modality]`` against ``batch["y"]`` on ``datamodule.heldout(split)``.
 
     Args:
-        splits: which splits (default train, val, test — spec §3.1 reports all three from the best weights).
+        splits: which splits (default train, val, test — training_structures/unimodal_supervised.py reports all three
+        from the best weights).
         metrics: names among ``accuracy, f1`` (classification) or ``mae, pearson, sign_accuracy`` (regression);
             ``None`` = all of the dataset's task.
 
@@ -117,9 +80,11 @@ class TaskMetrics:
                 for batch in datamodule.heldout(split):
                     batch = move_data_to_device(batch, model.device)
                     for m, out in model.predict(batch).items():
-                        per = scores.setdefault(m, {n: _make(n, spec.num_classes).to(model.device) for n in names})
+                        per = scores.setdefault(
+                            m, {n: make_task_metric(n, spec.num_classes).to(model.device) for n in names}
+                        )
                         for n, metric in per.items():
-                            _update(n, metric, out, batch["y"])
+                            update_task_metric(n, metric, out, batch["y"])
                     total += batch["y"].shape[0]
                 rows += [
                     {"metric": n, "modality": m, "split": split, "value": float(metric.compute()), "n": total}

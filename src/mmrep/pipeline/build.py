@@ -63,7 +63,7 @@ def instantiate(config, *args, **kwargs):
 def instantiate_group(section: DictConfig | None) -> dict[str, object]:
     """``{name: object}`` for each entry of a ``name: {_target_: ...}`` section (metric, callbacks, logger)."""
     return {
-        name: instantiate(c, _convert_="all")
+        str(name): instantiate(c, _convert_="all")
         for name, c in (section or {}).items()
         if c is not None and "_target_" in c
     }
@@ -108,7 +108,7 @@ def record_threads(cfg: DictConfig, count: int) -> None:
     with open_dict(cfg):
         cfg.cpu_threads_used = int(count)
     saved = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
-    if HydraConfig.initialized() and saved.is_file() and rank_zero_only.rank == 0:  # DDP ranks share the folder
+    if HydraConfig.initialized() and saved.is_file() and getattr(rank_zero_only, "rank", 0) == 0:  # DDP ranks share the folder
         OmegaConf.save(cfg, saved)
 
 

@@ -103,6 +103,8 @@ def stored_config(checkpoint: dict, ckpt_path) -> dict | None:
     if not beside.is_file():
         return None
     saved, config = OmegaConf.load(beside), {}
+    if not isinstance(saved, DictConfig):
+        return None
     for key in DEFINING:  # resolved like a running config (${seed} …); Hydra's own resolvers are not available here
         try:
             config[key] = OmegaConf.to_container(saved.get(key), resolve=True)
@@ -148,13 +150,20 @@ RERUN_MAY_CHANGE = (
 )
 
 
+def resolved(cfg: DictConfig) -> dict:
+    """The run's config as a plain dict, interpolations resolved."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return container
+
+
 def check_same_run(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
     """``resume: auto``: the checkpoint found in the run's folder was written by this very run (the same settings,
     the optimiser's included), not by another job that used the folder before."""
     before = checkpoint.get(CHECKPOINT_CONFIG_KEY)
     if before is None:  # written before checkpoints carried their config: the data/model check has to do
         return
-    changed = config_differences(before, OmegaConf.to_container(cfg, resolve=True), RERUN_MAY_CHANGE)
+    changed = config_differences(before, resolved(cfg), RERUN_MAY_CHANGE)
     if changed:
         raise ConfigError(f"ckpt_path: {ckpt_path} was written by a run with other settings: {_first_four(changed)}")
 
@@ -165,7 +174,7 @@ def check_resume(cfg: DictConfig, checkpoint: dict, ckpt_path) -> None:
     if before is None:
         log.warning("ckpt_path: %s records no config; cannot check it matches this run's data and model", ckpt_path)
         return
-    differences = defining_differences(before, OmegaConf.to_container(cfg, resolve=True))
+    differences = defining_differences(before, resolved(cfg))
     if not differences:
         return
     if not cfg.get("ckpt_strict", True):

@@ -14,9 +14,11 @@ def check_metrics(metrics: dict, model, datamodule) -> None:
             metric.check(model, datamodule)
 
 
-def check_objective(model, datamodule, trainer) -> None:
+def check_objective(model, datamodule, trainer, fit: bool = True) -> None:
     """The objective's own data checks (e.g. MMCL's batch of at least two pairs), before training; then the batch
-    a step trains on is stated (``dataset.batch_size`` is per device)."""
+    a step trains on is stated (``dataset.batch_size`` is per device). Nothing without training (``fit``)."""
+    if not fit:
+        return
     if hasattr(model, "check_data"):
         model.check_data(datamodule, trainer.world_size)
     batch = getattr(datamodule, "batch_size", None)
@@ -30,7 +32,7 @@ def check_objective(model, datamodule, trainer) -> None:
     contrast = {
         "global": "; the contrastive loss takes its negatives from the global batch (objective.gather=global)",
         "local": "; the contrastive loss takes its negatives from each device's batch only (objective.gather=local)",
-    }.get(gather, "")
+    }.get(str(gather), "")
     log.info(
         "batch: dataset.batch_size is per device: %d devices × %d samples = %d samples per step%s",
         world,

@@ -20,7 +20,9 @@ log = logging.getLogger("mmrep.train")
 def measure(metrics: dict, model, datamodule, trainer) -> tuple[pd.DataFrame, list, dict[str, BaseException]]:
     """Every metric's rows (+ the validation-loss row, named by the objective), each metric's summary table and the
     metrics that failed (``{name: error}``): one failing metric does not cost the others' rows."""
-    frames, summaries, failed = [], [], {}
+    frames: list[pd.DataFrame] = []
+    summaries: list = []
+    failed: dict[str, BaseException] = {}
     for name, metric in metrics.items():
         try:
             rows = metric(model, datamodule)
@@ -90,8 +92,10 @@ def optuna_sweep() -> bool:
 
 
 def write_results(metrics: dict, model, datamodule, trainer, loggers: list, cfg: DictConfig, started: float):
-    """Measure (rank 0), write ``results.csv`` atomically, log it; returns (results, optimised value). Metrics that
-    failed end the run with one line naming them, after the others' rows are written."""
+    """Measure (rank 0), write ``results.csv`` atomically, log it; returns (results, optimised value), (None, None)
+    on the other ranks. Failed metrics end the run with one line naming them, after the others' rows are written."""
+    if not trainer.is_global_zero:
+        return None, None
     from mmrep.core.results import write_csv_atomic
     from mmrep.pipeline.loggers import log_results
 

@@ -1,4 +1,4 @@
-"""Representation alignment between two feature matrices (spec rus-alignment §4).
+"""Representation alignment between two feature matrices (multimodal_alignment utils/align_metrics.py).
 
 Every metric is a pure function ``f(X, Y, ...) -> float`` of paired features X (N, d1), Y (N, d2) — torch
 tensors on any device, or numpy arrays — applying the spec's preprocessing (outlier clamp at quantile ``q``,

@@ -1,4 +1,5 @@
-"""SVCCA (spec rus-alignment §4.3): CCA between the top singular directions of two feature matrices."""
+"""SVCCA (multimodal_alignment utils/align_metrics.py): CCA between the top singular directions of two feature
+matrices."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Kernel alignment: CKA (linear, RBF), unbiased CKA, CKNNA and the CMD family (spec rus-alignment §4.3).
+"""Kernel alignment: CKA (linear, RBF), unbiased CKA, CKNNA and the CMD family (multimodal_alignment
+utils/align_metrics.py).
 
 Linear kernels are never formed as N×N matrices when the features are narrower than N: with K = AAᵀ and
 L = BBᵀ, ⟨K, L⟩_F = ‖AᵀB‖²_F, so every trace needed costs O(N·d²). Scalars are combined in float64; the
@@ -44,7 +45,7 @@ def linear_kernel_products(A: torch.Tensor, B: torch.Tensor) -> tuple[float, flo
 
 
 def _cka_ratio(kl: float, kk: float, ll: float) -> float:
-    """HSIC ratio with every HSIC clipped at 0 and 0 for a zero denominator (spec §4.3 ``cka``)."""
+    """HSIC ratio with every HSIC clipped at 0 and 0 for a zero denominator (utils/align_metrics.py ``cka``)."""
     kl, kk, ll = max(kl, 0.0), max(kk, 0.0), max(ll, 0.0)
     denominator = math.sqrt(kk * ll)
     return kl / denominator if denominator > 0 else 0.0
@@ -108,7 +109,7 @@ def rbf_cka(
     gram_a: torch.Tensor | None = None,
     gram_b: torch.Tensor | None = None,
 ) -> float:
-    """CKA with Gaussian kernels ``exp(−‖a_i − a_j‖² / 2σ²)`` (spec §4.3, σ = 1), in row blocks.
+    """CKA with Gaussian kernels ``exp(−‖a_i − a_j‖² / 2σ²)`` (align_metrics.py, σ = 1), in row blocks.
 
     Uses ``tr(KHLH) = Σ K∘L − (2/N) r_K·r_L + (1/N²) (ΣK)(ΣL)`` with row sums ``r``, so one pass over blocks of
     both kernels gives all three HSICs without an N×N kernel matrix. ``gram_a``/``gram_b``: the dense ``AAᵀ`` /
@@ -175,7 +176,7 @@ def unbiased_hsics_from_products(
 
 
 def unbiased_cka(A: torch.Tensor, B: torch.Tensor) -> float:
-    """CKA with the unbiased HSIC estimator (spec §4.3 ``unbiased_cka``), linear kernels."""
+    """CKA with the unbiased HSIC estimator (utils/align_metrics.py ``unbiased_cka``), linear kernels."""
     return _cka_ratio(*unbiased_linear_hsics(A, B))
 
 
@@ -216,7 +217,7 @@ def cknna_from_neighbors(
     b_sorted: SortedLists | None = None,
     match: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> float:
-    """CKNNA (spec §4.3): unbiased HSIC of the linear kernels restricted to mutual top-k entries.
+    """CKNNA (utils/align_metrics.py): unbiased HSIC of the linear kernels restricted to mutual top-k entries.
 
     ``sim(K, L) = HSIC_u(M∘K, M∘L)`` with ``M = M_K ∘ M_L`` (row-wise top-k masks, diagonal excluded);
     score ``= sim(K,L) / (√(sim(K,K)·sim(L,L)) + 1e-6)``. Computed on the O(N·k) neighbour lists.
@@ -242,7 +243,7 @@ def cknna_from_neighbors(
 
 
 def cmd(A: torch.Tensor, B: torch.Tensor, contract: str = "feat", center: bool = False) -> float:
-    """Correlation-matrix distance similarity ``tr(C_A C_B) / (‖C_A‖_F ‖C_B‖_F + 1e-8)`` (spec §4.3).
+    """Correlation-matrix distance similarity ``tr(C_A C_B) / (‖C_A‖_F ‖C_B‖_F + 1e-8)`` (utils/align_metrics.py).
 
     ``contract="feat"``: ``C = HHᵀ`` (N×N, computed in feature space); ``"batch"``: ``C = HᵀH`` (needs d1 = d2).
     ``center``: subtract column means first (``centered_cmd``)."""

@@ -1,4 +1,5 @@
-"""Nearest-neighbour lists computed in row blocks, and the rank-based metrics built on them (spec §4.3).
+"""Nearest-neighbour lists computed in row blocks, and the rank-based metrics built on them
+(multimodal_alignment utils/align_metrics.py).
 
 No function here materialises an N×N matrix unless given one: the similarity matrix is visited in blocks of rows,
 so the extra memory is O(N·k) plus one (block, N) slab (about 256 MB by default). Where the dense Gram matrix fits
@@ -263,7 +264,7 @@ def levenshtein_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def lcs_knn_from_lengths(lengths: torch.Tensor) -> float:
-    """``(1/N) Σ_i LCS_i`` — in [0, k], not divided by k (spec §4.3)."""
+    """``(1/N) Σ_i LCS_i`` — in [0, k], not divided by k (utils/align_metrics.py)."""
     return lengths.double().mean().item()
 
 
@@ -273,7 +274,8 @@ def edit_distance_knn_from_distances(distances: torch.Tensor, k: int) -> float:
 
 
 def lcs_knn_score(a: Neighbors, b: Neighbors) -> float:
-    """``(1/N) Σ_i LCS(kNN_A(i), kNN_B(i))`` of the ordered lists — in [0, k], not divided by k (spec §4.3)."""
+    """``(1/N) Σ_i LCS(kNN_A(i), kNN_B(i))`` of the ordered lists — in [0, k], not divided by k
+    (utils/align_metrics.py)."""
     return lcs_knn_from_lengths(lcs_lengths(a.indices, b.indices))
 
 

@@ -1,4 +1,5 @@
-"""Input checks and the preprocessing every alignment metric applies first (spec rus-alignment §4.2)."""
+"""Input checks and the preprocessing every alignment metric applies first (multimodal_alignment
+utils/align_metrics.py)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def _row_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
 
 
 def remove_outliers(H: torch.Tensor, q: float = 1.0, exact: bool = True) -> torch.Tensor:
-    """Clamp ``H`` (N, d) to ``[-v, v]`` (spec §4.2 step 1); ``q = 1`` returns ``H`` unchanged.
+    """Clamp ``H`` (N, d) to ``[-v, v]`` (align_metrics.py ``remove_outliers``); ``q = 1`` returns ``H`` unchanged.
 
     ``exact``: ``v`` is the entry at index ``int(q * numel)`` of the ascending |H| (multimodal_alignment);
     otherwise the mean over rows of each row's ``q``-quantile of |H| (the platonic vision–language code)."""
@@ -80,5 +81,5 @@ def remove_outliers(H: torch.Tensor, q: float = 1.0, exact: bool = True) -> torc
 
 
 def normalize_rows(H: torch.Tensor) -> torch.Tensor:
-    """Unit L2 norm per row (spec §4.2 step 2; zero rows stay zero, as ``F.normalize``)."""
+    """Unit L2 norm per row (align_metrics.py; zero rows stay zero, as ``F.normalize``)."""
     return torch.nn.functional.normalize(H, dim=-1)

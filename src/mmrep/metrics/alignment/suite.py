@@ -22,7 +22,8 @@ from mmrep.metrics.alignment.preprocess import (
 
 @dataclass(frozen=True)
 class AlignmentOptions:
-    """Shared settings of the suite (spec §4.3 defaults: k = 100, q = 1, exact quantile, σ = 1, 10 CCA dims)."""
+    """Shared settings of the suite (multimodal_alignment defaults: k = 100, q = 1, exact quantile, σ = 1, 10 CCA
+    dims)."""
 
     k: int = 100
     q: float = 1.0
@@ -317,7 +318,7 @@ class LayerAlignment:
 
     @property
     def best(self) -> float:
-        """The maximum over layer pairs — the alignment the paper reports (spec §4.4)."""
+        """The maximum over layer pairs — the alignment the paper reports (scripts/get_alignment.py)."""
         return float(self.matrix.max())
 
     @property
