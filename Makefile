@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-fast test-cluster services services-down bench bench-alignment bench-rus clean
+.PHONY: install lint docs train test test-fast test-cluster services services-down bench bench-alignment bench-rus clean
 
 # torch first, as its CPU wheel: pyproject asks for a range (a user's CUDA build satisfies it), which pip would
 # otherwise fill with a multi-GB CUDA build. `make install TORCH=` keeps the torch the environment has.
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install mmrep with its test tools
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy, as CI runs them before the tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python -m mypy
+
+docs: $(STAMP)  ## build the docs site into site/ (mkdocs build --strict: a broken link or API page fails)
+	$(BIN)/mkdocs build --strict --quiet
 
 train: $(STAMP)  ## train the default experiment (numeric misalignment, < 5 min on 2 CPU cores)
 	$(BIN)/python -m mmrep.train $(ARGS)

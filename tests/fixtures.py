@@ -279,3 +279,32 @@ def write_tiny_vit(folder: Path) -> Path:
     ).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return Path(folder)
+
+
+def write_fake_run(
+    run: Path,
+    config: dict | None = None,
+    results=None,
+    overrides=None,
+    choices: dict | None = None,
+) -> Path:
+    """A run folder as ``mmrep train`` leaves it, without training: ``.hydra/config.yaml`` (``config``),
+    ``.hydra/overrides.yaml`` (``overrides``: a list of ``key=value`` strings or a dict, written when given),
+    ``.hydra/hydra.yaml`` with ``hydra.runtime.choices`` (``choices``, when given) and ``results.csv`` (``results``:
+    a DataFrame or a list of row dicts; none written when None). Returns ``run``."""
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    run = Path(run)
+    (run / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(config or {}), run / ".hydra" / "config.yaml")
+    if overrides is not None:
+        items = [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides)
+        OmegaConf.save(OmegaConf.create(items), run / ".hydra" / "overrides.yaml")
+    if choices is not None:
+        OmegaConf.save({"hydra": {"runtime": {"choices": choices}}}, run / ".hydra" / "hydra.yaml")
+    if results is not None:
+        (results if isinstance(results, pd.DataFrame) else pd.DataFrame(list(results))).to_csv(
+            run / "results.csv", index=False
+        )
+    return run

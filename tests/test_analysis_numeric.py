@@ -6,8 +6,8 @@ import re
 
 import pandas as pd
 import pytest
-import yaml
 
+from fixtures import write_fake_run
 from mmrep.analysis.numeric import heatmap_figure, main, pivot
 from mmrep.analysis.runs import differing_overrides, markdown
 
@@ -18,8 +18,6 @@ OLD_COLUMNS = ["setting", "target", "mean", "std", "min", "max", "count", "value
 def _run(root, name, *, theta, seed, overrides=(), config=None, value=0.5, choices=None):
     """One fake numeric run: ``results.csv`` (r2 rows of the mlp probe on x), ``.hydra/config.yaml`` and
     ``.hydra/overrides.yaml`` (``bias.theta=…``, ``seed=…`` and ``overrides``), optionally ``.hydra/hydra.yaml``."""
-    run = root / name
-    (run / ".hydra").mkdir(parents=True)
     cfg = {
         "bias": {"theta": theta, "beta": None, "change_prob": 0.75},
         "seed": seed,
@@ -33,11 +31,6 @@ def _run(root, name, *, theta, seed, overrides=(), config=None, value=0.5, choic
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = v
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    overrides = [f"bias.theta={theta}", f"seed={seed}", *overrides]
-    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    if choices is not None:
-        (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
     rows = [
         {
             "metric": "r2",
@@ -51,8 +44,8 @@ def _run(root, name, *, theta, seed, overrides=(), config=None, value=0.5, choic
         }
         for t in TARGETS
     ]
-    pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
-    return run
+    overrides = [f"bias.theta={theta}", f"seed={seed}", *overrides]
+    return write_fake_run(root / name, cfg, rows, overrides, choices)
 
 
 def _lr_sweep(root, lrs=(0.001, 0.01), thetas=(967, 55), seeds=(0, 1, 2)):

@@ -5,8 +5,8 @@ datasets, and a reduced numeric sweep end to end (``experiment=misalignment_alig
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
+from fixtures import write_fake_run
 from mmrep.analysis import misalignment_alignment as study
 
 NUMERIC = "mmrep.data.numeric.NumericDataModule"
@@ -51,11 +51,8 @@ def test_spearman_and_partial_spearman_match_independent_references():
 def _fake_run(path, target, theta, beta, seed, n_semantics=None):
     """A run whose alignment rises with |θ \\ β| (0.5 + 0.05 per latent, ± 0.01 by seed) and whose invariant
     latents are identified (0.9) while the perturbed and omitted ones are not (0.1)."""
-    (path / ".hydra").mkdir(parents=True)
     dataset = {"_target_": target, **({"n_semantics": n_semantics} if n_semantics else {})}
-    OmegaConf.save(
-        {"seed": seed, "dataset": dataset, "bias": {"theta": theta, "beta": beta}}, path / ".hydra" / "config.yaml"
-    )
+    config = {"seed": seed, "dataset": dataset, "bias": {"theta": theta, "beta": beta}}
     blocks = study.resolve_blocks(target, theta, beta, n_semantics)
     noise = 0.01 * (seed - 1)
     value = 0.5 + 0.05 * blocks["unbiased"] + noise
@@ -107,7 +104,7 @@ def _fake_run(path, target, theta, beta, seed, n_semantics=None):
                     "value": 0.3,
                 }
             )
-    pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
+    write_fake_run(path, config, rows)
 
 
 def _fake_sweeps(root):
@@ -177,16 +174,15 @@ def test_wandb_publishes_the_tables_and_figure_in_each_sweeps_group(tmp_path, mo
 
 
 def test_analysis_errors_are_one_line(tmp_path, capsys):
-    assert study.main([str(tmp_path)]) == 2  # no runs at all
+    assert study.main([str(tmp_path)]) == 1  # no runs at all
     err = capsys.readouterr().err
     assert err.startswith("mmrep.analysis.misalignment_alignment: error: ") and err.count("\n") == 1
-    run = tmp_path / "probe_only"
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save({"seed": 0, "dataset": {"_target_": NUMERIC, "n_semantics": 10}}, run / ".hydra" / "config.yaml")
-    pd.DataFrame([{"metric": "r2", "probe": "linear", "modality": "x", "target": "s_0", "value": 0.9}]).to_csv(
-        run / "results.csv", index=False
+    write_fake_run(
+        tmp_path / "probe_only",
+        {"seed": 0, "dataset": {"_target_": NUMERIC, "n_semantics": 10}},
+        [{"metric": "r2", "probe": "linear", "modality": "x", "target": "s_0", "value": 0.9}],
     )
-    assert study.main([str(tmp_path)]) == 2
+    assert study.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "no alignment rows (metric.alignment)" in err and err.count("\n") == 1
 

@@ -26,18 +26,15 @@ def test_selection_sweep_to_table_heatmap_and_notebook(cli, tiny, tmp_path, monk
 
 
 def _fake_runs(root, settings, seeds):
-    import yaml
+    from fixtures import write_fake_run
 
     for k, (theta, beta, values) in enumerate(settings):
         for seed in seeds:
-            run = root / f"{k}_{seed}"
-            (run / ".hydra").mkdir(parents=True)
             cfg = {
                 "bias": {"theta": theta, "beta": beta},
                 "dataset": {"dependent": False, "n_semantics": 10},
                 "seed": seed,
             }
-            (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
             rows = [
                 {
                     "metric": "r2",
@@ -49,7 +46,7 @@ def _fake_runs(root, settings, seeds):
                 }
                 for t, v in values.items()
             ]
-            pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+            write_fake_run(root / f"{k}_{seed}", cfg, rows)
 
 
 def test_table_averages_seeds_clips_and_rounds_half_up(tmp_path):
@@ -72,7 +69,8 @@ def test_table_averages_seeds_clips_and_rounds_half_up(tmp_path):
 
 def test_table_errors_on_empty_dir(tmp_path, capsys):
     assert table_main([str(tmp_path)]) == 1
-    assert "no run directories" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("mmrep.analysis.numeric: error: ") and "no run directories" in line
 
 
 # small heartbeats for the tests: a trial silent for 2 s (a few of SQLite's 1 s clock ticks) is stale

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from fixtures import write_fake_run
 from mmrep.analysis import summary as seed_stats
 from mmrep.analysis import uniqueness_objective as study
 from mmrep.data import rus
@@ -88,17 +88,13 @@ def test_helpers():
 
 
 def _fake_run(path, objective, r, seed, cka, acc, shared, unique):
-    (path / ".hydra").mkdir(parents=True)
     target = {"mmcl": "mmrep.objectives.mmcl.MMCL", "unimodal": "mmrep.objectives.unimodal.UnimodalSupervised"}
-    OmegaConf.save(
-        {
-            "seed": seed,
-            "dataset": {"redundancy": r},
-            "objective": {"_target_": target[objective]},
-            "task_name": "uniqueness_objective",
-        },
-        path / ".hydra" / "config.yaml",
-    )
+    config = {
+        "seed": seed,
+        "dataset": {"redundancy": r},
+        "objective": {"_target_": target[objective]},
+        "task_name": "uniqueness_objective",
+    }
     rows = [
         {"metric": m, "aggregate": "max", "modality": "x0|x1", "value": v}
         for m, v in (("unbiased_cka", cka), ("mutual_knn", cka / 2))
@@ -118,7 +114,7 @@ def _fake_run(path, objective, r, seed, cka, acc, shared, unique):
         for m in ("x0", "x1")
         for b, role in rus.bit_roles(r).items()
     ]
-    pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
+    write_fake_run(path, config, rows)
 
 
 def _fake_sweep(root):
@@ -165,18 +161,15 @@ def test_analysis_tables_figure_and_trends_on_a_fake_sweep(tmp_path, capsys):
 
 
 def test_analysis_errors_are_one_line(tmp_path, capsys):
-    assert study.main([str(tmp_path)]) == 2  # no runs at all
+    assert study.main([str(tmp_path)]) == 1  # no runs at all
     err = capsys.readouterr().err
     assert err.startswith("mmrep.analysis.uniqueness_objective: error: ") and err.count("\n") == 1
-    other = tmp_path / "numeric_run"
-    (other / ".hydra").mkdir(parents=True)
-    OmegaConf.save(
-        {"seed": 0, "dataset": {"_target_": "mmrep.data.numeric.NumericDataModule"}}, other / ".hydra" / "config.yaml"
+    write_fake_run(
+        tmp_path / "numeric_run",
+        {"seed": 0, "dataset": {"_target_": "mmrep.data.numeric.NumericDataModule"}},
+        [{"metric": "r2", "probe": "mlp", "modality": "x", "target": "s_0", "value": 0.9}],
     )
-    pd.DataFrame([{"metric": "r2", "probe": "mlp", "modality": "x", "target": "s_0", "value": 0.9}]).to_csv(
-        other / "results.csv", index=False
-    )
-    assert study.main([str(tmp_path)]) == 2
+    assert study.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "holds no uniqueness × objective runs" in err and "dataset.redundancy" in err and err.count("\n") == 1
 

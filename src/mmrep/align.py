@@ -62,9 +62,9 @@ def load_features(spec: str, name: str) -> np.ndarray:
         raise InputFileError(f"{name}: cannot read {path} ({type(err).__name__}: {err})") from None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m mmrep.align",
+        prog=prog or "python -m mmrep.align",
         description="Representation alignment between two paired feature matrices (spec rus-alignment §4).",
         epilog=f"metrics: {', '.join(METRICS)}",
     )
@@ -83,8 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    """The command (``mmrep align`` passes ``prog``); returns the exit code."""
+    args = parse_args(argv, prog)
     try:
         # options first (cheap, and nothing is loaded, computed or written before they are known to work)
         if args.svcca_dim < 1:

@@ -13,12 +13,9 @@ MLP-probe numbers (spec §3.4 Figure 5, §4.4 Figure 6).
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
 import pandas as pd
 
+from mmrep.analysis.cli import publish, run_analysis, study_parser
 from mmrep.analysis.runs import load_runs, markdown
 from mmrep.core.files import atomic_write
 
@@ -156,24 +153,27 @@ def factor_table(runs: pd.DataFrame, probe: str = "mlp") -> pd.DataFrame:
     )
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.factors", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep", type=Path)
+def main(argv=None, prog: str | None = None) -> int:
+    parser = study_parser(
+        "factors",
+        __doc__.split("\n\n")[0],
+        prog=prog,
+        wandb_help="also log the tables to W&B, in the group of the sweep's runs",
+    )
     parser.add_argument("--probe", default="mlp", choices=["mlp", "linear"])
-    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--paper", choices=sorted(PAPER), default=None, help="print each table beside the paper's MLP-probe numbers"
     )
-    parser.add_argument(
-        "--wandb", action="store_true", help="also log the tables to W&B, in the group of the sweep's runs"
-    )
     args = parser.parse_args(argv)
-    try:
+
+    def analyze():
         table = factor_table(load_runs(args.sweep, CONFIG_KEYS), args.probe)
-        comparison = paper_comparison(table, args.paper) if args.paper else {}
-    except (FileNotFoundError, ValueError) as err:
-        print(f"mmrep.analysis.factors: error: {err}", file=sys.stderr)
-        return 2
+        return table, (paper_comparison(table, args.paper) if args.paper else {})
+
+    code, result = run_analysis(parser.prog, analyze, [args.sweep])
+    if code:
+        return code
+    table, comparison = result
     out = args.out or args.sweep
     with atomic_write(out / "factors.csv") as fh:
         table.to_csv(fh, index=False, float_format="%.4g")
@@ -189,10 +189,8 @@ def main(argv=None) -> int:
             fh.write(text + "\n")
         print(f"\n{modality}: ours ({args.probe} probe) (paper, MLP probe, {args.paper})\n{text}")
     if args.wandb:
-        from mmrep.analysis.publish import publish_cli
-
         tables = {"factors": table, **{f"factors_{m}_vs_paper": wide for m, wide in comparison.items()}}
-        return publish_cli(parser.prog, args.sweep, tables, [], "factors")
+        return publish(parser.prog, args.sweep, tables, [], "factors")
     return 0
 
 

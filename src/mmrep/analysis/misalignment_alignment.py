@@ -31,7 +31,6 @@ text's view is held fixed?), each with a percentile-bootstrap 95 % interval. Wri
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +38,12 @@ import pandas as pd
 from hydra.utils import get_class
 
 from mmrep.analysis import summary as seed_stats
+from mmrep.analysis.cli import publish, run_analysis, study_parser
 from mmrep.analysis.runs import load_runs, markdown, save_figure
 from mmrep.bias.misalignment import MisalignmentBias
 from mmrep.core.files import atomic_write
 from mmrep.metrics.alignment import METRICS
 
-PROG = "python -m mmrep.analysis.misalignment_alignment"
 CONFIG_KEYS = {
     "theta": "bias.theta",
     "beta": "bias.beta",
@@ -354,15 +353,15 @@ def analyze(
     return {"runs": values, "summary": summary, "correlation": corr}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "sweeps",
-        type=Path,
-        nargs="+",
-        help="multirun directories of experiment=misalignment_alignment / misalignment_alignment_shapes",
+def main(argv=None, prog: str | None = None) -> int:
+    parser = study_parser(
+        "misalignment_alignment",
+        __doc__.split("\n\n")[0],
+        prog=prog,
+        many=True,
+        sweep_help="multirun directories of experiment=misalignment_alignment / misalignment_alignment_shapes",
+        wandb_help="also log the tables and the figure to W&B, in the group of each sweep's runs",
     )
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep folder)")
     parser.add_argument(
         "--probe", default="linear", choices=["linear", "mlp"], help="the identification probe whose scores are read"
     )
@@ -373,28 +372,23 @@ def main(argv=None) -> int:
         choices=list(METRICS),
         help="the alignment metric of the per-layer table and panel",
     )
-    parser.add_argument(
-        "--wandb",
-        action="store_true",
-        help="also log the tables and the figure to W&B, in the group of each sweep's runs",
-    )
     args = parser.parse_args(argv)
-    code, result = seed_stats.run_analysis(
-        PROG, lambda: analyze(args.sweeps, args.out, args.probe, args.bootstrap, args.layer_metric)
+    code, result = run_analysis(
+        parser.prog,
+        lambda: analyze(args.sweeps, args.out, args.probe, args.bootstrap, args.layer_metric),
+        args.sweeps,
     )
     if code:
         return code
     out = Path(args.out or args.sweeps[0])
     print((out / "misalignment_alignment.md").read_text())
     if args.wandb:
-        from mmrep.analysis.publish import publish_cli
-
         tables = {
             "misalignment_alignment": result["summary"],
             "misalignment_alignment_correlation": result["correlation"],
         }
         codes = [
-            publish_cli(PROG, sweep, tables, [out / "misalignment_alignment.png"], "misalignment_alignment")
+            publish(parser.prog, sweep, tables, [out / "misalignment_alignment.png"], "misalignment_alignment")
             for sweep in args.sweeps
         ]
         return max(codes)

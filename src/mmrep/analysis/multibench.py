@@ -18,8 +18,6 @@ weights restored); datasets are loaded once per configuration.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 from scipy import stats
 
+from mmrep.analysis.cli import publish, run_analysis, study_parser
 from mmrep.analysis.runs import find_runs
 from mmrep.core.contract import concat_batches
 from mmrep.core.files import atomic_write
@@ -188,33 +187,32 @@ def table1(summary: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return part.pivot_table(index="dataset", columns="column", values="pearson", sort=False)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.multibench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweeps", nargs="+", type=Path, help="multirun directories of experiment=multibench_alignment")
+def main(argv=None, prog: str | None = None) -> int:
+    parser = study_parser(
+        "multibench",
+        __doc__.split("\n\n")[0],
+        prog=prog,
+        many=True,
+        sweep_help="multirun directories of experiment=multibench_alignment",
+        wandb_help="also log the tables to W&B, in the group of the first sweep's runs (not with --tune)",
+    )
     parser.add_argument("--metric", default="unbiased_cka", help="alignment metric (spec §5.2 default: unbiased_cka)")
     parser.add_argument("--n", type=int, default=4096, help="samples per split (spec §4.1: 4096)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first sweep)")
     parser.add_argument("--tune", action="store_true", help="the sweeps are multibench_grid sweeps: pick (lr, wd)")
-    parser.add_argument(
-        "--wandb",
-        action="store_true",
-        help="also log the tables to W&B, in the group of the first sweep's runs (not with --tune)",
-    )
     args = parser.parse_args(argv)
     if args.tune and args.wandb:
         parser.error("--wandb does not apply to --tune")
     if args.tune:
-        return _print_tuned(args.sweeps)
-    frames, runs = [], []
-    for sweep in args.sweeps:
-        try:
-            summary, per_run = analyze_sweep(sweep, args.metric, args.n)
-        except (FileNotFoundError, ValueError) as err:
-            print(f"mmrep.analysis.multibench: error: {err}", file=sys.stderr)
-            return 2
-        frames.append(summary)
-        runs.append(per_run)
-    summary, per_run = pd.concat(frames, ignore_index=True), pd.concat(runs, ignore_index=True)
+        return _print_tuned(parser.prog, args.sweeps)
+
+    def analyze():
+        summaries, runs = zip(*(analyze_sweep(sweep, args.metric, args.n) for sweep in args.sweeps))
+        return pd.concat(summaries, ignore_index=True), pd.concat(runs, ignore_index=True)
+
+    code, result = run_analysis(parser.prog, analyze, args.sweeps)
+    if code:
+        return code
+    summary, per_run = result
     out = args.out or args.sweeps[0]
     for name, df in (("multibench_alignment.csv", summary), ("multibench_runs.csv", per_run)):
         with atomic_write(out / name) as fh:
@@ -233,20 +231,16 @@ def main(argv=None) -> int:
         Console().print(table)
     print(f"wrote {out / 'multibench_alignment.csv'} and {out / 'multibench_runs.csv'}")
     if args.wandb:
-        from mmrep.analysis.publish import publish_cli
-
         tables = {"multibench_alignment": summary, "multibench_runs": per_run}
-        return publish_cli(parser.prog, args.sweeps[0], tables, [], "multibench")
+        return publish(parser.prog, args.sweeps[0], tables, [], "multibench")
     return 0
 
 
-def _print_tuned(sweeps: list[Path]) -> int:
-    for sweep in sweeps:
-        try:
-            best = tune(sweep)
-        except FileNotFoundError as err:
-            print(f"mmrep.analysis.multibench: error: {err}", file=sys.stderr)
-            return 2
+def _print_tuned(prog: str, sweeps: list[Path]) -> int:
+    code, tuned = run_analysis(prog, lambda: [tune(sweep) for sweep in sweeps], sweeps)
+    if code:
+        return code
+    for sweep, best in zip(sweeps, tuned):
         with atomic_write(sweep / "tuned.csv") as fh:
             best.to_csv(fh, index=False, float_format="%.6g")
         groups = ", ".join(

@@ -16,7 +16,6 @@ pivot's columns (``lr=0.001 · θ={0..7}``), and the command prints ``grouping b
 
 from __future__ import annotations
 
-import argparse
 import sys
 import textwrap
 from decimal import ROUND_HALF_UP, Decimal
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mmrep.analysis.cli import publish, run_analysis, study_parser
 from mmrep.analysis.runs import differing_overrides, load_runs, markdown
 from mmrep.bias.misalignment import MisalignmentBias
 
@@ -203,22 +203,20 @@ def heatmap(wide: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.numeric", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (or any folder of runs)")
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = study_parser("numeric", __doc__.split("\n\n")[0], prog=prog)
     parser.add_argument("--probe", default="mlp", choices=["linear", "mlp"])
     parser.add_argument("--modality", default="x", help="encoder whose representation is probed (x or t)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: sweep_dir)")
-    parser.add_argument(
-        "--wandb", action="store_true", help="also log the tables and figures to W&B, in the group of the sweep's runs"
-    )
     args = parser.parse_args(argv)
-    try:
-        runs, by = load_grouped_runs(args.sweep_dir)
-        table = identification_table(runs, args.probe, args.modality, by)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+
+    def analyze():
+        runs, by = load_grouped_runs(args.sweep)
+        return runs, by, identification_table(runs, args.probe, args.modality, by)
+
+    code, result = run_analysis(parser.prog, analyze, [args.sweep])
+    if code:
+        return code
+    runs, by, table = result
     if by:
         print(
             "grouping by differing overrides: " + ", ".join(f"{k} ({runs[k].nunique(dropna=False)} values)" for k in by)
@@ -232,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             "no command-line override records)",
             file=sys.stderr,
         )
-    out = args.out or args.sweep_dir
+    out = args.out or args.sweep
     out.mkdir(parents=True, exist_ok=True)
     stem = f"identification_{args.modality}_{args.probe}"
     table.to_csv(out / "identification.csv", index=False)
@@ -243,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     print(display(wide).to_string())
     print(f"\nwrote {out / 'identification.csv'}, {out / (stem + '.md')}, {out / (stem + '.png')}")
     if args.wandb:
-        from mmrep.analysis.publish import publish_cli
-
-        return publish_cli(parser.prog, args.sweep_dir, {"identification": table}, [out / f"{stem}.png"], "numeric")
+        return publish(parser.prog, args.sweep, {"identification": table}, [out / f"{stem}.png"], "numeric")
     return 0
 
 

@@ -1,4 +1,15 @@
-"""Read run and multirun directories into one tidy DataFrame."""
+"""Read run and multirun directories into one tidy DataFrame.
+
+A *run folder* is what ``mmrep train`` writes: ``.hydra/config.yaml`` (the resolved config), ``.hydra/overrides.yaml``
+(the command-line overrides that made it) and, once measured, ``results.csv`` (one row per number: ``metric``,
+``value`` and the columns naming what was measured). A multirun (sweep) folder holds one run folder per job.
+
+* :func:`find_runs` — the measured run folders under a folder;
+* :func:`load_runs` — their ``results.csv`` rows in one table, with chosen config values (and, on request, every
+  override) as columns — what every study analysis starts from;
+* :func:`sweep_table` — the generic table of ``mmrep analyze sweep``: every run's overrides and results, plus the
+  run folders it skipped and why.
+"""
 
 from __future__ import annotations
 
@@ -15,27 +26,109 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("results.csv") if (p.parent / ".hydra" / "config.yaml").exists())
 
 
-def load_runs(root: Path, config_keys: dict[str, str]) -> pd.DataFrame:
-    """Concatenate the ``results.csv`` of every run under ``root``.
+def _run_name(run: Path, root: Path) -> str:
+    return str(run.relative_to(root)) if run != root else "."
 
-    ``config_keys`` maps output column → dotted config key (e.g. ``{"theta": "bias.theta"}``); each run's resolved
-    value is added to its rows (lists become tuples so they can be grouped), plus a ``run`` column.
+
+def load_runs(root: Path, config_keys: dict[str, str] | None = None, overrides: bool = False) -> pd.DataFrame:
+    """Concatenate the ``results.csv`` of every run under ``root`` (:func:`find_runs`) into one tidy table.
+
+    One row per results row, with the ``results.csv`` columns and:
+
+    * ``run`` — the run folder relative to ``root`` (``"."`` when ``root`` is the run);
+    * one column per entry of ``config_keys``, output column → dotted config key (``{"theta": "bias.theta"}``): the
+      run's resolved value (None where unset; lists become tuples so they can be grouped);
+    * with ``overrides``, one column per override key of any run (``.hydra/overrides.yaml``, ``hydra.*`` keys
+      left out; e.g. ``objective.optimizer.lr``) placed after ``run``: each run's value as :func:`differing_overrides`
+      reads it (the resolved config value, so ``1e-3`` and ``0.001`` agree and a run that did not override the key
+      shows its default; config-group choices as text). A key that is also a results or ``config_keys`` column is
+      named ``override:<key>``. ``table.attrs["override_columns"]`` lists these columns.
+
+    Raises FileNotFoundError when ``root`` holds no run with both ``results.csv`` and ``.hydra/config.yaml``; a
+    ``results.csv`` pandas cannot read raises its error (:func:`sweep_table` skips such runs instead).
     """
+    root = Path(root)
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"{root}: no run directories with results.csv and .hydra/config.yaml found")
+    return _table(root, runs, [pd.read_csv(run / "results.csv") for run in runs], config_keys or {}, overrides)
+
+
+def _table(root: Path, runs: list[Path], results: list[pd.DataFrame], config_keys: dict, overrides: bool):
+    configs = [OmegaConf.load(run / ".hydra" / "config.yaml") for run in runs]
+    raw = [run_overrides(run) for run in runs] if overrides else [{} for _ in runs]
+    keys = [k for k in dict.fromkeys(k for o in raw for k in o) if not k.startswith("hydra.")]
+    taken = {c for df in results for c in df.columns} | set(config_keys) | {"run"}
+    override_columns = [f"override:{key}" if key in taken else key for key in keys]
     frames = []
-    for run in runs:
-        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-        df = pd.read_csv(run / "results.csv")
-        df["run"] = str(run.relative_to(root)) if run != Path(root) else "."
+    for run, cfg, over, df in zip(runs, configs, raw, results):
+        df = df.copy()
+        if overrides:  # run and overrides first: the row says which job and which overrides produced it
+            front = {"run": _run_name(run, root)}
+            for key, column in zip(keys, override_columns):
+                front[column] = _override_value(run, cfg, key, over.get(key))
+            for position, (column, value) in enumerate(front.items()):
+                df.insert(position, column, [value] * len(df))
+        else:
+            df["run"] = _run_name(run, root)
         for column, key in config_keys.items():
             value = OmegaConf.select(cfg, key, default=None)
             if OmegaConf.is_config(value):
                 value = OmegaConf.to_container(value, resolve=True)
             df[column] = [tuple(value) if isinstance(value, list) else value] * len(df)
         frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["override_columns"] = override_columns
+    return table
+
+
+def _reason(err: Exception) -> str:
+    return f"{type(err).__name__}: " + (str(err).strip().splitlines() or [""])[0]
+
+
+def sweep_table(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Every run folder under ``root`` in one tidy table, and the folders left out with the reason.
+
+    The table is :func:`load_runs` with ``overrides=True``: one row per (run, ``results.csv`` row) with the
+    columns ``run``, one per override key of any run, then the ``results.csv`` columns. A run folder is a folder
+    with ``.hydra/config.yaml`` or ``results.csv``; one without ``results.csv`` (not finished, failed, pruned), without
+    ``.hydra/config.yaml``, or whose files cannot be read is skipped: ``(run name, why)``. FileNotFoundError when
+    ``root`` is no folder or holds no run folder; ValueError when every run folder is skipped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    candidates = {p.parent.parent for p in root.rglob(".hydra/config.yaml")} | {
+        p.parent for p in root.rglob("results.csv")
+    }
+    candidates = sorted(c for c in candidates if not {".hydra", "wandb"} & set(c.relative_to(root).parts))
+    if not candidates:
+        raise FileNotFoundError(f"{root}: no run folders (.hydra/config.yaml or results.csv) found")
+    runs, results, skipped = [], [], []
+    for run in candidates:
+        name = _run_name(run, root)
+        if not (run / ".hydra" / "config.yaml").is_file():
+            skipped.append((name, "no .hydra/config.yaml"))
+            continue
+        if not (run / "results.csv").is_file():
+            skipped.append((name, "no results.csv (not finished, failed or pruned)"))
+            continue
+        try:
+            OmegaConf.load(run / ".hydra" / "config.yaml")
+            run_overrides(run)
+        except Exception as err:  # a truncated or hand-edited file: say which and go on
+            skipped.append((name, f"unreadable .hydra files ({_reason(err)})"))
+            continue
+        try:
+            results.append(pd.read_csv(run / "results.csv"))
+        except Exception as err:
+            skipped.append((name, f"unreadable results.csv ({_reason(err)})"))
+            continue
+        runs.append(run)
+    if not runs:
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+        raise ValueError(f"{root}: none of its {len(skipped)} run folders has a readable results.csv ({why})")
+    return _table(root, runs, results, {}, overrides=True), skipped
 
 
 OVERRIDE_UNSET = "(default)"

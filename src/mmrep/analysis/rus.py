@@ -20,7 +20,6 @@ The original computed Pearson only (and never filled the U = 8 maximum, §9 item
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 from scipy import stats
 
+from mmrep.analysis.cli import publish, run_analysis, study_parser
 from mmrep.analysis.runs import find_runs, load_runs, save_figure
 
 log = logging.getLogger(__name__)
@@ -230,8 +230,8 @@ def plot(df: pd.DataFrame, maxima: pd.DataFrame, perf: pd.DataFrame, out: Path) 
 
 def analyze(root: Path, out: Path | None = None, bootstrap: int = 1000) -> dict[str, pd.DataFrame]:
     out = Path(out or root)
-    out.mkdir(parents=True, exist_ok=True)
     df = tidy_runs(select_rus_runs(load_runs(root, CONFIG_KEYS), root))
+    out.mkdir(parents=True, exist_ok=True)
     maxima, vs_u = alignment_vs_u(df, bootstrap)
     perf = alignment_performance(df, bootstrap)
     by_seed = alignment_performance(df, 0, by=("metric", "U", "D_phi", "seed"))
@@ -254,20 +254,15 @@ def analyze(root: Path, out: Path | None = None, bootstrap: int = 1000) -> dict[
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmrep.analysis.rus", description=__doc__.split("\n")[0])
-    parser.add_argument("root", type=Path, help="a multirun directory (or any folder holding RUS runs)")
-    parser.add_argument("--out", type=Path, help="output folder (default: the root)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
-    parser.add_argument(
-        "--wandb", action="store_true", help="also log the tables and figures to W&B, in the group of the sweep's runs"
+def main(argv=None, prog: str | None = None) -> int:
+    parser = study_parser(
+        "rus", __doc__.split("\n")[0], prog=prog, sweep_help="a multirun directory (or any folder holding RUS runs)"
     )
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
     args = parser.parse_args(argv)
-    try:
-        result = analyze(args.root, args.out, args.bootstrap)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"mmrep.analysis.rus: error: {err}", file=sys.stderr)
-        return 2
+    code, result = run_analysis(parser.prog, lambda: analyze(args.sweep, args.out, args.bootstrap), [args.sweep])
+    if code:
+        return code
     vs_u = result["alignment_vs_U"]
     print("alignment (max over runs) vs U, per metric and D_phi:")
     print(
@@ -284,15 +279,13 @@ def main(argv=None) -> int:
         print(f"\n{title} per U (median over D_phi, 95% bootstrap CI):")
         print(ap.round(3).to_string())
     if args.wandb:
-        from mmrep.analysis.publish import publish_cli
-
-        out = Path(args.out or args.root)
+        out = Path(args.out or args.sweep)
         figures = [
             out / f"{kind}_{metric}.png"
             for metric in sorted(result["runs"]["metric"].unique())
             for kind in ("alignment_vs_U", "alignment_performance")
         ]  # what plot() wrote
-        return publish_cli(parser.prog, args.root, result, figures, "rus")
+        return publish(parser.prog, args.sweep, result, figures, "rus")
     return 0
 
 

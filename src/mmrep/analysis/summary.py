@@ -1,5 +1,5 @@
-"""Seed summaries shared by the study analyses: means with Student-t intervals, least-squares trends, table cells
-and the command-line wrapper of an analysis.
+"""Seed summaries shared by the study analyses: means with Student-t intervals, least-squares trends and table
+cells.
 
 Values come as a tidy frame with one row per run and quantity (a ``value`` column); every function groups by the
 columns it is given, so the studies only decide what their keys are.
@@ -8,8 +8,7 @@ columns it is given, so the studies only decide what their keys are.
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -159,13 +158,3 @@ def keep_runs(raw: pd.DataFrame, requirements: Sequence[tuple[str, set]], root, 
             "%s: skipping %d of %d runs that are not %s runs", root, runs - len(keep), runs, study
         )
     return raw[raw["run"].isin(keep)]
-
-
-def run_analysis(prog: str, analyze: Callable[[], object]) -> tuple[int, object]:
-    """Call ``analyze()`` for an analysis command: a missing folder or file or an unusable sweep (FileNotFoundError,
-    ValueError) becomes one line ``<module>: error: ...`` on stderr and exit code 2; returns ``(0, result)`` else."""
-    try:
-        return 0, analyze()
-    except (FileNotFoundError, ValueError) as err:
-        print(f"{prog.removeprefix('python -m ')}: error: {err}", file=sys.stderr)
-        return 2, None

@@ -31,17 +31,16 @@ their accuracy and lose alignment (rus §8, Fig. 4).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
 from mmrep.analysis import summary as seed_stats
+from mmrep.analysis.cli import publish, run_analysis, study_parser
 from mmrep.analysis.runs import load_runs, markdown, save_figure
 from mmrep.core.files import atomic_write
 from mmrep.data.rus import LABEL_BITS, conditional_table
 
-PROG = "python -m mmrep.analysis.uniqueness_objective"
 CONFIG_KEYS = {"r": "dataset.redundancy", "objective_target": "objective._target_", "seed": "seed"}
 GENERATOR_KEYS = {
     "temperature": "dataset.temperature",
@@ -287,7 +286,6 @@ def analyze(root: Path, out: Path | None = None, probe: str = "linear") -> dict[
     return ``{"runs", "summary", "trend"}``."""
     root = Path(root)
     out = Path(out or root)
-    out.mkdir(parents=True, exist_ok=True)
     raw = select_runs(load_runs(root, {**CONFIG_KEYS, **GENERATOR_KEYS}), root)
     values = run_values(raw, probe)
     summary = pd.concat([summarize(values), bayes_rows(raw)], ignore_index=True).sort_values(
@@ -307,32 +305,29 @@ def analyze(root: Path, out: Path | None = None, probe: str = "linear") -> dict[
     return {"runs": values, "summary": summary, "trend": trends}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep", type=Path, help="a multirun directory of experiment=uniqueness_objective")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the sweep folder)")
+def main(argv=None, prog: str | None = None) -> int:
+    parser = study_parser(
+        "uniqueness_objective",
+        __doc__.split("\n\n")[0],
+        prog=prog,
+        sweep_help="a multirun directory of experiment=uniqueness_objective",
+        wandb_help="also log the tables and the figure to W&B, in the group of the sweep's runs",
+    )
     parser.add_argument(
         "--probe",
         default="linear",
         choices=["linear", "mlp"],
         help="the factor probe whose MCC is averaged per bit group",
     )
-    parser.add_argument(
-        "--wandb",
-        action="store_true",
-        help="also log the tables and the figure to W&B, in the group of the sweep's runs",
-    )
     args = parser.parse_args(argv)
-    code, result = seed_stats.run_analysis(PROG, lambda: analyze(args.sweep, args.out, args.probe))
+    code, result = run_analysis(parser.prog, lambda: analyze(args.sweep, args.out, args.probe), [args.sweep])
     if code:
         return code
     out = Path(args.out or args.sweep)
     print((out / "uniqueness_objective.md").read_text())
     if args.wandb:
-        from mmrep.analysis.publish import publish_cli
-
         tables = {"uniqueness_objective": result["summary"], "uniqueness_objective_trend": result["trend"]}
-        return publish_cli(PROG, args.sweep, tables, [out / "uniqueness_objective.png"], "uniqueness_objective")
+        return publish(parser.prog, args.sweep, tables, [out / "uniqueness_objective.png"], "uniqueness_objective")
     return 0
 
 

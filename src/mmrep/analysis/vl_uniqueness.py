@@ -16,14 +16,13 @@ family, alignment against U averaged over LMs, one line per vision model) and ``
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mmrep.analysis.cli import publish, run_analysis, study_parser
 from mmrep.analysis.runs import load_runs, markdown, save_figure
 from mmrep.core.files import atomic_write
 
@@ -123,23 +122,19 @@ def plot(table: pd.DataFrame, out: Path) -> list[Path]:
     return written
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mmrep.analysis.vl_uniqueness", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("sweep", type=Path)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument(
-        "--wandb", action="store_true", help="also log the tables and figures to W&B, in the group of the sweep's runs"
-    )
+def main(argv=None, prog: str | None = None) -> int:
+    parser = study_parser("vl_uniqueness", __doc__.split("\n\n")[0], prog=prog)
     args = parser.parse_args(argv)
-    try:
+
+    def analyze():
         table = run_table(load_runs(args.sweep, CONFIG_KEYS))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"mmrep.analysis.vl_uniqueness: error: {err}", file=sys.stderr)
-        return 2
+        return table, rho_uniqueness(table), performance_trend(table)
+
+    code, result = run_analysis(parser.prog, analyze, [args.sweep])
+    if code:
+        return code
+    table, rho, trend = result
     out = args.out or args.sweep
-    rho, trend = rho_uniqueness(table), performance_trend(table)
     for name, frame in (("vl_runs", table), ("vl_rho_uniqueness", rho), ("vl_performance", trend)):
         with atomic_write(out / f"{name}.csv") as fh:
             frame.to_csv(fh, index=False, float_format="%.4g")
@@ -153,10 +148,8 @@ def main(argv=None) -> int:
         + markdown(trend.set_index(["family", "uniqueness"]).round(3))
     )
     if args.wandb:
-        from mmrep.analysis.publish import publish_cli
-
         tables = {"vl_runs": table, "vl_rho_uniqueness": rho, "vl_performance": trend}
-        return publish_cli(parser.prog, args.sweep, tables, figures, "vl_uniqueness")
+        return publish(parser.prog, args.sweep, tables, figures, "vl_uniqueness")
     return 0
 
 

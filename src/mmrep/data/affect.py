@@ -1,4 +1,5 @@
-"""MultiBench affect datasets: MOSEI, MOSI, MUStARD (sarcasm), UR-FUNNY (humor) (spec rus-alignment.md §6.1).
+"""MultiBench affect datasets: MOSEI, MOSI, MUStARD (sarcasm), UR-FUNNY (humor) (arXiv:2502.16282;
+multimodal_alignment datasets/affect/get_data.py).
 
 On disk (MultiBench's processed pickles, under ``<data_dir>/affect/``)::
 
@@ -19,7 +20,8 @@ the paper's ``max_pad=True, norm_modal=[vision, audio]``; checked against it by 
 
 Each modality is a masked sequence ``{"x": (B, 50, d), "mask": (B, 50)}`` (mask True at real steps; the original's
 mask was True at padding). Labels: MOSI/MOSEI regress the raw sentiment score as float32 (reported as the accuracy
-of its sign, §3.1), sarcasm is ``label > 0``, humor the raw label truncated to an integer (int64; a 0/1 label).
+of its sign, the original's training_structures/unimodal_supervised.py), sarcasm is ``label > 0``, humor the raw label
+truncated to an integer (int64; a 0/1 label).
 
 Deliberate differences from the original: a feature with zero train variance is centred, not divided by 0 (the
 original gives nan/inf); a sample with no text in its first ``max_len`` steps (only possible with normalisation
@@ -41,7 +43,7 @@ from mmrep.data.base import InMemorySplitDataModule, reject_bias, select_modalit
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("vision", "audio", "text")  # spec §6.1: modality 0, 1, 2
+MODALITIES = ("vision", "audio", "text")  # datasets/affect/get_data.py: modality 0, 1, 2
 SPLIT_KEYS = {"train": "train", "val": "valid", "test": "test"}  # ours → the pickle's
 SOURCE = (
     "the MultiBench affective-computing data (github.com/pliang279/MultiBench, 'Affective Computing'); "
@@ -51,7 +53,7 @@ FORMAT = (
     "a pickle {'train'|'valid'|'test': {'vision': (N,T,dv), 'audio': (N,T,da), 'text': (N,T,300), 'labels': (N,1,1)}}"
 )
 LABEL_RULES = ("regression", "positive", "raw")
-NORMALISED = ("vision", "audio")  # spec §6.1: norm_modal; text is left as is
+NORMALISED = ("vision", "audio")  # datasets/affect/get_data.py: norm_modal; text is left as is
 
 
 def check_file(path: Path) -> Path:
@@ -82,19 +84,20 @@ def read_affect_pickle(path: Path) -> dict:
 
 def text_keep(text: np.ndarray) -> np.ndarray:
     """(N,) True where a sample's text (N, T, 300), in the file's dtype, has a non-zero signed sum: the original
-    (``drop_entry``) drops ``text.sum() == 0``, which also drops a text whose entries cancel (§6.1 cleaning)."""
+    (``drop_entry``) drops ``text.sum() == 0``, which also drops a text whose entries cancel (get_data.py's
+    cleaning)."""
     return np.asarray(text).reshape(len(text), -1).sum(axis=1) != 0
 
 
 def first_steps(split: dict[str, np.ndarray], max_len: int) -> dict[str, np.ndarray]:
     """Every modality (N, T, d) cut to its first ``max_len`` steps (N, min(T, max_len), d); labels unchanged. The
-    original's ``norm_with_stats`` does this before aligning at the first text row (§6.1 normalisation)."""
+    original's ``norm_with_stats`` does this before aligning at the first text row (get_data.py)."""
     return {k: v[:, :max_len] if k in MODALITIES else v for k, v in split.items()}
 
 
 def norm_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std (d,) of (N, T, d) over samples × steps, padding included (§6.1). A zero std becomes
-    1 (deliberate: the original divides by 0, giving nan/inf), so a constant feature is only centred."""
+    """Per-feature mean and std (d,) of (N, T, d) over samples × steps, padding included (get_data.py). A zero std
+    becomes 1 (deliberate: the original divides by 0, giving nan/inf), so a constant feature is only centred."""
     mean, std = x.mean(axis=(0, 1)), x.std(axis=(0, 1))
     return mean, np.where(std > 0, std, 1.0).astype(x.dtype)
 
@@ -119,7 +122,7 @@ def align_and_pad(x: np.ndarray, start: np.ndarray, max_len: int) -> tuple[np.nd
 
 def labels_from(raw: np.ndarray, rule: str) -> np.ndarray:
     """(N,) targets from the pickle's labels (N, 1, 1): the float32 score, ``label > 0`` or the raw label truncated
-    to an integer (the original's ``.long()``), both int64 (§6.1 label rules)."""
+    to an integer (the original's ``.long()``), both int64 (get_data.py's label rules)."""
     flat = np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)[:, 0]
     if rule == "regression":
         return flat.astype(np.float32)
@@ -129,7 +132,7 @@ def labels_from(raw: np.ndarray, rule: str) -> np.ndarray:
 
 
 class AffectDataModule(InMemorySplitDataModule):
-    """One MultiBench affect dataset with modalities ``vision``, ``audio``, ``text`` (spec §6.1).
+    """One MultiBench affect dataset with modalities ``vision``, ``audio``, ``text`` (datasets/affect/get_data.py).
 
     Args:
         path: the pickle (conf: ``${paths.data_dir}/affect/<name>/<file>.pkl``).
@@ -139,7 +142,7 @@ class AffectDataModule(InMemorySplitDataModule):
         modalities: a subset in the order wanted, e.g. ``[text, vision]`` (default all three).
         max_len: steps kept after the first text row (spec: 50); with ``normalize`` also the window every sample is
             first cut to (the original's ``max_seq_len``). normalize: z-score vision and audio (spec: yes).
-        batch_size: spec §3.3: 64. name: for messages.
+        batch_size: the original's 64 (scripts/tune_real.sh). name: for messages.
     """
 
     def __init__(
@@ -183,7 +186,7 @@ class AffectDataModule(InMemorySplitDataModule):
     def load_splits(self) -> dict[str, dict]:
         raw = read_affect_pickle(self.path)
         splits = {ours: self._clean(raw[theirs], theirs) for ours, theirs in SPLIT_KEYS.items()}
-        if self.normalize:  # §6.1: cut to max_len steps, then vision/audio z-scored with train stats
+        if self.normalize:  # get_data.py: cut to max_len steps, then vision/audio z-scored with train stats
             splits = {name: first_steps(split, self.max_len) for name, split in splits.items()}
             for m in NORMALISED:
                 mean, std = norm_stats(splits["train"][m])
@@ -202,7 +205,8 @@ class AffectDataModule(InMemorySplitDataModule):
         return out
 
     def _clean(self, split: dict, key: str) -> dict[str, np.ndarray]:
-        """Float arrays with the declared widths; samples whose text sums to 0 dropped, -inf audio set to 0 (§6.1)."""
+        """Float arrays with the declared widths; samples whose text sums to 0 dropped, -inf audio set to 0
+        (get_data.py)."""
         arrays = {}
         for m in MODALITIES:
             x = np.asarray(split[m])

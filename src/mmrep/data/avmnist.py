@@ -1,4 +1,5 @@
-"""AVMNIST with MFCC audio (spec rus-alignment.md §6.2): a handwritten digit image and a spoken digit.
+"""AVMNIST with MFCC audio (arXiv:2502.16282; multimodal_alignment
+datasets/avmnist/get_data.py::get_dataloader_mfcc): a handwritten digit image and a spoken digit.
 
 On disk, under ``<data_dir>/avmnist/avmnist_mfcc/``::
 
@@ -34,7 +35,7 @@ FILES = (
     "test_labels.npy",
 )
 SOURCE = "the AVMNIST data of MultiBench (github.com/pliang279/MultiBench, 'Multimedia'), MFCC variant"
-N_TRAIN = 55_000  # spec §6.2: rows 55,000..60,000 of the train files are the validation split
+N_TRAIN = 55_000  # get_dataloader_mfcc: rows 55,000..60,000 of the train files are the validation split
 
 
 def image_patches(images: np.ndarray) -> np.ndarray:
@@ -45,7 +46,7 @@ def image_patches(images: np.ndarray) -> np.ndarray:
 
 def mfcc_stats(train_audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (1, n_mfcc, 1) of the training rows' audio (N, n_mfcc, n_frames) per coefficient, over samples
-    and frames (spec §6.2). A zero std becomes 1 (deliberate: the original divides by 0, giving nan/inf)."""
+    and frames (get_dataloader_mfcc). A zero std becomes 1 (deliberate: the original divides by 0, giving nan/inf)."""
     mean = train_audio.mean(axis=(0, 2), keepdims=True)
     std = train_audio.std(axis=(0, 2), keepdims=True)
     return mean, np.where(std > 0, std, 1.0).astype(train_audio.dtype)
@@ -57,7 +58,7 @@ class AVMNISTDataModule(InMemorySplitDataModule):
     Args:
         root: the ``avmnist_mfcc`` folder (conf: ``${paths.data_dir}/avmnist/avmnist_mfcc``).
         audio_tokens: ``mfcc`` (the original: coefficients are the tokens) or ``frames`` (transposed).
-        n_train: training rows of the train files (the rest validate; spec: 55,000). batch_size: spec §3.3: 64.
+        n_train: training rows of the train files (the rest validate; original: 55,000). batch_size: original 64.
         modalities: a subset/order of ``[image, audio]``.
     """
 
@@ -126,7 +127,7 @@ class AVMNISTDataModule(InMemorySplitDataModule):
                 )
         if not 0 < self.n_train < len(labels["train"]):
             raise ConfigError(f"dataset.n_train: must be in 1..{len(labels['train']) - 1}, got {self.n_train}")
-        mean, std = mfcc_stats(audio["train"][: self.n_train])  # §6.2: per coefficient, train rows only
+        mean, std = mfcc_stats(audio["train"][: self.n_train])  # get_dataloader_mfcc: per coefficient, train rows only
         rows = {
             "train": ("train", slice(0, self.n_train)),
             "val": ("train", slice(self.n_train, None)),

@@ -99,7 +99,8 @@ class InMemorySplitDataModule(pl.LightningDataModule):
 
     Args:
         batch_size: training and evaluation batch size.
-        align_split: the split whose first ``n`` samples ``heldout("align", n)`` returns (spec rus §4.1: test).
+        align_split: the split whose first ``n`` samples ``heldout("align", n)`` returns (multimodal_alignment
+        scripts/get_alignment.py: test).
         num_workers: DataLoader workers (0: in the main process; the tensors are already in memory).
     """
 

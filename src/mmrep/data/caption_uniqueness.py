@@ -1,5 +1,6 @@
 """``dataset=caption_uniqueness``: image–caption pairs whose captions are rewritten with growing uniqueness U
-(spec rus-alignment §7.1), for measuring frozen vision and language models against each other (``fit: false``).
+(platonic-rep-unique perturbed/create_dataset.py), for measuring frozen vision and language models against each other
+(``fit: false``).
 
 Captions come from the variants file ``data.json`` (the experiment's layout): a list with one entry per image,
 ``{"Index - i": {"sentences": {"Caption 0 - 0%": original, "Caption k - P%": k-th rewrite, P = 10k}, "similarities":
@@ -37,7 +38,7 @@ SOURCE = (
     "the caption variants of 'Understanding the Emergence of Multimodal Representation Alignment' "
     "(github.com/MeganTj/platonic-rep-unique, perturbed/data.json)"
 )
-LEVELS = tuple(range(0, 101, 10))  # spec §7.1: U = 10 %, …, 100 % (0 = the original caption)
+LEVELS = tuple(range(0, 101, 10))  # create_dataset.py: U = 10 %, …, 100 % (0 = the original caption)
 FORMAT = (
     'a JSON list of {"Index - i": {"sentences": {"Caption 0 - 0%": str, "Caption k - P%": str, ...}, '
     '"similarities": [...]}}'

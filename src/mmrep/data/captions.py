@@ -1,8 +1,9 @@
 """Captions as token sequences: word splitting, the vocabulary, padded token ids, one-hot batches.
 
-Spec numeric-misalignment §3.1 (shared by MPI3D-complex, Causal3DIdent and the rendered shapes): the vocabulary
-holds ``{pad}=0, {eos}=1, {unk}=2`` and then every word of the captions it is built from (MPI3D: the train split;
-Causal3DIdent: all rows, as the original, §4.2) in order of first occurrence; a caption becomes
+crossmodal_mislaignment main_mpi3dreal.py (shared by MPI3D-complex, Causal3DIdent and the rendered shapes): the
+vocabulary holds ``{pad}=0, {eos}=1, {unk}=2`` and then every word of the captions it is built from (MPI3D: the train
+split;
+Causal3DIdent: all rows, as the original's main_causal3dident.py) in order of first occurrence; a caption becomes
 its tokens, ``{eos}``, then ``{pad}`` up to a fixed length; each token is one-hot over the vocabulary. Token ids
 are stored (int64, ``(N, L)``) and expanded to one-hot per batch, so a 400k-caption split costs megabytes, not
 gigabytes.
@@ -14,7 +15,7 @@ A, two backticks, xkcd, :, robin, 's, egg, two apostrophes, cow, ".". The origin
 file into sentences with punkt; splitting on lines gives the same sentences and tokens for every caption its
 generators write (the golden tests: tests/test_golden_causal3dident.py, tests/test_golden_mpi3d.py). Unknown words
 map to ``{unk}`` (the original
-returned the *string* ``"{unk}"`` and would crash, spec §6.10).
+returned the *string* ``"{unk}"`` and would crash).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _word_tokenizer():
 
 
 def tokenize(text: str) -> list[str]:
-    """One caption's words as NLTK's ``word_tokenize`` gives them (spec §3.1, §4.2), e.g.
+    """One caption's words as NLTK's ``word_tokenize`` gives them (as the original's
+    main_mpi3dreal.py and main_causal3dident.py), e.g.
     ``A "tab:blue" coffee-cup.`` → A, two backticks, tab, :, blue, two apostrophes, coffee-cup, "."."""
     return _word_tokenizer().tokenize(text)
 
@@ -132,8 +134,8 @@ def one_hot(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 def read_caption_lines(path: Path, key: str, source: str) -> list[list[str]]:
-    """Tokenised captions of a one-caption-per-line text file, with or without a final newline (spec §3.1: the lines
-    are the sentences the original's punkt ``sent_tokenize`` finds in the whole file, tests/test_golden_*)."""
+    """Tokenised captions of a one-caption-per-line text file, with or without a final newline (main_mpi3dreal.py: the
+    lines are the sentences the original's punkt ``sent_tokenize`` finds in the whole file, tests/test_golden_*)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -163,14 +165,18 @@ def write_caption_files(
     return [table_path, text_path]
 
 
-def render_text_main(argv, dataset: str, default_root: str, change_prob: float, render, add_arguments=None) -> int:
-    """The ``python -m mmrep.data.<dataset> render-text`` command: ``--root``, ``--seed``, ``--change-prob`` (and
-    ``add_arguments(parser)``'s), then ``render(args)`` returning the written paths; errors are one line, exit 2."""
+def render_text_main(
+    argv, dataset: str, default_root: str, change_prob: float, render, add_arguments=None, prog: str | None = None
+) -> int:
+    """The ``python -m mmrep.data.<dataset> render-text`` command (``prog``: ``mmrep data <dataset>``): ``--root``,
+    ``--seed``, ``--change-prob`` (and ``add_arguments(parser)``'s), then ``render(args)`` returning the written paths;
+    errors are one line, exit 2."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(
-        prog=f"python -m mmrep.data.{dataset}", description=f"{dataset} captions for the 'Negate or Embrace' settings"
+        prog=prog or f"python -m mmrep.data.{dataset}",
+        description=f"{dataset} captions for the 'Negate or Embrace' settings",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     sub = commands.add_parser("render-text", help="write every paper setting's caption files, seeded")
@@ -190,7 +196,7 @@ def render_text_main(argv, dataset: str, default_root: str, change_prob: float, 
     try:
         written = render(args)
     except (ConfigError, OSError) as err:
-        print(f"mmrep.data.{dataset}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog.removeprefix('python -m ')}: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} files under {args.root}")
     return 0

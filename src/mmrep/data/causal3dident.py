@@ -1,4 +1,5 @@
-"""``dataset=causal3dident``: Causal3DIdent renders with templated captions (spec numeric-misalignment §4).
+"""``dataset=causal3dident``: Causal3DIdent renders with templated captions (arXiv:2504.10143;
+crossmodal_mislaignment main_causal3dident.py).
 
 On-disk layout under ``dataset.data_dir`` (the original's, unchanged)::
 
@@ -14,16 +15,16 @@ On-disk layout under ``dataset.data_dir`` (the original's, unchanged)::
 
 Captions are tokenised as the original's NLTK ``word_tokenize`` (mmrep.data.captions); the vocabulary and the padded
 length come from all rows, as the original's dataset object holds them all before main_causal3dident.py splits it by
-index: train = the first ``int(0.8 n)``, val (probe fit) = the next ``int(0.1 n)``, test = the rest (spec §4.2).
-Images are read from their PNG files one batch at a time (``ToTensor`` then the spec's mean/std); captions are kept
-as token ids and one-hot encoded per batch.
+index: train = the first ``int(0.8 n)``, val (probe fit) = the next ``int(0.1 n)``, test = the rest
+(main_causal3dident.py). Images are read from their PNG files one batch at a time (``ToTensor`` then the spec's
+mean/std); captions are kept as token ids and one-hot encoded per batch.
 
 ``render-text`` writes the original generator's captions (its templates, phrasings and spotlight bins; checked
 against its output by tests/test_golden_causal3dident.py). Its random draws are seeded numpy ``Generator`` streams,
 not the original's global ``np.random`` sequence, so the files equal the original's only given the same caption
-tables. The original's perturbation setting 0 wrote the *object* hue into the background-colour caption (spec §4.1,
-§6.9), so with the released files background_color is misaligned in that setting although its role here says
-invariant; render-text uses the background hue.
+tables. The original's perturbation setting 0 wrote the *object* hue into the background-colour caption (the original's
+generate_latents.py), so with the released files background_color is misaligned in that setting although its role here
+says invariant; render-text uses the background hue.
 """
 
 from __future__ import annotations
@@ -57,25 +58,25 @@ SEMANTIC = (
     "background_color",
 )
 ROTATIONS = ("object_alpharot", "object_betarot", "object_gammarot")
-SETTINGS = {  # spec §4.1: cumulative selections; perturbations always caption everything
+SETTINGS = {  # generate_latents.py: cumulative selections; perturbations always caption everything
     "selection": [SEMANTIC[: i + 1] for i in range(len(SEMANTIC))],
     "perturbation": [SEMANTIC[len(SEMANTIC) - i :] for i in range(len(SEMANTIC))],  # ∅, {background}, … {xpos, …}
 }
-ENCODING_SIZES = {"selection": (3, 3, 4, 5, 5, 6, 7), "perturbation": (7, 6, 5, 5, 4, 3, 3)}  # spec §4.3
-MEAN = (0.4327, 0.2689, 0.2839)  # spec §4.2 image normalisation
+ENCODING_SIZES = {"selection": (3, 3, 4, 5, 5, 6, 7), "perturbation": (7, 6, 5, 5, 4, 3, 3)}  # main_causal3dident.py
+MEAN = (0.4327, 0.2689, 0.2839)  # main_causal3dident.py image normalisation
 STD = (0.1201, 0.1457, 0.1082)
 
 
 def split_bounds(count: int) -> tuple[int, int]:
     """``(train_end, val_end)`` of ``count`` samples split by index as main_causal3dident.py does: train = the first
-    ``int(0.8 n)``, val = the next ``int(0.1 n)``, test = the rest (spec §4.2; not ``int(0.9 n)``, which differs for
-    e.g. n = 19)."""
+    ``int(0.8 n)``, val = the next ``int(0.1 n)``, test = the rest (main_causal3dident.py; not ``int(0.9 n)``, which
+    differs for e.g. n = 19)."""
     train = int(count * 0.8)
     return train, train + int(count * 0.1)
 
 
 def image_path(root: Path, index: int, count: int) -> Path:
-    """``images/{index:0Wd}.png`` with ``W = ceil(log10(count))`` (spec §4.2)."""
+    """``images/{index:0Wd}.png`` with ``W = ceil(log10(count))`` (the original's renders)."""
     return root / "images" / f"{index:0{max(1, math.ceil(math.log10(count)))}d}.png"
 
 
@@ -86,7 +87,7 @@ class Causal3DIdentDataModule(FactorDataModule):
         bias: the paper setting (``bias.setting=selection_<i>`` / ``perturbation_<i>``, i = 0..6; the original's
             plural ``selections_<i>`` works too), or θ/β naming the semantic factors so that they equal one.
         data_dir: the folder of the layout above. batch_size, num_workers: loaders (spec: 256, 4).
-        encoding_size: ``None`` = the paper's size for the setting (spec §4.3).
+        encoding_size: ``None`` = the paper's size for the setting (main_causal3dident.py).
     """
 
     SEMANTIC = SEMANTIC
@@ -133,7 +134,8 @@ class Causal3DIdentDataModule(FactorDataModule):
                 f"one RGB PNG per row of latents_image.csv, from {SOURCE}"
             )
         self.image_size = self._read_images([0]).shape[1:3]
-        # the original builds its vocabulary and length from the dataset object over all rows, then splits (§4.2)
+        # the original (main_causal3dident.py) builds its vocabulary and length from the dataset object over all rows,
+        # then splits
         self.use_vocabulary(self.root / f"vocab_{name}.json", captions)
         self.captions = captions
         self.length = max(map(len, captions)) + 1  # + eos
@@ -183,14 +185,14 @@ class Causal3DIdentDataModule(FactorDataModule):
         return out
 
     def decode_batch(self, batch: Batch) -> Batch:
-        """Sample indices → normalised float images (B, 3, H, W); token ids → one-hot (spec §4.2)."""
+        """Sample indices → normalised float images (B, 3, H, W); token ids → one-hot (main_causal3dident.py)."""
         images = torch.from_numpy(self._read_images(batch["image"].tolist(), (*self.image_size, 3)))
         x = images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         return {**super().decode_batch(batch), "image": (x - self._mean) / self._std}
 
 
 # ---- render-text --------------------------------------------------------------------------------------------------
-SHAPES = ("teapot", "hare", "dragon", "cow", "armadillo", "horse", "head")  # spec §4.2, by object_shape
+SHAPES = ("teapot", "hare", "dragon", "cow", "armadillo", "horse", "head")  # generate_text.py, by object_shape
 XPOS, YPOS = ("left", "center", "right"), ("top", "mid", "bottom")
 SPOTLIGHT_BINS = ("northwest", "northeast", "center", "southwest", "southeast")  # spotlight_pos in bins of 0.2
 PALETTES = {"object_color": "TABLEAU_COLORS", "spotlight_color": "CSS4_COLORS", "background_color": "XKCD_COLORS"}
@@ -203,7 +205,7 @@ TEXT_COLUMNS = {  # the caption tables' columns per factor (the original's, "spl
     "spotlight_color": ("splotlight_color_name", "splotlight_color_index"),
     "background_color": ("background_color_name", "background_color_index"),
 }
-# The original generator's wording (rendering_data/Causal3DIdent/generate_text.py, spec §4.2), restated by parts: a
+# The original generator's wording (rendering_data/Causal3DIdent/generate_text.py), restated by parts: a
 # caption of level L (0..6; perturbations use 6) and phrasing j (text_phrasing, 0..4) is OBJECT + SPOTLIGHT +
 # BACKGROUND + ".", each part in the wording of the highest level key <= L (absent below its lowest key). {where} is
 # the x position at level 1 and "{y}-{x}" from level 2; colours are palette names in double quotes.
@@ -262,7 +264,7 @@ BACKGROUND = {
         ', against a "{bg}" background',
     ),
 }
-PHRASINGS = 5  # text_phrasing ∈ {0..4} (spec §6.14)
+PHRASINGS = 5  # text_phrasing ∈ {0..4} (generate_latents.py; the paper says 6)
 
 
 def palette(name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -281,7 +283,7 @@ def palette(name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def color_indices(hues: np.ndarray, palette_name: str) -> np.ndarray:
     """Each hue's colour index: ``hsv(h, 1, 1)`` snapped to the nearest palette RGB (Euclidean; first on ties), its
-    position in the palette's sorted names (spec §4.1)."""
+    position in the palette's sorted names (generate_latents.py)."""
     import matplotlib.colors as mcolors
 
     _, rgbs, index = palette(palette_name)
@@ -312,7 +314,8 @@ def wording(part: dict[int, tuple[str, ...]], level: int, phrasing: int) -> str:
 
 def spotlight_word(position: float) -> str:
     """spotlight_pos → its word: [0, .2) northwest … [.8, 1] southeast, compared as the original does (so 0.6 is
-    southwest although 0.6 / 0.2 < 3); outside [0, 1] (or NaN) the original writes "unknown position" (spec §4.2)."""
+    southwest although 0.6 / 0.2 < 3); outside [0, 1] (or NaN) the original writes "unknown position"
+    (generate_text.py)."""
     if not 0.0 <= position <= 1.0:
         return "unknown position"
     for word, upper in zip(SPOTLIGHT_BINS, (0.2, 0.4, 0.6, 0.8)):
@@ -353,10 +356,10 @@ def captions_of(table: pd.DataFrame, level: int) -> list[str]:
 
 def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Path]:
     """Write ``latents_text_{selections,perturbations}_{i}.csv`` and ``text/<setting>/text_raw.txt`` for i = 0..6 from
-    ``latents_image.csv`` under ``root`` (spec §4.1): selection ``i`` captions the first i + 1 factors with one
-    phrasing per sample shared by all selections; perturbation ``i`` captions everything after redrawing each factor
+    ``latents_image.csv`` under ``root`` (generate_latents.py): selection ``i`` captions the first i + 1 factors with
+    one phrasing per sample shared by all selections; perturbation ``i`` captions everything after redrawing each factor
     of its set (probability ``change_prob``, spec: 1) from U[0, 1] (hues, spotlight_pos) or {0, 1, 2} (positions),
-    with a fresh phrasing. Unlike the original, setting 0's background caption uses the background hue (§6.9)."""
+    with a fresh phrasing. Unlike the original, setting 0's background caption uses the background hue."""
     root, written = Path(root), []
     latents = read_factor_table(root / "latents_image.csv", SEMANTIC, SOURCE)
     n = len(latents)
@@ -384,17 +387,18 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Pat
                 root / "text" / name / "text_raw.txt",
                 lines,
                 trailing_newline=False,
-            )  # the original's layout (spec §4.2)
+            )  # the original's layout (generate_text.py)
     return written
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str | None = None) -> int:
     return render_text_main(
         argv,
         "causal3dident",
         "data/causal3dident",
         1.0,
         lambda args: render_text(args.root, args.seed, args.change_prob),
+        prog=prog,
     )
 
 

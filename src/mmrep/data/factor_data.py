@@ -1,10 +1,11 @@
-"""A base for image–text datasets with known generative factors and biased captions (spec numeric-misalignment §3, §4).
+"""A base for image–text datasets with known generative factors and biased captions (arXiv:2504.10143;
+crossmodal_mislaignment main_mpi3dreal.py, main_causal3dident.py).
 
 Subclasses name their factors (``SEMANTIC``: the ones captions may mention, which ``bias.theta``/``bias.beta``
 select and perturb by name; ``IMAGE_ONLY``; ``TEXT_ONLY``), which are continuous, and optionally the paper's
 numbered settings (``SETTINGS``, reachable as ``bias.setting=selection_<i>``). The base resolves the bias, gives
 every factor its role for the probes (``metric=factors``), maps the probe splits (fit on val, score on test, spec
-§3.3) and expands stored token ids to one-hot tokens one batch at a time.
+main_mpi3dreal.py) and expands stored token ids to one-hot tokens one batch at a time.
 """
 
 from __future__ import annotations
@@ -101,10 +102,11 @@ class FactorDataModule(InMemorySplitDataModule):
     def decode_batch(self, batch: Batch) -> Batch:
         return {**batch, "text": one_hot(batch["text"], self.vocab_size)}
 
-    PROBE_SPLITS = {"probe_fit": "val", "probe_eval": "test"}  # spec §3.3
+    PROBE_SPLITS = {"probe_fit": "val", "probe_eval": "test"}  # main_mpi3dreal.py
 
     def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None):
-        """As :meth:`InMemorySplitDataModule.heldout`; ``probe_fit`` = val and ``probe_eval`` = test (spec §3.3)."""
+        """As :meth:`InMemorySplitDataModule.heldout`; ``probe_fit`` = val and ``probe_eval`` = test
+        (main_mpi3dreal.py)."""
         return super().heldout(self.PROBE_SPLITS.get(purpose, purpose), n, chunk)
 
     def heldout_size(self, purpose: str, n: int | None = None) -> int:

@@ -1,8 +1,9 @@
 """Random, frozen, well-conditioned "invertible" MLPs that mix latents into observations.
 
-Spec: ``numeric-misalignment.md`` §1.5 ("pcl" initialisation). Each layer's weight is a Uniform(-1, 1)
-matrix with unit-L2 columns whose 2-norm condition number is at most the ``cond_quantile`` quantile of
-``n_cond_samples`` such matrices. With LeakyReLU(0.2) between bias-free square layers, the map is a bijection.
+Original: arXiv:2504.10143; crossmodal_mislaignment utils/invertible_network_utils.py ("pcl" initialisation). Each
+layer's weight is a Uniform(-1, 1) matrix with unit-L2 columns whose 2-norm condition number is at most the
+``cond_quantile`` quantile of ``n_cond_samples`` such matrices. With LeakyReLU(0.2) between bias-free square layers, the
+map is a bijection.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def _column_normalised_uniform(rng: np.random.Generator, count: int, n: int) -> 
 
 
 def condition_threshold(rng: np.random.Generator, n: int, n_samples: int = 25_000, quantile: float = 0.001) -> float:
-    """The ``int(n_samples * quantile)``-th smallest condition number of ``n_samples`` random matrices (§1.5)."""
+    """The ``int(n_samples * quantile)``-th smallest condition number of ``n_samples`` random matrices (the
+    original's)."""
     conds = np.sort(np.linalg.cond(_column_normalised_uniform(rng, n_samples, n)))
     return float(conds[int(n_samples * quantile)])
 
@@ -45,7 +47,8 @@ def invertible_mlp(
 ) -> nn.Sequential:
     """A frozen ``R^n → R^n`` bijection: ``n_layers`` bias-free Linear layers with LeakyReLU between them.
 
-    The layer computes ``x ↦ x Aᵀ`` with the accepted matrix ``A`` (spec §1.5). Deterministic in ``seed``.
+    The layer computes ``x ↦ x Aᵀ`` with the accepted matrix ``A`` (utils/invertible_network_utils.py). Deterministic in
+    ``seed``.
     """
     if n < 1 or n_layers < 1:
         raise ValueError(f"invertible_mlp needs n >= 1 and n_layers >= 1, got n={n}, n_layers={n_layers}")

@@ -1,4 +1,5 @@
-"""``dataset=mpi3d_complex``: MPI3D-complex images with templated captions (spec numeric-misalignment §3.1).
+"""``dataset=mpi3d_complex``: MPI3D-complex images with templated captions (arXiv:2504.10143;
+crossmodal_mislaignment main_mpi3dreal.py, rendering_data/MPI3D/render_multimodal_mpi3d.py).
 
 On-disk layout under ``dataset.data_dir`` (the original's, unchanged)::
 
@@ -44,7 +45,7 @@ SOURCE = (
     "the MPI3D 'real3d_complicated_shapes_ordered.npz' (github.com/rr-learning/disentanglement_dataset) with "
     "captions from `python -m mmrep.data.mpi3d render-text --root <data_dir>`"
 )
-GRID = (4, 4, 2, 3, 3, 40, 40)  # spec §3.1: images reshape to this factor grid
+GRID = (4, 4, 2, 3, 3, 40, 40)  # main_mpi3dreal.py: images reshape to this factor grid
 # our factor name: the original's column name
 COLUMNS = {
     "color": "OBJ_COLOR",
@@ -55,7 +56,7 @@ COLUMNS = {
     "horizontal": "H_AXIS",
     "vertical": "V_AXIS",
 }
-# spec §3.1: the renderer's word tables (" beer-cup" keeps the original's leading space) and templates, as data
+# render_multimodal_mpi3d.py's word tables (" beer-cup" keeps the original's leading space) and templates, as data
 WORDS = {
     "color": ("yellow", "green", "olive", "red"),
     "shape": ("coffee-cup", "tennis-ball", "croissant", " beer-cup"),
@@ -76,7 +77,7 @@ TEMPLATES = (
     ),
 )
 SLOTS = {"color": "C", "shape": "S", "size": "Z", "camera": "V", "background": "B"}
-SETTINGS = {  # spec §3.1 bias table (index = the original's --bias-id)
+SETTINGS = {  # render_multimodal_mpi3d.py's bias table (index = the original's --bias-id)
     "selection": [
         ("color",),
         ("color", "shape"),
@@ -92,7 +93,7 @@ SETTINGS = {  # spec §3.1 bias table (index = the original's --bias-id)
         ("shape", "size", "camera", "background"),
     ],
 }
-MEAN = (0.00888889, 0.00888889, 0.00830382)  # spec §3.1 image normalisation
+MEAN = (0.00888889, 0.00888889, 0.00830382)  # main_mpi3dreal.py image normalisation
 STD = (0.08381344, 0.07622504, 0.06356431)
 
 
@@ -211,8 +212,8 @@ class MPI3DComplexDataModule(FactorDataModule):
                 "the test files are halved into val and test, so they need at least 2"
             )
         self.use_vocabulary(self.root / f"vocab_{name}.json", self.captions["train"])
-        # spec §3.1 pads each split to its own maximum; one length for all splits keeps the text encoder's input
-        # size fixed (spec §6.10)
+        # the original (main_mpi3dreal.py) pads each split to its own maximum; one length for all splits keeps the
+        # text encoder's input size fixed
         self.length = max(len(c) for split in self.captions.values() for c in split) + 1
         self.spec = DataSpec(
             modalities={
@@ -220,7 +221,7 @@ class MPI3DComplexDataModule(FactorDataModule):
                 "text": ModalitySpec((self.length, self.vocab_size), "sequence"),
             },
             task="none",
-            encoding_size=int(encoding_size) if encoding_size else max(3, len(self.bias.invariant)),  # spec §3.2
+            encoding_size=int(encoding_size) if encoding_size else max(3, len(self.bias.invariant)),  # as the paper
             latent_names=tuple(COLUMNS),
         )
         self._images: np.ndarray | None = None
@@ -254,7 +255,7 @@ class MPI3DComplexDataModule(FactorDataModule):
         return out
 
     def decode_batch(self, batch: Batch) -> Batch:
-        """Image indices → normalised float images (B, 3, 64, 64); token ids → one-hot (spec §3.1)."""
+        """Image indices → normalised float images (B, 3, 64, 64); token ids → one-hot (main_mpi3dreal.py)."""
         index = batch["image"].numpy()
         order = np.argsort(index)  # sorted reads from the memory map, put back in batch order
         images = np.empty((len(index), 64, 64, 3), np.uint8)
@@ -275,7 +276,7 @@ def original_split(grid: Sequence[int] = GRID, train_ratio: float = 0.9) -> tupl
 def caption_setting(
     factors: np.ndarray, kind: str, index: int, rng: np.random.Generator, change_prob: float = 0.9
 ) -> tuple[list[str], pd.DataFrame]:
-    """Captions and caption factor values of one setting for (N, 5+) factor rows (spec §3.1).
+    """Captions and caption factor values of one setting for (N, 5+) factor rows (render_multimodal_mpi3d.py).
 
     Selection ``i`` names the factors of ``SETTINGS["selection"][i]`` with a level-``i`` template; perturbation ``i``
     names all five with a level-4 template after redrawing each factor of ``SETTINGS["perturbation"][i]`` uniformly
@@ -329,7 +330,7 @@ def render_text(
     return written
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str | None = None) -> int:
     def factor_sizes(parser):
         parser.add_argument("--factor-sizes", type=int, nargs=7, default=list(GRID), metavar="N")
 
@@ -340,6 +341,7 @@ def main(argv=None) -> int:
         0.9,
         lambda args: render_text(args.root, args.seed, args.change_prob, args.factor_sizes),
         factor_sizes,
+        prog=prog,
     )
 
 

@@ -1,10 +1,10 @@
 """The numeric latent-variable simulation of "Negate or Embrace" as a LightningDataModule.
 
-Spec: ``numeric-misalignment.md`` §1. Latents ``z = [s, m_x, m_t]``; the image view is ``x = g_x([s, m_x])`` and
-the text view is ``t = g_t([s̃[I_θ], m_t])`` where ``s̃`` is ``s`` with the perturbable coordinates corrupted.
-The training stream is generated on the fly, step ``k``'s global batch from a generator seeded by ``(seed, k)`` and
-sharded over DDP ranks, so a run is reproducible, a resumed run sees the same data, and W devices of B pairs see the
-data of one device of W·B pairs; held-out sets are fixed by the seed.
+Original: arXiv:2504.10143; crossmodal_mislaignment main_numeric.py. Latents ``z = [s, m_x, m_t]``; the image view is
+``x = g_x([s, m_x])`` and the text view is ``t = g_t([s̃[I_θ], m_t])`` where ``s̃`` is ``s`` with the perturbable
+coordinates corrupted. The training stream is generated on the fly, step ``k``'s global batch from a generator seeded by
+``(seed, k)`` and sharded over DDP ranks, so a run is reproducible, a resumed run sees the same data, and W devices of B
+pairs see the data of one device of W·B pairs; held-out sets are fixed by the seed.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from mmrep.data.seeding import seed_sequence, torch_generator
 
 @dataclass
 class LatentModel:
-    """Distribution of ``(s, s̃, m_x, m_t)`` (spec §1.2 and §1.4).
+    """Distribution of ``(s, s̃, m_x, m_t)`` (main_numeric.py).
 
-    Independent regime: ``s ~ N(0, margin_std² I)``, ``m_x, m_t ~ N(0, I)`` (spec §1.2; the original code also
+    Independent regime: ``s ~ N(0, margin_std² I)``, ``m_x, m_t ~ N(0, I)`` (main_numeric.py; the original code also
     scaled ``m_x, m_t`` by ``margin_std``: ``scale_modality_latents=True``, the same at σ = 1, every published run),
     noise ``ε ~ N(0, noise_std² I)``.
     Dependent regime: Gaussian with Wishart(df=n, I) covariances. The original drew ``Σ_a`` with the same seed as
-    ``Σ_s`` and ``Σ_mt`` with the same seed as ``Σ_mx`` (spec §6 bug 2); by default we draw all four
+    ``Σ_s`` and ``Σ_mt`` with the same seed as ``Σ_mx`` (the original's main_numeric.py); by default we draw all four
     independently, as the paper describes; ``share_covariances=True`` reproduces the original code.
     """
 
@@ -73,7 +73,7 @@ class LatentModel:
         m_std = self.margin_std if self.scale_modality_latents else 1.0
         m_x = self._gaussian(n, n_m, "m_x", m_std, gen)
         m_t = self._gaussian(n, n_m, "m_t", m_std, gen)
-        changed = torch.rand(n, n_s, generator=gen, device=gen.device) < self.bias.change_prob  # b ~ Bernoulli(p), §1.4
+        changed = torch.rand(n, n_s, generator=gen, device=gen.device) < self.bias.change_prob  # b ~ Bernoulli(p)
         noise = self._gaussian(n, n_s, "a", self.bias.noise_std, gen)
         s_tilde = s + self.perturb_mask.to(gen.device) * changed * noise
         return {"s": s, "s_tilde": s_tilde, "m_x": m_x, "m_t": m_t}
@@ -126,7 +126,7 @@ class NumericDataModule(pl.LightningDataModule):
     """Paired views ``x`` (image) and ``t`` (text) of the latent model, mixed by frozen invertible MLPs.
 
     Batches are dicts: ``"x"`` (B, n_s + n_m), ``"t"`` (B, |I_θ| + n_m), ``"neg"`` (an independent draw of both
-    views, the negatives of the spec's loss, §1.7) and, in held-out sets, ``"latents"``.
+    views, the negatives of the original's loss, utils/losses.py) and, in held-out sets, ``"latents"``.
 
     Args:
         bias: the selection/perturbation bias (``bias=`` group); ``None`` means no bias.
@@ -204,7 +204,7 @@ class NumericDataModule(pl.LightningDataModule):
                 "t": ModalitySpec((len(self.bias.selected) + n_modality,)),
             },
             task="none",
-            encoding_size=len(self.bias.invariant),  # |I_θ \ I_β|: the spec's width for --encoding-size 0 (§1.3)
+            encoding_size=len(self.bias.invariant),  # |I_θ \ I_β|: main_numeric.py's --encoding-size 0
             latent_names=tuple(self.latent_names),
         )
 
@@ -283,7 +283,7 @@ class NumericDataModule(pl.LightningDataModule):
     def probe_targets(self, latents: Batch) -> dict[str, torch.Tensor]:
         """Targets the identifiability probes predict, each (N, k): ``s_i`` (unperturbed), ``s_inv``,
         ``tilde_s_i`` (the text's perturbed value of selected semantic i; the original indexed by position,
-        spec §6 bug 6), ``m_x``, ``m_t``."""
+        the original's main_numeric.py), ``m_x``, ``m_t``."""
         s, s_tilde = latents["s"], latents["s_tilde"]
         targets = {f"s_{i}": s[:, i : i + 1] for i in range(self.n_semantics)}
         targets["s_inv"] = s[:, list(self.bias.invariant)]

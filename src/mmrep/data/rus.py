@@ -1,4 +1,5 @@
-"""Synthetic redundancy/uniqueness (RUS) data (spec rus-alignment.md §1).
+"""Synthetic redundancy/uniqueness (RUS) data (arXiv:2502.16282; multimodal_alignment
+synthetic/generate_prob_data.py, generate_prob_utils.py).
 
 Two 12-bit modalities share 8 bits ``x_c``; each has 4 unique bits (``x_u1``, ``x_u2``). The 4-class label reads
 8 bits: ``r`` shared ones and ``U = 8 − r`` unique ones, through a fixed random linear map, a softmax at
@@ -28,8 +29,8 @@ from mmrep.data.base import InMemorySplitDataModule, check_split_fractions, reje
 
 log = logging.getLogger(__name__)
 
-SHARED_BITS, UNIQUE_BITS, LABEL_BITS = 8, 4, 8  # spec §1.1 (shared_feature_dim, unique_feature_dim), §1.3 max_red
-INFORMATION_KEYS = ("I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)")  # mutual_information's, spec §1.4 step 5
+SHARED_BITS, UNIQUE_BITS, LABEL_BITS = 8, 4, 8  # configs/rus_prob_template.yaml: shared/unique_feature_dim, max_red
+INFORMATION_KEYS = ("I(X1,X2;Y)", "I(X1;Y)", "I(X2;Y)", "I(X1;X2;Y)")  # the original's mutual_information
 FORMAT_VERSION = 2  # bump when the cached arrays' meaning changes (2: the original's id stream, p= passed)
 
 
@@ -40,7 +41,7 @@ def bit_table(n_bits: int) -> np.ndarray:
 
 
 def label_rules(redundancy: int, features_seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions of the label's bits inside ``x_c``, ``x_u1``, ``x_u2`` (spec §1.3).
+    """Positions of the label's bits inside ``x_c``, ``x_u1``, ``x_u2`` (synthetic/generate_prob_data.py).
 
     ``u1 = (8 − r) // 2``, ``u2 = 8 − r − u1``; three ``choice(replace=False)`` draws after reseeding numpy."""
     u1 = (LABEL_BITS - redundancy) // 2
@@ -53,9 +54,9 @@ def label_rules(redundancy: int, features_seed: int = 1) -> tuple[np.ndarray, np
 
 
 def bit_names() -> tuple[str, ...]:
-    """The 16 ground-truth bits every batch carries under ``latents`` (spec §1.2): ``xc_0..xc_7`` (x_c, seen by
-    both modalities), ``xu1_0..xu1_3`` (x_u1, modality x0 only), ``xu2_0..xu2_3`` (x_u2, modality x1 only); index k =
-    position k of :func:`bit_table` (bit 0 = MSB), the positions :func:`label_rules` returns."""
+    """The 16 ground-truth bits every batch carries under ``latents`` (synthetic/generate_prob_data.py): ``xc_0..xc_7``
+    (x_c, seen by both modalities), ``xu1_0..xu1_3`` (x_u1, modality x0 only), ``xu2_0..xu2_3`` (x_u2, modality x1
+    only); index k = position k of :func:`bit_table` (bit 0 = MSB), the positions :func:`label_rules` returns."""
     return (
         *(f"xc_{k}" for k in range(SHARED_BITS)),
         *(f"xu1_{k}" for k in range(UNIQUE_BITS)),
@@ -71,9 +72,9 @@ def bit_latents(xc: np.ndarray, xu1: np.ndarray, xu2: np.ndarray) -> dict[str, n
 
 
 def bit_roles(redundancy: int, features_seed: int = 1) -> dict[str, str]:
-    """Each bit's role for the label of redundancy ``r`` (spec §1.3): ``shared-label`` / ``shared-other`` (x_c bits
-    the label reads / does not), ``x0-unique-label`` / ``x0-unique-other`` (x_u1, seen by modality x0 only) and
-    ``x1-unique-label`` / ``x1-unique-other`` (x_u2, modality x1 only)."""
+    """Each bit's role for the label of redundancy ``r`` (synthetic/generate_prob_data.py): ``shared-label`` /
+    ``shared-other`` (x_c bits the label reads / does not), ``x0-unique-label`` / ``x0-unique-other`` (x_u1, seen by
+    modality x0 only) and ``x1-unique-label`` / ``x1-unique-other`` (x_u2, modality x1 only)."""
     red, rule1, rule2 = (set(map(int, rule)) for rule in label_rules(redundancy, features_seed))
     roles = {}
     for name in bit_names():
@@ -84,7 +85,7 @@ def bit_roles(redundancy: int, features_seed: int = 1) -> dict[str, str]:
 
 
 def label_weights(rng: np.random.RandomState, num_classes: int = 4) -> np.ndarray:
-    """``W ~ U(0,1)^{8×C}`` with unit-L2 rows (spec §1.4 step 1)."""
+    """``W ~ U(0,1)^{8×C}`` with unit-L2 rows (generate_prob_data.py)."""
     W = rng.uniform(size=(LABEL_BITS, num_classes))
     return W / np.linalg.norm(W, axis=1, keepdims=True)
 
@@ -103,7 +104,7 @@ def balance(q: np.ndarray, target: np.ndarray, max_rounds: int = 100, atol: floa
 def pattern_conditional(W: np.ndarray, temperature: float = 0.05) -> np.ndarray:
     """Balanced ``p(y | v)`` for each of the 256 label-bit patterns ``v`` (rows in ``bit_table(8)`` order).
 
-    The label reads 8 bits that are i.i.d. uniform for every r (spec §1.4), so every pattern has the same
+    The label reads 8 bits that are i.i.d. uniform for every r (generate_prob_data.py), so every pattern has the same
     multiplicity among the 65,536 input combinations: softmax and balancing over the 256 patterns give exactly
     the per-combination table of the original, 256× cheaper."""
     logits = bit_table(LABEL_BITS).astype(np.float64) @ W / temperature  # row k of W meets position k of v
@@ -114,7 +115,7 @@ def pattern_conditional(W: np.ndarray, temperature: float = 0.05) -> np.ndarray:
 
 
 def label_patterns(redundancy: int, features_seed: int = 1) -> np.ndarray:
-    """(256, 16, 16) index of the label-bit pattern ``v = [x_c[red], x_u1[rule1], x_u2[rule2]]`` (spec §1.4 step 2)
+    """(256, 16, 16) index of the label-bit pattern ``v = [x_c[red], x_u1[rule1], x_u2[rule2]]`` (generate_prob_data.py)
     of every (x_c, x_u1, x_u2) combination."""
     red, rule1, rule2 = label_rules(redundancy, features_seed)
     xc, xu = bit_table(SHARED_BITS).astype(np.int64), bit_table(UNIQUE_BITS).astype(np.int64)
@@ -127,7 +128,7 @@ def conditional_table(
     redundancy: int, temperature: float = 0.05, num_classes: int = 4, features_seed: int = 1, weights_seed: int = 2
 ) -> tuple[np.ndarray, np.random.RandomState]:
     """``p(y | x_c, x_u1, x_u2)`` as a (256, 16, 16, C) table, and the weights RNG right after drawing W (the
-    original samples the inputs from that state, spec §1.5)."""
+    original samples the inputs from that state, synthetic/generate_prob_data.py)."""
     rng = np.random.RandomState(weights_seed)
     W = label_weights(rng, num_classes)
     return pattern_conditional(W, temperature)[label_patterns(redundancy, features_seed)], rng
@@ -139,9 +140,9 @@ def _entropy(p: np.ndarray) -> float:
 
 
 def mutual_information(table: np.ndarray) -> dict[str, float]:
-    """Exact information quantities (nats) of the label table with uniform inputs (spec §1.4 step 5):
+    """Exact information quantities (nats) of the label table with uniform inputs (generate_prob_data.py):
     ``I(X1,X2;Y)``, ``I(X1;Y)``, ``I(X2;Y)`` and the co-information ``I(X1;X2;Y) = I(X1;Y) + I(X2;Y) − I(X1,X2;Y)``
-    (the quantity the original's ``mi_x1_x2_y`` computes and wrongly names its files by, §9 item 1)."""
+    (the quantity the original's ``mi_x1_x2_y`` computes and wrongly names its files by, in generate_prob_data.py)."""
     joint = table / table[..., 0].size  # p(xc, xu1, xu2, y)
     h_y = _entropy(joint.sum(axis=(0, 1, 2)))
 
@@ -158,8 +159,8 @@ def mutual_information(table: np.ndarray) -> dict[str, float]:
 def sample_inputs_and_labels(
     table: np.ndarray, rng: np.random.RandomState, num_data: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Draw ``x_c``, ``x_u1``, ``x_u2`` ids then one label per sample (spec §1.5), vectorised, draw for draw the
-    original's stream.
+    """Draw ``x_c``, ``x_u1``, ``x_u2`` ids then one label per sample (synthetic/generate_prob_data.py), vectorised,
+    draw for draw the original's stream.
 
     The original passes an explicit uniform ``p`` to ``choice`` for the ids, which numpy samples by
     ``random_sample`` + ``searchsorted`` — a different stream from ``choice`` without ``p``, so ``p`` is passed here
@@ -177,7 +178,7 @@ def sample_inputs_and_labels(
 
 
 def heterogeneity_transforms(max_depth: int, transforms_seed: int = 0, width: int = 12) -> list[nn.Module]:
-    """The fixed random networks for depths 0..max_depth (spec §1.5): depth D is
+    """The fixed random networks for depths 0..max_depth (synthetic/generate_prob_data.py): depth D is
     ``Linear → [Tanh → Linear] × D``, built in depth order after one ``torch.manual_seed`` (default init)."""
     state = torch.random.get_rng_state()
     try:
@@ -194,8 +195,8 @@ def heterogeneity_transforms(max_depth: int, transforms_seed: int = 0, width: in
 
 
 def split_indices(y: np.ndarray, fractions: tuple[float, float, float], seed: int) -> dict[str, np.ndarray]:
-    """Stratified train/valid/test indices: a ``1 − train`` holdout, then divided valid:test (spec §1.5: 70/15/15
-    gives 45,875/9,830/9,831). Seeded, where the original used the unseeded global RNG (§9 item 2)."""
+    """Stratified train/valid/test indices: a ``1 − train`` holdout, then divided valid:test (generate_prob_data.py:
+    70/15/15 gives 45,875/9,830/9,831). Seeded, where the original used the unseeded global RNG."""
     train, valid, test = fractions
     index = np.arange(len(y))
     tr, rest = train_test_split(index, test_size=1 - train, stratify=y, random_state=seed)
@@ -232,7 +233,8 @@ def generate_grid(
     transforms_seed: int = 0,
 ):
     """Yield ``((r, D), arrays)`` for every pair, sharing the work the pairs have in common: one label table and
-    sample per r (the inputs are the same for every r, spec §1.5) and one transformed modality 1 per depth."""
+    sample per r (the inputs are the same for every r, synthetic/generate_prob_data.py) and one transformed modality 1
+    per depth."""
     depths = list(depths)
     nets = heterogeneity_transforms(max(depths), transforms_seed)
     transformed: dict[int, np.ndarray] = {}
@@ -356,18 +358,20 @@ def write_cache(path: Path, arrays: dict[str, np.ndarray], params: dict) -> None
 
 
 class RUSDataModule(InMemorySplitDataModule):
-    """The RUS synthetic dataset for one redundancy ``r`` and heterogeneity depth ``D_φ`` (spec §1).
+    """The RUS synthetic dataset for one redundancy ``r`` and heterogeneity depth ``D_φ``
+    (synthetic/generate_prob_data.py).
 
     Batches are dicts ``{"x0": (B, 12), "x1": (B, 12), "y": (B,), "latents": {bit: (B, 1) int64}}``: modality 0 =
-    [x_c, x_u1] bits, modality 1 = transform_{D_φ}([x_c, x_u2]); both z-scored with train statistics (spec §1.5
-    loader); ``latents`` are the 16 generating bits (:func:`bit_names`), with :meth:`factor_roles` saying which the
-    label reads (``metric=factors`` probes them). Splits train/val/test; ``heldout("align", n)`` = the first ``n``
-    test samples (spec §4.1); ``probe_fit`` = val, ``probe_eval`` = test (as the factor probes of numeric §3.3).
+    [x_c, x_u1] bits, modality 1 = transform_{D_φ}([x_c, x_u2]); both z-scored with train statistics
+    (synthetic/get_data.py); ``latents`` are the 16 generating bits (:func:`bit_names`), with
+    :meth:`factor_roles` saying which the label reads (``metric=factors`` probes them). Splits train/val/test;
+    ``heldout("align", n)`` = the first ``n`` test samples (as scripts/get_alignment.py); ``probe_fit`` = val,
+    ``probe_eval`` = test (as the factor probes of crossmodal_mislaignment main_mpi3dreal.py).
 
     Args:
         redundancy: r in 0..8 shared label bits (uniqueness U = 8 − r). depth: D_φ >= 0 tanh layers.
         num_data, num_classes, temperature, features_seed, weights_seed, transforms_seed: the generator
-            (spec §1.1: 65,536, 4, 0.05, 1, 2, 0).
+            (rus_prob_template.yaml: 65,536, 4, 0.05, 1, 2, 0).
         splits: train/val/test fractions (spec: 0.7/0.15/0.15). split_seed: their stratified shuffle.
         batch_size: spec 512. data_dir: cache folder (one that cannot be written: the data are generated in
             memory, with a warning). cache: read/write the npz cache.
@@ -431,7 +435,7 @@ class RUSDataModule(InMemorySplitDataModule):
             modalities={"x0": ModalitySpec((width,)), "x1": ModalitySpec((width,))},
             task="classification",
             num_classes=int(num_classes),
-            encoding_size=width,  # spec §2.1: the encoder's hidden/output width is 12
+            encoding_size=width,  # align_configs/rus_prob.yaml: the encoder's hidden/output width is 12
             latent_names=bit_names(),
         )
 
@@ -453,7 +457,7 @@ class RUSDataModule(InMemorySplitDataModule):
         y = arrays["label"]
         index = split_indices(y, self.splits, self.split_seed)
         x0, x1 = arrays["x0"], arrays["x1"]
-        if self.standardize:  # per-feature z-score with train statistics (spec §1.5)
+        if self.standardize:  # per-feature z-score with train statistics (synthetic/get_data.py)
             x0, x1 = (_zscore(x, index["train"]) for x in (x0, x1))
         bits = bit_latents(arrays["xc"], arrays["xu1"], arrays["xu2"])
         return {
@@ -466,7 +470,7 @@ class RUSDataModule(InMemorySplitDataModule):
             for name, i in index.items()
         }
 
-    PROBE_SPLITS = {"probe_fit": "val", "probe_eval": "test"}  # as the factor probes of numeric spec §3.3
+    PROBE_SPLITS = {"probe_fit": "val", "probe_eval": "test"}  # as the factor probes of main_mpi3dreal.py
 
     def heldout(self, purpose: str, n: int | None = None, chunk: int | None = None):
         """As :meth:`InMemorySplitDataModule.heldout`; ``probe_fit`` = val and ``probe_eval`` = test."""
@@ -488,9 +492,10 @@ def _zscore(x: np.ndarray, train: np.ndarray) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
 
-def main(argv=None) -> int:
-    """``python -m mmrep.data.rus``: generate and cache the RUS datasets, print their information quantities."""
-    parser = argparse.ArgumentParser(prog="python -m mmrep.data.rus", description=main.__doc__)
+def main(argv=None, prog: str | None = None) -> int:
+    """``python -m mmrep.data.rus`` (``mmrep data rus``): generate and cache the RUS datasets, print their information
+    quantities."""
+    parser = argparse.ArgumentParser(prog=prog or "python -m mmrep.data.rus", description=main.__doc__)
     parser.add_argument("--redundancy", type=int, nargs="+", default=list(range(9)), help="r values (default 0..8)")
     parser.add_argument("--depths", type=int, nargs="+", default=list(range(11)), help="D_phi values (default 0..10)")
     parser.add_argument("--num-data", type=int, default=65_536)

@@ -12,7 +12,8 @@ background     dark, gray, light                           if selected          
 x, y           object centre in [0.3, 0.7] of the image    never                  image-specific
 =============  ==========================================  =====================  ===============
 
-Captions follow "Negate or Embrace" (spec numeric-misalignment §3.1): one of three templates drawn uniformly, slots
+Captions follow "Negate or Embrace" (arXiv:2504.10143; the original's
+rendering_data/MPI3D/render_multimodal_mpi3d.py): one of three templates drawn uniformly, slots
 filled only for the *selected* factors (``bias.theta``); *perturbed* factors (``bias.beta``) are redrawn uniformly
 from their support with probability ``bias.change_prob`` (spec: 0.9) before captioning, so the caption may name a
 wrong value. Tokens are one-hot over a vocabulary built from the training captions (``pad, eos, unk`` first, then
@@ -120,7 +121,7 @@ class ShapesTextDataModule(FactorDataModule):
     SEMANTIC = tuple(WORDS)
     IMAGE_ONLY = ("x", "y")
     CONTINUOUS = frozenset(IMAGE_ONLY)
-    SETTINGS = {  # the shape of the paper's MPI3D settings (spec §3.1) on these factors
+    SETTINGS = {  # the shape of the paper's MPI3D settings (render_multimodal_mpi3d.py) on these factors
         "selection": [
             ("color",),
             ("color", "shape"),
@@ -172,7 +173,7 @@ class ShapesTextDataModule(FactorDataModule):
                 "text": ModalitySpec((self.length, len(self.vocab)), "sequence"),
             },
             task="none",
-            encoding_size=int(encoding_size) if encoding_size else max(3, invariant),  # spec §3.2: max(3, |I_θ \\ I_β|)
+            encoding_size=int(encoding_size) if encoding_size else max(3, invariant),  # paper: max(3, |I_θ \\ I_β|)
             latent_names=FACTORS,
         )
 

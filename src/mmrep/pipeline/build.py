@@ -108,7 +108,8 @@ def record_threads(cfg: DictConfig, count: int) -> None:
     with open_dict(cfg):
         cfg.cpu_threads_used = int(count)
     saved = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
-    if HydraConfig.initialized() and saved.is_file() and getattr(rank_zero_only, "rank", 0) == 0:  # DDP ranks share the folder
+    # DDP ranks share the folder: rank 0 writes
+    if HydraConfig.initialized() and saved.is_file() and getattr(rank_zero_only, "rank", 0) == 0:
         OmegaConf.save(cfg, saved)
 
 

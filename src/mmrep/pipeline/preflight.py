@@ -4,9 +4,9 @@ trainer that cannot run here. Each failure is a ConfigError naming the key."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
 import logging
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
