@@ -27,9 +27,9 @@ def test_help_lists_the_commands():
 def test_analyze_and_data_list_their_names(capsys):
     assert cli.main(["analyze"]) == 0
     out = capsys.readouterr().out
-    for study in cli.STUDIES:
+    for study in cli.entries("studies"):
         assert f"\n  {study} " in out
-    assert {"sweep", "numeric", "rus", "factors", "multibench", "vl_uniqueness"} <= set(cli.STUDIES)
+    assert {"sweep", "numeric", "rus", "factors", "multibench", "vl_uniqueness"} <= set(cli.entries("studies"))
     assert cli.main(["data"]) == 0
     out = capsys.readouterr().out
     assert all(f"\n  {name} " in out for name in ("rus", "mpi3d", "causal3dident"))
@@ -52,8 +52,14 @@ def test_an_unknown_name_is_one_line_with_the_close_match(argv, line, capsys):
 def test_the_registry_names_modules_that_exist():
     import importlib.util
 
-    for module, _ in [*cli.STUDIES.values(), *cli.DATA.values()]:
-        assert importlib.util.find_spec(module) is not None, module
+    for target, _ in [
+        *cli.entries("studies").values(),
+        *cli.entries("data").values(),
+        *cli.entries("commands").values(),
+    ]:
+        module, _, function = target.partition(":")
+        assert importlib.util.find_spec(module) is not None, target
+        assert function == "main" or target == "mmrep.train:cli", target
 
 
 def test_help_and_train_help_do_not_import_torch():
@@ -128,7 +134,7 @@ def test_load_runs_with_overrides_names_the_overrides_of_each_row(tmp_path):
     assert list(plain.columns) == ["metric", "modality", "value", "run", "n"]
 
 
-STUDIES = [name for name in cli.STUDIES]
+STUDIES = [name for name in cli.entries("studies")]
 
 
 @pytest.mark.parametrize("study", STUDIES)

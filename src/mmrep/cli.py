@@ -21,37 +21,46 @@ import importlib
 import sys
 
 PROG = "mmrep"
+# The commands, studies and data preparers are entry points of the package (pyproject.toml:
+# [project.entry-points."mmrep.commands" | "mmrep.studies" | "mmrep.data"]), loaded only when run: this module knows
+# none of them, and another installed package can add its own studies or data preparers the same way.
+GROUPS = {"commands": "mmrep.commands", "studies": "mmrep.studies", "data": "mmrep.data"}
+# one-line descriptions of the shipped ones (an entry point of another package is listed with its target)
+DESCRIPTIONS = {
+    "train": "compose a run from the config groups, train and measure it (Hydra overrides)",
+    "align": "alignment metrics between two saved feature matrices",
+    "analyze": "turn a sweep into tables and figures: mmrep analyze <study> SWEEP ...",
+    "data": "generate or prepare a data set: mmrep data <name> ...",
+    "studies/sweep": "every run's overrides and results in one tidy table (runs.csv)",
+    "studies/numeric": "identification table and heatmap of a numeric misalignment sweep",
+    "studies/factors": "factor × setting probe tables of a factor-probe sweep (shapes, MPI3D)",
+    "studies/rus": "RUS alignment sweep: alignment vs uniqueness and vs performance",
+    "studies/multibench": "Table 1 of the RUS paper from multibench_alignment sweeps",
+    "studies/misalignment_alignment": "misalignment × alignment: alignment and identification vs the unbiased block",
+    "studies/uniqueness_objective": "uniqueness × objective study: alignment, accuracy and bit MCC vs U per objective",
+    "studies/vl_uniqueness": "vision–language uniqueness sweep: alignment vs U and LM",
+    "data/rus": "generate and cache the RUS synthetic datasets",
+    "data/mpi3d": "render the MPI3D caption files of the paper settings (render-text)",
+    "data/causal3dident": "render the Causal3DIdent caption files of the paper settings (render-text)",
+}
 
-# name → (module, one-line description); the modules are imported only when their command runs
+
+def entries(kind: str) -> dict[str, tuple[str, str]]:
+    """``{name: (entry point target, description)}`` of one kind (``commands``, ``studies``, ``data``)."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group=GROUPS[kind])}
+    if not found:
+        raise SystemExit(f"{PROG}: error: no {kind} registered: mmrep's package metadata is missing (pip install -e .)")
+    prefix = "" if kind == "commands" else f"{kind}/"
+    return {n: (v, DESCRIPTIONS.get(prefix + n, v)) for n, v in sorted(found.items(), key=lambda kv: kv[0] != "sweep")}
+
+
 COMMANDS = {
-    "train": ("mmrep.train", "compose a run from the config groups, train and measure it (Hydra overrides)"),
-    "align": ("mmrep.align", "alignment metrics between two saved feature matrices"),
-    "analyze": ("", "turn a sweep into tables and figures: mmrep analyze <study> SWEEP ..."),
-    "data": ("", "generate or prepare a data set: mmrep data <name> ..."),
-}
-STUDIES = {
-    "sweep": ("mmrep.analysis.sweep", "every run's overrides and results in one tidy table (runs.csv)"),
-    "numeric": ("mmrep.analysis.numeric", "identification table and heatmap of a numeric misalignment sweep"),
-    "factors": ("mmrep.analysis.factors", "factor × setting probe tables of a factor-probe sweep (shapes, MPI3D)"),
-    "rus": ("mmrep.analysis.rus", "RUS alignment sweep: alignment vs uniqueness and vs performance"),
-    "multibench": ("mmrep.analysis.multibench", "Table 1 of the RUS paper from multibench_alignment sweeps"),
-    "misalignment_alignment": (
-        "mmrep.analysis.misalignment_alignment",
-        "misalignment × alignment study: alignment and identification vs the unbiased block",
-    ),
-    "uniqueness_objective": (
-        "mmrep.analysis.uniqueness_objective",
-        "uniqueness × objective study: alignment, accuracy and bit MCC vs U per objective",
-    ),
-    "vl_uniqueness": ("mmrep.analysis.vl_uniqueness", "vision–language uniqueness sweep: alignment vs U and LM"),
-}
-DATA = {
-    "rus": ("mmrep.data.rus", "generate and cache the RUS synthetic datasets"),
-    "mpi3d": ("mmrep.data.mpi3d", "render the MPI3D caption files of the paper settings (render-text)"),
-    "causal3dident": (
-        "mmrep.data.causal3dident",
-        "render the Causal3DIdent caption files of the paper settings (render-text)",
-    ),
+    "train": ("", DESCRIPTIONS["train"]),
+    "align": ("", DESCRIPTIONS["align"]),
+    "analyze": ("", DESCRIPTIONS["analyze"]),
+    "data": ("", DESCRIPTIONS["data"]),
 }
 
 
@@ -81,17 +90,11 @@ def _wants_help(args: list[str]) -> bool:
     return not args or args[0] in ("-h", "--help")
 
 
-def _run_main(module: str, argv: list[str], prog: str) -> int:
-    code = importlib.import_module(module).main(argv, prog=prog)
+def _run(target: str, argv: list[str], prog: str) -> int:
+    """Call the entry point ``module:function`` as ``function(argv, prog=prog)``."""
+    module, _, function = target.partition(":")
+    code = getattr(importlib.import_module(module), function or "main")(argv, prog=prog)
     return 0 if code is None else int(code)
-
-
-def _train(argv: list[str]) -> int:
-    """``python -m mmrep.train ARGS``: Hydra reads ``sys.argv``, whose first item ``python -m`` sets to the file."""
-    train = importlib.import_module("mmrep.train")
-    sys.argv = [train.__file__, *argv]
-    train.cli()
-    return 0
 
 
 def _group(command: str, kind: str, kinds: str, metavar: str, entries: dict, argv: list[str]) -> int:
@@ -102,7 +105,7 @@ def _group(command: str, kind: str, kinds: str, metavar: str, entries: dict, arg
     name, rest = argv[0], argv[1:]
     if name not in entries:
         return _unknown(kind, name, entries, f"{PROG} {command}")
-    return _run_main(entries[name][0], rest, f"{PROG} {command} {name}")
+    return _run(entries[name][0], rest, f"{PROG} {command} {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,14 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG} {version('mmrep')}")
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "train":
-        return _train(rest)
-    if command == "align":
-        return _run_main("mmrep.align", rest, f"{PROG} align")
+    if command in ("train", "align"):
+        return _run(entries("commands")[command][0], rest, f"{PROG} {command}")
     if command == "analyze":
-        return _group("analyze", "study", "studies", "study", STUDIES, rest)
+        return _group("analyze", "study", "studies", "study", entries("studies"), rest)
     if command == "data":
-        return _group("data", "data set", "data sets", "name", DATA, rest)
+        return _group("data", "data set", "data sets", "name", entries("data"), rest)
     return _unknown("command", command, COMMANDS, PROG)
 
 

@@ -1,7 +1,6 @@
 """``mmrep train`` (``python -m mmrep.train``): compose a run from the config groups, train it, measure it, e.g.
-``mmrep train bias=selection objective.optimizer.lr=3e-3`` or ``mmrep train -m experiment=numeric_selection``.
-
-A run folder gets ``.hydra/config.yaml``, ``checkpoints/``, ``csv/metrics.csv`` and ``results.csv``. The steps live
+``mmrep train bias=selection objective.optimizer.lr=3e-3`` or ``mmrep train -m experiment=numeric_selection``. A run
+folder gets ``.hydra/config.yaml``, ``checkpoints/``, ``csv/metrics.csv`` and ``results.csv``. The steps live
 in :mod:`mmrep.pipeline`, imported when a run starts: ``--help``, ``--cfg`` and config errors need no torch.
 """
 
@@ -64,9 +63,10 @@ def main(cfg: DictConfig) -> float | None:
             threads.release()  # this process's share of the cores
 
 
-def cli() -> None:
-    """Hydra's command line, except: ``--help`` lists the config groups without composing them; ``--cfg`` beside
-    ``-m`` prints a sweep job's config (Hydra refuses the pair); the current folder's modules can be ``_target_``s."""
+def cli(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Hydra's command line (``argv``: as after ``python -m mmrep.train``), except: ``--help`` lists the config groups
+    without composing them; ``--cfg`` beside ``-m`` prints a sweep job's config; this folder's modules import."""
+    sys.argv = sys.argv if argv is None else [__file__, *argv]
     if {"--cfg", "-c"} & set(sys.argv) and {"-m", "--multirun"} & set(sys.argv):
         sys.argv = [a for a in sys.argv if a not in ("-m", "--multirun")]
     if {"--help", "-h"} & set(sys.argv):

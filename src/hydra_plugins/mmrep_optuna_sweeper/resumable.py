@@ -45,7 +45,6 @@ in memory; redis) there are no heartbeats: the sweep assumes it is alone and fai
 # no `from __future__ import annotations`: Hydra execs this module unregistered, which dataclasses cannot read
 import functools
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +56,7 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from hydra_plugins.mmrep_optuna_sweeper.storage import anchored_storage, sweep_error
 
 # optuna (and numpy) are imported where used: Hydra imports every plugin module at each start, sweep or not
 log = logging.getLogger(__name__)
@@ -78,27 +78,6 @@ class MmrepOptunaSweeperConf(OptunaSweeperConf):
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="mmrep_optuna", node=MmrepOptunaSweeperConf, provider="mmrep")
-
-
-def sweep_error(message: str) -> None:
-    """End the sweep with one line (the sweeper runs outside any job's error handling)."""
-    print(f"mmrep: error: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-def anchored_storage(storage):
-    """A relative ``sqlite:///path`` made absolute (the launch folder) with its folder created; others unchanged."""
-    if not isinstance(storage, str) or not storage.startswith("sqlite:///"):
-        return storage
-    path = Path(storage[len("sqlite:///") :])
-    if str(path) in ("", ":memory:"):
-        return storage
-    path = path.resolve()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        sweep_error(f"hydra.sweeper.storage: cannot create {path.parent} for the study database ({err.strerror})")
-    return f"sqlite:///{path}"
 
 
 def _reseed(sampler, trial_id: int) -> None:

@@ -129,7 +129,7 @@ def job_heartbeat() -> Iterator[None]:
     if sweeper is None or not sweeper.get("heartbeat_interval") or not isinstance(sweeper.get("storage"), str):
         yield
         return
-    from hydra_plugins.mmrep_optuna_sweeper.resumable import anchored_storage
+    from hydra_plugins.mmrep_optuna_sweeper.storage import anchored_storage
 
     try:
         storage = open_storage(anchored_storage(sweeper.storage))

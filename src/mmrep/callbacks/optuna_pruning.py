@@ -13,7 +13,8 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from hydra_plugins.mmrep_optuna_sweeper.resumable import TRIAL_ENV, anchored_storage
+from hydra_plugins.mmrep_optuna_sweeper.resumable import TRIAL_ENV
+from hydra_plugins.mmrep_optuna_sweeper.storage import anchored_storage
 from hydra_plugins.mmrep_optuna_sweeper.workers import TRIAL_ID_ENV
 from mmrep.core.errors import ConfigError
 
