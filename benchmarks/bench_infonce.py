@@ -4,8 +4,9 @@
 
 Pairs, each run in its own subprocess on the same seeded inputs (so peak memory is the method's own):
 
-* ``infonce``: the numeric spec's symmetric Lp-InfoNCE with fresh negatives — the original's (B, B, d) difference
-  tensor vs :func:`mmrep.objectives.losses.symmetric_info_nce` (fused row log-sum-exp, no B×B matrix);
+* ``infonce``: the symmetric Lp-InfoNCE with fresh negatives of crossmodal_mislaignment utils/losses.py — its
+  (B, B, d) difference tensor vs :func:`mmrep.objectives.losses.symmetric_info_nce` (fused row log-sum-exp, no B×B
+  matrix);
 * ``nt_xent``: SimCLR's 2B×2B logits matrix and cross-entropy (the image–text experiments) vs ``nt_xent``;
 * ``cosine`` / ``dot``: in-batch InfoNCE through the full (B, B) similarity matrix vs the fused path.
 

@@ -2,10 +2,10 @@
 
     python benchmarks/bench_rus_generator.py [--num-data 65536]
 
-The baseline follows the spec the way the original script runs it: the label distribution built combination
-by combination in Python, then one ``rng.choice(4, p=...)`` per sample, and the heterogeneity transform applied
-per (r, depth). mmrep (``mmrep.data.rus.generate_grid``) builds the label table with array operations, draws all
-labels with one uniform per sample (the same stream, so the same labels) and shares the transformed modality
+The baseline runs as the original multimodal_alignment synthetic/generate_prob_data.py does: the label distribution
+built combination by combination in Python, then one ``rng.choice(4, p=...)`` per sample, and the heterogeneity
+transform applied per (r, depth). mmrep (``mmrep.data.rus.generate_grid``) builds the label table with array operations,
+draws all labels with one uniform per sample (the same stream, so the same labels) and shares the transformed modality
 across r. Both run in this process; the script checks the arrays are identical and prints the speed-up.
 """
 

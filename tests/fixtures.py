@@ -1,4 +1,6 @@
-"""Small data sets written in the exact on-disk formats of the external datasets (spec rus-alignment §6).
+"""Small data sets written in the exact on-disk formats of the external datasets (as multimodal_alignment's
+datasets/*/get_data.py, crossmodal_mislaignment's main_mpi3dreal.py / main_causal3dident.py and platonic-rep-unique's
+perturbed/data.json read them).
 
 Same keys, dtypes, shapes, nesting and padding conventions as the real files, only fewer samples."""
 
@@ -147,7 +149,8 @@ def write_mpi3d(data_dir: Path, grid=MPI3D_GRID, compressed: bool = False, seed:
 
 
 def write_causal3dident(data_dir: Path, n: int = 60, size: int = 128, seed: int = 0) -> Path:
-    """``<data_dir>/causal3dident/``: ``latents_image.csv`` (the 11 columns, drawn as spec §4.1),
+    """``<data_dir>/causal3dident/``: ``latents_image.csv`` (the 11 columns, drawn as crossmodal_mislaignment
+    rendering_data/Causal3DIdent/generate_latents.py does),
     ``images/{i:0Wd}.png`` (flat colours from the hues, the object a square placed by its x/y position) and every
     caption file of ``python -m mmrep.data.causal3dident render-text``."""
     import colorsys
@@ -217,10 +220,11 @@ VL_WORDS = (
 
 
 def write_caption_uniqueness(data_dir: Path, n: int = 24, seed: int = 0) -> Path:
-    """``<data_dir>/caption_uniqueness/``: ``data.json`` in the variants layout (spec rus-alignment §7.1: per entry
+    """``<data_dir>/caption_uniqueness/``: ``data.json`` in the variants layout (platonic-rep-unique
+    perturbed/create_dataset.py: per entry
     ``{"Index - i": {"sentences": {"Caption 0 - 0%": ..., "Caption k - P%": ...}, "similarities": [...]}}``, each
-    rewrite
-    swapping more words) and ``images/<i>.png`` (sizes vary; colour and a bar encode the original caption's words)."""
+    rewrite swapping more words) and ``images/<i>.png`` (sizes vary; colour and a bar encode the original caption's
+    words)."""
     import json
 
     from PIL import Image

@@ -25,7 +25,8 @@ def test_bit_latents_are_the_modalities_input_bits():
     bits = rus.bit_latents(arrays["xc"], arrays["xu1"], arrays["xu2"])
     assert list(bits) == list(rus.bit_names()) and len(bits) == 16
     x0 = np.stack([bits[f"xc_{k}"] for k in range(8)] + [bits[f"xu1_{k}"] for k in range(4)], axis=1)
-    np.testing.assert_array_equal(x0, arrays["x0"])  # modality 0 is [x_c, x_u1] in bit_table order (spec §1.2)
+    # modality 0 is [x_c, x_u1] in bit_table order (multimodal_alignment synthetic/generate_prob_data.py)
+    np.testing.assert_array_equal(x0, arrays["x0"])
     ids = sum(bits[f"xu2_{k}"] << (3 - k) for k in range(4))  # bit 0 = the most significant
     np.testing.assert_array_equal(ids, arrays["xu2"])
 

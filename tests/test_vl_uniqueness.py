@@ -1,6 +1,7 @@
-"""The vision–language uniqueness experiment (spec rus-alignment §7) on generated data and tiny randomly initialised
-models saved as local folders (tests/fixtures.py): data layout, frozen extractors against direct references, bits
-per byte, the feature cache, the alignment settings, offline errors and the sweep + analysis end to end."""
+"""The vision–language uniqueness experiment (arXiv:2502.16282; platonic-rep-unique) on generated data and tiny
+randomly initialised models saved as local folders (tests/fixtures.py): data layout, frozen extractors against direct
+references, bits per byte, the feature cache, the alignment settings, offline errors and the sweep + analysis end to
+end."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def test_language_model_features_and_bits_per_byte_equal_direct_references(vl):
     spec = ModalitySpec((x["x"].shape[1],), "text", masked=True)
     encoder = HFCausalLM(spec, 1, str(vl["lm"]), dtype="float32")
     layers = encoder.layer_features(x)
-    assert list(layers) == ["hidden0", "hidden1", "hidden2"]  # embedding output + 2 blocks (spec §7.3: L + 1)
+    assert list(layers) == ["hidden0", "hidden1", "hidden2"]  # embedding output + 2 blocks (platonic-rep-unique: L + 1)
     model = AutoModelForCausalLM.from_pretrained(str(vl["lm"])).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(vl["lm"]))
     longest = tokenizer(texts[2], return_tensors="pt")["input_ids"]  # the longest text is never padded

@@ -65,7 +65,8 @@ def load_features(spec: str, name: str) -> np.ndarray:
 def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m mmrep.align",
-        description="Representation alignment between two paired feature matrices (spec rus-alignment §4).",
+        description="Representation alignment between two paired feature matrices (arXiv:2502.16282; the metrics of "
+        "multimodal_alignment utils/align_metrics.py).",
         epilog=f"metrics: {', '.join(METRICS)}",
     )
     parser.add_argument("A", help="features of the first representation, (N, d1)")

@@ -4,11 +4,11 @@
     python -m mmrep.analysis.factors outputs/mpi3d_perturbation/multiruns/<date> --paper mpi3d_complex
 
 Per modality, a factor × bias-setting table of the probe score averaged over seeds with scores clipped to [0, 1]
-first, as the paper's figures (spec numeric-misalignment §3.3: "plots average 3 repeats after clipping MCC to
-[0,1]"). A setting is the dataset's paper setting id (``selection_2``) or else ``θ={...} β={...}``. Writes
+first, as the paper's figures (arXiv:2504.10143 Figs. 5, 6: the mean of 3 repeats of the MCC clipped to [0, 1]).
+A setting is the dataset's paper setting id (``selection_2``) or else ``θ={...} β={...}``. Writes
 ``factors.csv`` (tidy: setting, modality, factor, role, mean, std, count) and ``factors_<modality>_<probe>.md``, and
 prints the tables; ``--paper`` adds ``factors_<modality>_vs_paper.md``: each cell "ours (paper)" with the paper's
-MLP-probe numbers (spec §3.4 Figure 5, §4.4 Figure 6).
+MLP-probe numbers (arXiv:2504.10143 Fig. 5, MPI3D; Fig. 6, Causal3DIdent).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _paper(**columns: str) -> dict[str, list[float]]:
 
 
 _ZERO5, _ZERO7 = "0 0 0 0 0", "0 0 0 0 0 0 0"
-# Paper MLP-probe scores by setting id 0.. (spec §3.4: Figure 5, MCC; §4.4: Figure 6, image features, MCC/R²)
+# Paper MLP-probe scores by setting id 0.. (arXiv:2504.10143 Fig. 5, MCC; Fig. 6, image features, MCC/R²)
 PAPER = {
     "mpi3d_complex": {
         "image": {

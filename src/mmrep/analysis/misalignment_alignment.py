@@ -3,9 +3,10 @@ simulation, ``experiment=misalignment_alignment_shapes`` on shapes_text).
 
     python -m mmrep.analysis.misalignment_alignment SWEEP [SWEEP ...] [--out DIR] [--probe linear] [--wandb]
 
-The misalignment paper's settings — the text sees the selected latents θ, those in β perturbed — trained with
-MMCL, and measured with the RUS paper's alignment metrics between the two encoders (rus-alignment §4) beside the
-identification of each latent (numeric-misalignment §1.9, §3.3). Per run (dataset, θ, β, seed):
+The misalignment paper's (arXiv:2504.10143) settings — the text sees the selected latents θ, those in β perturbed —
+trained with MMCL, and measured with the RUS paper's (arXiv:2502.16282) alignment metrics between the two encoders
+(multimodal_alignment utils/align_metrics.py) beside the identification of each latent (crossmodal_mislaignment
+main_numeric.py, main_mpi3dreal.py). Per run (dataset, θ, β, seed):
 
 * ``alignment``: each alignment metric between the two encoders, at the best layer pair (``layers = max``, the RUS
   paper's number), the last pair (``last``) and every pair (``<layer a>/<layer b>``);

@@ -1,7 +1,8 @@
-"""Table 1 of the RUS paper from ``experiment=multibench_alignment`` sweeps (spec rus-alignment.md §5.2).
+"""Table 1 of the RUS paper (arXiv:2502.16282) from ``experiment=multibench_alignment`` sweeps (multimodal_alignment
+scripts/evaluate_multiseed.py).
 
     python -m mmrep.analysis.multibench outputs/multibench_alignment/multiruns/<date> [more sweeps] [--out DIR]
-    python -m mmrep.analysis.multibench --tune outputs/multibench_grid/multiruns/<date>   # §3.3 stage 2
+    python -m mmrep.analysis.multibench --tune outputs/multibench_grid/multiruns/<date>   # tune_real.sh stage 2
 
 Each sweep holds one dataset and modality pair (a, b), trained at depths 1..10 × seeds (30 runs). For each fixed
 modality F in {a, b}, the **best** F model is the one with the highest validation performance over all runs; for
@@ -48,7 +49,8 @@ class Run:
 
 
 def performance_metric(task: str) -> str:
-    """The metric the paper reports: accuracy, or the accuracy of the sign for regression (spec §3.1)."""
+    """The metric the paper reports: accuracy, or the accuracy of the sign for regression (the original's
+    training_structures/unimodal_supervised.py)."""
     return "sign_accuracy" if task == "regression" else "accuracy"
 
 
@@ -153,8 +155,9 @@ def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, spli
 
 
 def tune(sweep: Path) -> pd.DataFrame:
-    """Stage 2 of §3.3 on a ``multibench_grid`` sweep: per modality, the (lr, weight decay) with the highest
-    validation performance averaged over encoder depths. Rows: modality, lr, weight_decay, score, n_depths."""
+    """Stage 2 of the original's scripts/tune_real.sh (scripts/tune_hyp.py) on a ``multibench_grid`` sweep: per
+    modality, the (lr, weight decay) with the highest validation performance averaged over encoder depths.
+    Rows: modality, lr, weight_decay, score, n_depths."""
     rows = []
     for path in find_runs(sweep):
         cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
@@ -196,8 +199,10 @@ def main(argv=None, prog: str | None = None) -> int:
         sweep_help="multirun directories of experiment=multibench_alignment",
         wandb_help="also log the tables to W&B, in the group of the first sweep's runs (not with --tune)",
     )
-    parser.add_argument("--metric", default="unbiased_cka", help="alignment metric (spec §5.2 default: unbiased_cka)")
-    parser.add_argument("--n", type=int, default=4096, help="samples per split (spec §4.1: 4096)")
+    parser.add_argument(
+        "--metric", default="unbiased_cka", help="alignment metric (evaluate_multiseed.py default: unbiased_cka)"
+    )
+    parser.add_argument("--n", type=int, default=4096, help="samples per split (get_alignment.py --align-bs: 4096)")
     parser.add_argument("--tune", action="store_true", help="the sweeps are multibench_grid sweeps: pick (lr, wd)")
     args = parser.parse_args(argv)
     if args.tune and args.wandb:

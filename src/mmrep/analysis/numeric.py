@@ -5,8 +5,9 @@
 Writes, next to the runs (or into ``--out``): ``identification.csv`` (tidy: setting × target with mean, std,
 min, max, count over seeds and ``n_seeds``, the distinct seeds a cell averages),
 ``identification_<modality>_<probe>.md`` (the paper-style pivot, a Markdown pipe table) and
-``identification_<modality>_<probe>.png`` (heatmap). Conventions (spec numeric-misalignment.md §1.12): average over
-seeds, clip negative means to 0, show rows ``m_x, m_t, s_0..s_9``, annotate with one decimal rounded half up.
+``identification_<modality>_<probe>.png`` (heatmap). Conventions (crossmodal_mislaignment
+plot/plot_numeric_r2.py; arXiv:2504.10143 Fig. 3): average over seeds, clip negative means to 0, show rows
+``m_x, m_t, s_0..s_9``, annotate with one decimal rounded half up.
 
 Runs are averaged over seeds only: every command-line override (``.hydra/overrides.yaml``) whose value differs
 between the runs, besides ``seed`` and the bias/regime keys the setting label is made of (e.g.
@@ -118,7 +119,7 @@ def group_columns(table: pd.DataFrame) -> list[str]:
 
 
 def pivot(table: pd.DataFrame, n_semantics: int = 10) -> pd.DataFrame:
-    """Rows ``m_x, m_t, s_0..s_{n-1}`` × settings, one decimal rounded half up (spec §1.12).
+    """Rows ``m_x, m_t, s_0..s_{n-1}`` × settings, one decimal rounded half up (plot_numeric_r2.py).
 
     With differing overrides in ``table`` (:func:`group_columns`) the columns are a MultiIndex (those keys...,
     setting); either way in the table's order.

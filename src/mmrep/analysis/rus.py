@@ -1,4 +1,4 @@
-"""Turn an RUS alignment sweep into the paper's tables and figures (spec rus-alignment §5.1).
+"""Turn an RUS alignment sweep into the paper's tables and figures (arXiv:2502.16282, Figs. 4, 6, 7, 10, 11).
 
     python -m mmrep.analysis.rus outputs/rus_alignment/multiruns/<date> [--out DIR] [--bootstrap 1000]
 
@@ -15,7 +15,8 @@ modality-1 encoders (max over layer pairs) and ``p`` = the modality-1 test accur
 * ``alignment_performance_by_seed.csv`` — the same per seed (how much of it is noise);
 * ``alignment_vs_U_<metric>.png`` and ``alignment_performance_<metric>.png``.
 
-The original computed Pearson only (and never filled the U = 8 maximum, §9 item 3); both are done here.
+The original (multimodal_alignment scripts/analyze_rus.py) computed Pearson only, and never filled the U = 8
+maximum (its loop runs over ``range(8)``; scripts/tune_rus_prob_optuna.sh skips r = 0); both are done here.
 """
 
 from __future__ import annotations

@@ -2,15 +2,17 @@
 
     python -m mmrep.analysis.uniqueness_objective outputs/uniqueness_objective/multiruns/<date> [--out DIR] [--wandb]
 
-The RUS data (spec rus-alignment §1) at uniqueness U = 8 − r, trained with the RUS paper's supervised unimodal
-encoders (§2.1) or the misalignment paper's contrastive loss (numeric-misalignment §1.7), measured the same way.
+The RUS data (multimodal_alignment synthetic/generate_prob_data.py) at uniqueness U = 8 − r, trained with the RUS
+paper's (arXiv:2502.16282) supervised unimodal encoders (scripts/align_configs/rus_prob.yaml) or the misalignment
+paper's (arXiv:2504.10143) contrastive loss (crossmodal_mislaignment utils/losses.py), measured the same way.
 Per run (U, objective, seed):
 
-* ``mutual_knn``, ``unbiased_cka``: the alignment of the x0 and x1 encoders, max over layer pairs (rus §4.4);
+* ``mutual_knn``, ``unbiased_cka``: the alignment of the x0 and x1 encoders, max over layer pairs
+  (scripts/get_alignment.py);
 * ``accuracy``: the linear-probe test accuracy of each modality's frozen representation (``metric=linear_probe``);
-* ``accuracy`` of ``objective=bayes``: the exact Bayes-optimal accuracy from each modality (x0, x1) and from the
-  shared bits alone (``x_c``), from the generator's label table (rus §1.4) — the ceilings of a unimodal predictor and
-  of a representation that keeps only the shared content;
+* ``accuracy`` of ``objective=bayes``: the exact Bayes-optimal accuracy from each modality (x0, x1) and from the shared
+  bits alone (``x_c``), from the generator's label table (generate_prob_data.py) — the ceilings of a unimodal predictor
+  and of a representation that keeps only the shared content;
 * ``mcc:<group>``: per modality, the mean linear-probe MCC (``metric=factors``) over the generating bits of a group —
   ``shared-label`` / ``shared-other`` (x_c bits the label reads / does not), ``unique-label`` / ``unique-other``
   (the modality's own unique bits) and ``unseen`` (the other modality's unique bits, a control: ≈ 0).
@@ -25,8 +27,8 @@ Across seeds: the mean and a 95 % Student-t interval. Writes, in the sweep folde
 * ``uniqueness_objective.png`` — alignment, accuracy and bit MCC against U, one line per objective.
 
 Expected from the two theories: contrastive representations keep the shared bits (alignment stays high) and lose
-task accuracy as U grows (numeric §2: only the shared content is identified); supervised unimodal encoders keep
-their accuracy and lose alignment (rus §8, Fig. 4).
+task accuracy as U grows (arXiv:2504.10143 Fig. 3: only the shared content is identified); supervised unimodal
+encoders keep their accuracy and lose alignment (arXiv:2502.16282 Fig. 4).
 """
 
 from __future__ import annotations
@@ -80,9 +82,9 @@ def bit_group(role: str, modality: str) -> str:
 def bayes_accuracy(
     redundancy: int, temperature: float = 0.05, num_classes: int = 4, features_seed: int = 1, weights_seed: int = 2
 ) -> dict[str, float]:
-    """The Bayes-optimal accuracy E_x max_y p(y | x) with uniform inputs (rus §1.4) from ``x0`` = (x_c, x_u1),
-    ``x1`` = (x_c, x_u2) and ``x_c`` alone, from the exact (256, 16, 16, C) label table (the D_φ transform is
-    injective on the 4,096 distinct (x_c, x_u2), so it does not change modality 1's ceiling)."""
+    """The Bayes-optimal accuracy E_x max_y p(y | x) with uniform inputs (generate_prob_data.py) from
+    ``x0`` = (x_c, x_u1), ``x1`` = (x_c, x_u2) and ``x_c`` alone, from the exact (256, 16, 16, C) label table (the
+    D_φ transform is injective on the 4,096 distinct (x_c, x_u2), so it does not change modality 1's ceiling)."""
     table, _ = conditional_table(
         int(redundancy), float(temperature), int(num_classes), int(features_seed), int(weights_seed)
     )

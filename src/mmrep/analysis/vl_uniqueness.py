@@ -1,4 +1,5 @@
-"""Tables of the vision–language uniqueness sweep (``experiment=vl_uniqueness``, spec rus-alignment §7.3).
+"""Tables of the vision–language uniqueness sweep (``experiment=vl_uniqueness``), as platonic-rep-unique's
+plot_alignment.py draws them (arXiv:2502.16282).
 
     python -m mmrep.analysis.vl_uniqueness outputs/vl_uniqueness/multiruns/<date> [--out DIR]
 
@@ -32,7 +33,7 @@ CONFIG_KEYS = {
     "vision_model": "encoders.image.model",
     "seed": "seed",
 }
-FAMILIES = (  # (substring of the model name, family), first match wins (spec §7.2 groups)
+FAMILIES = (  # (substring of the model name, family), first match wins (platonic-rep-unique's modelset "val" groups)
     ("dinov2", "DINOv2"),
     ("mae", "MAE"),
     ("in12k", "CLIP (IN-12k fine-tuned)"),

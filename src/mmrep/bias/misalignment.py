@@ -81,8 +81,9 @@ class MisalignmentBias:
     Args:
         theta: selected latents ``I_θ``: ``None`` = all, a list of indices, or a powerset index (int).
         beta: perturbed latents ``I_β``: ``None``/``[]``/``-1`` = ∅, a list of indices, or a powerset index.
-        change_prob: probability that a perturbable coordinate is corrupted (spec default 0.75).
-        noise_std: std of the additive Gaussian noise in the independent regime (spec ``--cond-param`` 1.0).
+        change_prob: probability that a perturbable coordinate is corrupted (crossmodal_mislaignment main_numeric.py
+            default 0.75).
+        noise_std: std of the additive Gaussian noise in the independent regime (main_numeric.py ``--cond-param`` 1.0).
         name: a label for tables (the ``bias=`` option name).
         setting: a paper setting id of the dataset (``selection_<i>`` / ``perturbation_<i>``, plural accepted) in
             place of ``theta`` and ``beta``.

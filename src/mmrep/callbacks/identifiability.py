@@ -1,5 +1,6 @@
-"""``IdentifiabilityCallback`` (``callbacks=identifiability``): the spec's probes during training, like an online
-linear probe — so a run shows *when* the invariant block (or a factor) becomes identified, not only that it did."""
+"""``IdentifiabilityCallback`` (``callbacks=identifiability``): the paper's identification probes
+(``metric=identifiability`` / ``metric=factors``) during training, like an online linear probe — so a run shows
+*when* the invariant block (or a factor) becomes identified, not only that it did."""
 
 from __future__ import annotations
 

@@ -136,12 +136,13 @@ class AffectDataModule(InMemorySplitDataModule):
 
     Args:
         path: the pickle (conf: ``${paths.data_dir}/affect/<name>/<file>.pkl``).
-        features: ``{vision: d_v, audio: d_a, text: 300}`` the spec's feature sizes (checked against the file).
+        features: ``{vision: d_v, audio: d_a, text: 300}`` the original's feature sizes (checked against the
+            file).
         label_rule: ``regression`` (MOSI/MOSEI), ``positive`` (sarcasm: label > 0) or ``raw`` (humor).
         num_classes: for the classification rules (2).
         modalities: a subset in the order wanted, e.g. ``[text, vision]`` (default all three).
-        max_len: steps kept after the first text row (spec: 50); with ``normalize`` also the window every sample is
-            first cut to (the original's ``max_seq_len``). normalize: z-score vision and audio (spec: yes).
+        max_len: steps kept after the first text row (original: 50); with ``normalize`` also the window every sample is
+            first cut to (the original's ``max_seq_len``). normalize: z-score vision and audio (original: yes).
         batch_size: the original's 64 (scripts/tune_real.sh). name: for messages.
     """
 
@@ -179,7 +180,7 @@ class AffectDataModule(InMemorySplitDataModule):
             },
             task="regression" if regression else "classification",
             num_classes=None if regression else int(num_classes),
-            encoding_size=64,  # mmrep's shared width for contrastive objectives (not in the spec)
+            encoding_size=64,  # mmrep's shared width for contrastive objectives (not in the original)
             deselected=deselected,
         )
 

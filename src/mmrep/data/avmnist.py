@@ -12,7 +12,8 @@ and cut into a 7×7 grid of 4×4 patches, each flattened to 16 values: ``(1, 7, 
 audio is z-scored per MFCC coefficient (axis 1) with statistics of the 55,000 training rows over samples and frames
 (axes 0 and 2). Axis order, verified against the original loader: axis 1 holds the coefficients and axis 2 the
 frames, and the original's transformer reads axis 1 as the token axis — 20 tokens (coefficients) of 36 features
-(frames), the spec's "≤ 20 tokens × 36". ``audio_tokens: frames`` transposes to the usual frames-as-tokens layout.
+(frames), the "≤ 20 tokens × 36" of the original's AVMNIST audio transformer (multimodal_alignment
+unimodals/common_models.py). ``audio_tokens: frames`` transposes to the usual frames-as-tokens layout.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class AVMNISTDataModule(InMemorySplitDataModule):
             },
             task="classification",
             num_classes=10,
-            encoding_size=64,  # mmrep's shared width for contrastive objectives (not in the spec)
+            encoding_size=64,  # mmrep's shared width for contrastive objectives (not in the original)
             deselected=deselected,
         )
 

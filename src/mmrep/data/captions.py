@@ -186,7 +186,7 @@ def render_text_main(
         "--change-prob",
         type=float,
         default=change_prob,
-        help=f"perturbation redraw probability (spec: {change_prob:g})",
+        help=f"perturbation redraw probability (default {change_prob:g}, as crossmodal_mislaignment's rendering_data/)",
     )
     if add_arguments is not None:
         add_arguments(sub)

@@ -16,8 +16,8 @@ On-disk layout under ``dataset.data_dir`` (the original's, unchanged)::
 Captions are tokenised as the original's NLTK ``word_tokenize`` (mmrep.data.captions); the vocabulary and the padded
 length come from all rows, as the original's dataset object holds them all before main_causal3dident.py splits it by
 index: train = the first ``int(0.8 n)``, val (probe fit) = the next ``int(0.1 n)``, test = the rest
-(main_causal3dident.py). Images are read from their PNG files one batch at a time (``ToTensor`` then the spec's
-mean/std); captions are kept as token ids and one-hot encoded per batch.
+(main_causal3dident.py). Images are read from their PNG files one batch at a time (``ToTensor`` then
+main_causal3dident.py's mean/std); captions are kept as token ids and one-hot encoded per batch.
 
 ``render-text`` writes the original generator's captions (its templates, phrasings and spotlight bins; checked
 against its output by tests/test_golden_causal3dident.py). Its random draws are seeded numpy ``Generator`` streams,
@@ -86,7 +86,7 @@ class Causal3DIdentDataModule(FactorDataModule):
     Args:
         bias: the paper setting (``bias.setting=selection_<i>`` / ``perturbation_<i>``, i = 0..6; the original's
             plural ``selections_<i>`` works too), or θ/β naming the semantic factors so that they equal one.
-        data_dir: the folder of the layout above. batch_size, num_workers: loaders (spec: 256, 4).
+        data_dir: the folder of the layout above. batch_size, num_workers: loaders (main_causal3dident.py: 256, 4).
         encoding_size: ``None`` = the paper's size for the setting (main_causal3dident.py).
     """
 
@@ -358,8 +358,8 @@ def render_text(root: Path, seed: int = 0, change_prob: float = 1.0) -> list[Pat
     """Write ``latents_text_{selections,perturbations}_{i}.csv`` and ``text/<setting>/text_raw.txt`` for i = 0..6 from
     ``latents_image.csv`` under ``root`` (generate_latents.py): selection ``i`` captions the first i + 1 factors with
     one phrasing per sample shared by all selections; perturbation ``i`` captions everything after redrawing each factor
-    of its set (probability ``change_prob``, spec: 1) from U[0, 1] (hues, spotlight_pos) or {0, 1, 2} (positions),
-    with a fresh phrasing. Unlike the original, setting 0's background caption uses the background hue."""
+    of its set (probability ``change_prob``, generate_latents.py: 1) from U[0, 1] (hues, spotlight_pos) or {0, 1, 2}
+    (positions), with a fresh phrasing. Unlike the original, setting 0's background caption uses the background hue."""
     root, written = Path(root), []
     latents = read_factor_table(root / "latents_image.csv", SEMANTIC, SOURCE)
     n = len(latents)

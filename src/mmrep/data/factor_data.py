@@ -4,7 +4,7 @@ crossmodal_mislaignment main_mpi3dreal.py, main_causal3dident.py).
 Subclasses name their factors (``SEMANTIC``: the ones captions may mention, which ``bias.theta``/``bias.beta``
 select and perturb by name; ``IMAGE_ONLY``; ``TEXT_ONLY``), which are continuous, and optionally the paper's
 numbered settings (``SETTINGS``, reachable as ``bias.setting=selection_<i>``). The base resolves the bias, gives
-every factor its role for the probes (``metric=factors``), maps the probe splits (fit on val, score on test, spec
+every factor its role for the probes (``metric=factors``), maps the probe splits (fit on val, score on test, as
 main_mpi3dreal.py) and expands stored token ids to one-hot tokens one batch at a time.
 """
 

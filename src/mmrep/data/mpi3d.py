@@ -12,12 +12,13 @@ On-disk layout under ``dataset.data_dir`` (the original's, unchanged)::
     vocab_{selection|perturbation}_{i}.json   written on first use from the training captions
 
 The images are the public MPI3D ``real3d_complicated_shapes_ordered.npz``; the captions and factor tables come from
-``python -m mmrep.data.mpi3d render-text --root <data_dir>`` (seeded, spec templates), which also writes the
-original's 90/10 train/test split (permutation seed 42) when no ``image_semantics.csv`` exists. At run time the
+``python -m mmrep.data.mpi3d render-text --root <data_dir>`` (seeded, the templates of render_multimodal_mpi3d.py),
+which also writes the original's 90/10 train/test split (permutation seed 42) when no ``image_semantics.csv``
+exists. At run time the
 test files are halved by position: the first half is "val" (probe fit), the second "test" (probe score).
 
 Images are kept as the uint8 file (memory-mapped when the npz is uncompressed) and normalised per batch (/255,
-then the spec's mean/std); captions are kept as token ids and one-hot encoded per batch.
+then main_mpi3dreal.py's mean/std); captions are kept as token ids and one-hot encoded per batch.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class MPI3DComplexDataModule(FactorDataModule):
             factors ``color, shape, size, camera, background`` that equal one); captions exist only for those.
         data_dir: the folder of the layout above. factor_sizes: the npz's factor grid (the real file's by default;
             smaller only for subsets of the grid, e.g. test fixtures).
-        batch_size, num_workers: loaders (spec: 256, 4). encoding_size: ``None`` = max(3, |unbiased factors|).
+        batch_size, num_workers: loaders (main_mpi3dreal.py: 256, 4). encoding_size: ``None`` = max(3, |unbiased
+            factors|).
     """
 
     SEMANTIC = tuple(WORDS)

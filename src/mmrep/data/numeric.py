@@ -130,11 +130,12 @@ class NumericDataModule(pl.LightningDataModule):
 
     Args:
         bias: the selection/perturbation bias (``bias=`` group); ``None`` means no bias.
-        n_semantics, n_modality: latent block sizes (spec defaults 10 and 5).
+        n_semantics, n_modality: latent block sizes (main_numeric.py defaults 10 and 5).
         dependent: Wishart-covariance (causally dependent) latents instead of independent ones.
         margin_std: σ of the semantic latents in the independent regime; ``scale_modality_latents`` also scales
-            ``m_x, m_t`` by it, as the original code did (the spec's table: N(0, I)).
-        batch_size: pairs per training step (the spec's 6144 at paper scale); each step also draws as many negatives.
+            ``m_x, m_t`` by it, as the original code did (default N(0, I), see :class:`LatentModel`).
+        batch_size: pairs per training step (main_numeric.py's 6144 at paper scale); each step also draws as many
+            negatives.
         steps_per_epoch: length of one training epoch of the infinite stream (checkpoint/validation cadence).
         n_val: size of the fixed validation set (loss only). n_probe: default size of the probe fit/eval sets.
         device: ``auto`` generates the training stream on the training device (a CUDA generator on a GPU run:

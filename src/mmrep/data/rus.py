@@ -372,9 +372,9 @@ class RUSDataModule(InMemorySplitDataModule):
         redundancy: r in 0..8 shared label bits (uniqueness U = 8 − r). depth: D_φ >= 0 tanh layers.
         num_data, num_classes, temperature, features_seed, weights_seed, transforms_seed: the generator
             (rus_prob_template.yaml: 65,536, 4, 0.05, 1, 2, 0).
-        splits: train/val/test fractions (spec: 0.7/0.15/0.15). split_seed: their stratified shuffle.
-        batch_size: spec 512. data_dir: cache folder (one that cannot be written: the data are generated in
-            memory, with a warning). cache: read/write the npz cache.
+        splits: train/val/test fractions (generate_prob_data.py: 0.7/0.15/0.15). split_seed: their stratified shuffle.
+        batch_size: 512 as synthetic/get_data.py. data_dir: cache folder (one that cannot be written: the data are
+            generated in memory, with a warning). cache: read/write the npz cache.
     """
 
     def __init__(
@@ -512,7 +512,7 @@ def main(argv=None, prog: str | None = None) -> int:
     for col in ("r", "U", *INFORMATION_KEYS):
         table.add_column(col, justify="right")
     pairs = [(r, d) for r in args.redundancy for d in args.depths]
-    # the datamodule's parameters (the spec defaults) are the cache key runs will look up
+    # the datamodule's parameters (the original's defaults) are the cache key runs will look up
     generator = RUSDataModule(num_data=args.num_data).params
     del generator["redundancy"], generator["depth"]
     grid = generate_grid(args.redundancy, args.depths, **generator)

@@ -15,10 +15,11 @@ x, y           object centre in [0.3, 0.7] of the image    never                
 Captions follow "Negate or Embrace" (arXiv:2504.10143; the original's
 rendering_data/MPI3D/render_multimodal_mpi3d.py): one of three templates drawn uniformly, slots
 filled only for the *selected* factors (``bias.theta``); *perturbed* factors (``bias.beta``) are redrawn uniformly
-from their support with probability ``bias.change_prob`` (spec: 0.9) before captioning, so the caption may name a
-wrong value. Tokens are one-hot over a vocabulary built from the training captions (``pad, eos, unk`` first, then
-words by first occurrence), each caption followed by ``eos`` and right-padded. Everything is drawn from ``seed``
-(the original's captions were not seeded); arrays are cached under ``data/shapes_text/``.
+from their support with probability ``bias.change_prob`` (0.9, as render_multimodal_mpi3d.py) before captioning, so
+the caption may name a wrong value. Tokens are one-hot over a vocabulary built from the training captions
+(``pad, eos, unk`` first, then words by first occurrence), each caption followed by ``eos`` and right-padded.
+Everything is drawn from ``seed`` (the original's captions were not seeded); arrays are cached under
+``data/shapes_text/``.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class ShapesTextDataModule(FactorDataModule):
 
     Args:
         bias: which factors the captions mention (``theta``) and perturb (``beta``), by name or index into
-            ``color, shape, size, background``; ``change_prob`` is the redraw probability (spec: 0.9).
+            ``color, shape, size, background``; ``change_prob`` is the redraw probability (0.9, as
+            render_multimodal_mpi3d.py).
         num_samples, splits: data size and train/val/test fractions (val fits the probes, test scores them).
         batch_size, seed, data_dir, cache: loaders, generation seed, cache folder.
     """

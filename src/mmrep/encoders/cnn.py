@@ -1,9 +1,9 @@
 """Image encoders in plain torch: ResNet-18 (crossmodal_mislaignment encoders.py) and a small CNN for CPU-sized runs.
 
-torchvision does not import beside the pinned torch (shared/STACK.md), so the ResNet-18 is written here with
-torchvision's architecture and initialisation: a 7×7/2 stem with max-pooling, four stages of two basic blocks
-(64, 128, 256, 512 channels), global average pooling and ``Linear(512, num_classes)``. The spec's image encoder is
-that network with ``num_classes=100``, then ``LeakyReLU`` and ``Linear(100, encoding_size)``.
+torchvision is not a dependency (each of its builds is tied to one torch version), so the ResNet-18 is written here
+with torchvision's architecture and initialisation: a 7×7/2 stem with max-pooling, four stages of two basic blocks
+(64, 128, 256, 512 channels), global average pooling and ``Linear(512, num_classes)``. The image encoder of
+main_mpi3dreal.py is that network with ``num_classes=100``, then ``LeakyReLU`` and ``Linear(100, encoding_size)``.
 Both encoders read per-layer features for alignment as the global average of each stage's output.
 """
 
@@ -50,7 +50,8 @@ class ResNet18(nn.Module):
 
     Args:
         modality: the image modality (``shape = (C, H, W)``). out_dim: the encoding size.
-        num_classes: the ResNet's own output width (spec: 100). negative_slope: of the LeakyReLU (spec: 0.01).
+        num_classes: the ResNet's own output width (original: 100). negative_slope: of the LeakyReLU (original:
+            0.01).
     """
 
     def __init__(

@@ -127,8 +127,9 @@ class HFCausalLM(_Frozen):
     Args:
         modality: must be a ``text`` modality. out_dim: ignored (the model's hidden size is the representation).
         model: hub name (from the local cache) or a ``save_pretrained`` folder. tokenizer: defaults to ``model``.
-        revision, cache_dir: where in the Hugging Face cache. pad_token: ``None`` = the spec's rule.
-        batch_size: texts per forward pass (spec: 2). dtype: ``auto`` | float32 | bfloat16 | float16.
+        revision, cache_dir: where in the Hugging Face cache. pad_token: ``None`` = platonic-rep-unique's rule
+            (``[PAD]`` for huggyllama, else eos).
+        batch_size: texts per forward pass (platonic-rep-unique: 2). dtype: ``auto`` | float32 | bfloat16 | float16.
         feature_cache: folder for cached features (``None``: no cache).
     """
 

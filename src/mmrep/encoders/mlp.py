@@ -43,9 +43,9 @@ class MLP(nn.Module):
     Args:
         in_shape: the modality's :class:`ModalitySpec` or its shape without the batch dimension (flattened).
         out_dim: output width (the encoding size).
-        hidden: hidden widths; with ``relative=True`` they are multiples of the input dimension (the numeric
-            spec's ``[10n, 50n, 50n, 50n, 50n, 10n]`` is ``hidden=[10, 50, 50, 50, 50, 10], relative=True``).
-        activation, negative_slope: hidden non-linearity (spec: LeakyReLU(0.01)).
+        hidden: hidden widths; with ``relative=True`` they are multiples of the input dimension (crossmodal_mislaignment
+            encoders.py's ``[10n, 50n, 50n, 50n, 50n, 10n]`` is ``hidden=[10, 50, 50, 50, 50, 10], relative=True``).
+        activation, negative_slope: hidden non-linearity (encoders.py: LeakyReLU(0.01)).
         output_activation: also apply the activation after the last layer (the RUS encoders end with one).
         depth, width: when ``depth`` is set it replaces ``hidden``: ``depth`` linear layers, all ``width`` wide
             (default: ``out_dim``) — the RUS ``CustomMLP(12, 12, D_enc)`` is ``depth=D_enc`` with

@@ -25,11 +25,11 @@ class Transformer(nn.Module):
         modality: the modality's :class:`ModalitySpec`: ``(T, F)`` tokens; a vector ``(F,)`` is one token; a grid
             ``(..., F)`` such as AVMNIST's ``(1, 7, 7, 16)`` patches is flattened to tokens (the ViT variant).
         out_dim: representation width; a final ``Linear(E, out_dim)`` is added only when it differs from ``E``.
-        depth: number of encoder layers (D_enc). width: E, default F (spec: ``hidden_dim = n_features``).
-        nhead: attention heads (spec: 1). max_len: positional slots (spec: 50); default T.
-        use_cls: prepend a learnable CLS token and read it (spec: sarcasm, humor, AVMNIST) instead of the mean.
+        depth: number of encoder layers (D_enc). width: E, default F (original: ``hidden_dim = n_features``).
+        nhead: attention heads (original: 1). max_len: positional slots (original: 50); default T.
+        use_cls: prepend a learnable CLS token and read it (original: sarcasm, humor, AVMNIST) instead of the mean.
         mean_includes_padding: the original's mean ran over padded positions too; the default excludes them.
-        dropout: of each layer (spec: 0.1, PyTorch's default).
+        dropout: of each layer (original: 0.1, PyTorch's default).
     """
 
     def __init__(

@@ -106,7 +106,7 @@ class Alignment:
             encoders when ``None`` (MMCL: its contrasted pair; unimodal: all trained modalities).
         include_output: also use each encoder's final output as a layer (the paper hooks activations only).
         per_layer: also write every layer pair's value, not just ``max`` and ``last``.
-        concat_layers: add a layer ``all``, every layer side by side (the vision–language code's layer −1, spec
+        concat_layers: add a layer ``all``, every layer side by side (the vision–language code's layer −1,
             platonic-rep-unique measure_alignment.py).
         clamp: ``layer`` clamps outliers per layer (utils/align_metrics.py); ``encoder`` clamps each encoder's layers
         together,

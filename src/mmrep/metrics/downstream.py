@@ -109,9 +109,9 @@ class Downstream:
     """Rows ``metric=r2|mcc, probe=mlp, modality, target=y1..y5, split=test|shifted``.
 
     Args:
-        modality: whose representation to probe (spec: the image encoder ``x``).
-        n_fit, n_eval: sizes of the fit, test and shifted sets (spec: 20,480 each).
-        epochs: full-batch probe epochs (spec: 10,000).
+        modality: whose representation to probe (eval_numeric_predict.py: the image encoder ``x``).
+        n_fit, n_eval: sizes of the fit, test and shifted sets (eval_numeric_predict.py: 20,480 each).
+        epochs: full-batch probe epochs (eval_numeric_predict.py: 10,000).
         exp_weight, spike_prob, label_rule (``median`` | ``kmeans`` | ``kmeans_per_batch``): see the module docstring.
     """
 

@@ -1,5 +1,5 @@
-"""``metric=factors``: which generative factors each representation holds, per factor and role (spec
-crossmodal_mislaignment main_mpi3dreal.py, main_causal3dident.py): discrete factors by logistic-regression and
+"""``metric=factors``: which generative factors each representation holds, per factor and role
+(crossmodal_mislaignment main_mpi3dreal.py, main_causal3dident.py): discrete factors by logistic-regression and
 MLP-classifier MCC, continuous ones by linear and MLP-regressor R², fitted on the probe-fit split (val) and scored on
 the probe-eval split (test), on representations standardised with the fit split's statistics."""
 
@@ -25,7 +25,7 @@ class FactorProbes:
 
     Args:
         probes: subset of ``linear, mlp``. n_fit, n_eval: samples (``None``: the whole splits).
-        mlp_hidden, mlp_max_iter: the sklearn MLP probes (spec: 100 hidden, max_iter 10,000). n_jobs, seed.
+        mlp_hidden, mlp_max_iter: the sklearn MLP probes (main_mpi3dreal.py: 100 hidden, max_iter 10,000). n_jobs, seed.
     """
 
     def __init__(

@@ -81,7 +81,7 @@ def build(cfg: DictConfig):
             "(a `spec: DataSpec` and `heldout(purpose, n)`; see README, Contracts)"
         )
     encoders = instantiate(cfg.get("encoders") or {}, _convert_="all")
-    objective = instantiate(cfg.objective, _partial_=True, _convert_="all")  # the spec must reach it as is
+    objective = instantiate(cfg.objective, _partial_=True, _convert_="all")  # the DataSpec must reach it as is
     try:
         model = objective(data=datamodule.spec, encoders=encoders)
     except TypeError as err:

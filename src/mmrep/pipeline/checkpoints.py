@@ -16,7 +16,7 @@ from mmrep.core.errors import ConfigError
 
 log = logging.getLogger("mmrep.train")
 
-# Config sections that define the data and the model (DESIGN.md): a resumed run must match its checkpoint here.
+# Config sections that define the data and the model: a resumed run must match its checkpoint here.
 DEFINING = ("dataset", "bias", "encoders", "objective")
 # ... except these, which change how the same world is served or optimised, not what it is.
 NOT_DEFINING = (

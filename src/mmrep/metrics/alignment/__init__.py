@@ -1,7 +1,7 @@
 """Representation alignment between two feature matrices (multimodal_alignment utils/align_metrics.py).
 
 Every metric is a pure function ``f(X, Y, ...) -> float`` of paired features X (N, d1), Y (N, d2) — torch
-tensors on any device, or numpy arrays — applying the spec's preprocessing (outlier clamp at quantile ``q``,
+tensors on any device, or numpy arrays — applying the original's preprocessing (outlier clamp at quantile ``q``,
 row L2-normalisation except for ``*_unnorm``) before its definition. :func:`alignment_scores` runs several
 metrics sharing preprocessing and neighbour search; :func:`layerwise_alignment` does every layer pair.
 """
