@@ -1,6 +1,6 @@
 """Slow, literal reference implementation of the alignment metric suite (multimodal_alignment utils/align_metrics.py).
 
-Written directly from the spec's formulas, independently of ``mmrep.metrics.alignment``: numpy float64,
+Written from the original's formulas, independently of ``mmrep.metrics.alignment``: numpy float64,
 dense N×N kernel matrices, plain Python dynamic programmes for LCS and Levenshtein distance. Meant only for
 tests on small N (a few hundred samples).
 """

@@ -1,5 +1,5 @@
 """The fast alignment suite (``mmrep.metrics.alignment``) equals a slow, literal reference written from the
-spec's formulas (multimodal_alignment utils/align_metrics.py; ``tests/alignment_reference.py``), plus hand-computed
+original's formulas (multimodal_alignment utils/align_metrics.py; ``tests/alignment_reference.py``), plus hand-computed
 known answers, invariances, symmetries, ranges, blocking, layer × layer aggregation and input errors."""
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ def test_cka_zero_denominator_gives_zero():
 
 
 def test_unbiased_cka_negative_hsic_is_clipped_to_zero():
-    # independent features: HSIC_u(K, L) is negative about half of the time; the spec clips it at 0
+    # independent features: HSIC_u(K, L) is negative about half of the time; the original clips it at 0
     for seed in range(100, 200):
         rng = np.random.default_rng(seed)
         X, Y = rng.standard_normal((40, 6)), rng.standard_normal((40, 9))

@@ -1,4 +1,4 @@
-"""callbacks=identifiability: the spec's probes during training, as curves and a history table."""
+"""callbacks=identifiability: the paper's identifiability probes during training, as curves and a history table."""
 
 import pandas as pd
 

@@ -16,7 +16,7 @@ from mmrep.objectives.losses import nt_xent
 
 
 def nt_xent_reference(a, b, tau):
-    """The spec's recipe, element by element: 2N rows, candidates = every other item, positive = the partner."""
+    """SimCLR's NT-Xent recipe, element by element: 2N rows, candidates = every other item, positive = the partner."""
     items = torch.cat([a, b])
     n, total = a.shape[0], 0.0
     for i in range(2 * n):

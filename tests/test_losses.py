@@ -1,4 +1,4 @@
-"""The fast InfoNCE equals a slow, literal implementation of the spec's formula (crossmodal_mislaignment
+"""The fast InfoNCE equals a slow, literal implementation of the paper's formula (crossmodal_mislaignment
 utils/losses.py)."""
 
 import math

@@ -1,5 +1,5 @@
-"""RUS generator (multimodal_alignment synthetic/generate_prob_data.py): known answers from the spec, statistics,
-splits, cache, errors."""
+"""RUS generator (multimodal_alignment synthetic/generate_prob_data.py): known answers of the original,
+statistics, splits, cache, errors."""
 
 import os
 
@@ -47,7 +47,7 @@ def test_bit_table_is_itertools_product_order():
     assert rus.bit_table(4).tolist() == [list(b) for b in itertools.product([0, 1], repeat=4)]
 
 
-def test_weights_match_the_spec():
+def test_weights_match_the_original():
     W = rus.label_weights(np.random.RandomState(2))
     np.testing.assert_allclose(W[0], [0.5278, 0.0314, 0.6654, 0.5270], atol=1e-4)
     np.testing.assert_allclose(W[7], [0.3358, 0.5332, 0.7130, 0.3075], atol=1e-4)
@@ -61,7 +61,7 @@ def test_balancing_reaches_the_spec_marginal():
 
 
 @pytest.mark.parametrize("r", range(9))
-def test_information_quantities_match_the_spec(r):
+def test_information_quantities_match_the_original(r):
     mi = rus.mutual_information(rus.conditional_table(r)[0])
     assert mi["I(X1,X2;Y)"] == pytest.approx(1.1588, abs=1e-4)
     got = (mi["I(X1;Y)"], mi["I(X2;Y)"], mi["I(X1;X2;Y)"])
