@@ -29,7 +29,7 @@ lint: $(STAMP)  ## ruff (lint + format check) and mypy, as CI runs them before t
 	$(BIN)/python -m mypy
 
 docs: $(STAMP)  ## build the docs site into site/ (mkdocs build --strict: a broken link or API page fails)
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 train: $(STAMP)  ## train the default experiment (numeric misalignment, < 5 min on 2 CPU cores)
 	$(BIN)/python -m mmrep.train $(ARGS)
