@@ -111,13 +111,17 @@ def test_sweep_parameters_name_existing_keys(overlay):
 
 
 def _readme_commands() -> list[list[str]]:
-    """The override lists of every ``python -m mmrep.train`` command in the README (sweep lists → first value)."""
+    """The override lists of every ``mmrep train`` / ``python -m mmrep.train`` command in the README and the docs
+    pages (sweep lists → first value); the guides' commands use their own configs and run in tests/test_docs.py."""
     import re
     import shlex
 
-    text = (CONF.parent / "README.md").read_text().replace("\\\n", " ")
+    pages = [CONF.parent / "README.md", *sorted((CONF.parent / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages).replace("\\\n", " ")
     commands = []
-    for match in re.finditer(r"python -m mmrep\.train([^`\n]*)", text):
+    for match in re.finditer(r"(?:python -m mmrep\.train|mmrep train)([^`\n]*)", text):
+        if "--config-dir" in match.group(1):
+            continue
         args = shlex.split(match.group(1).split("#")[0])
         overrides = []
         for arg in args:
@@ -125,7 +129,10 @@ def _readme_commands() -> list[list[str]]:
                 continue
             key, value = arg.split("=", 1)
             value = re.sub(r"<[^>]+>", "placeholder", value)  # <date>, <run>
-            if "," in value and not value.startswith(("[", "{", "'", '"')) and "(" not in value:
+            sweep = re.fullmatch(r"(?:range|choice)\(([^,)]+)[,)].*", value)  # range(1,11), choice(a,b)
+            if sweep:
+                value = sweep.group(1).strip()
+            elif "," in value and not value.startswith(("[", "{", "'", '"')) and "(" not in value:
                 value = value.split(",")[0]  # a sweep list: compose its first value
             overrides.append(f"{key}={value}")
         commands.append(overrides)
@@ -141,3 +148,75 @@ def test_every_readme_command_composes_and_builds(compose, tmp_path, external_da
             build(cfg)
         except ConfigError as err:  # pretrained models are not on this machine: that error, and only that one
             assert re.search(r"^encoders\.\w+\.model: '[\w./-]+' has no local (model|tokenizer) files", str(err)), err
+
+
+# Every objective takes a few training steps on a dataset it fits. A new conf/objective/<name>.yaml fails
+# test_every_objective_trains_a_few_steps until it is listed here: objective → the datasets it trains on.
+TRAIN_ON = {
+    "frozen": ["toy"],  # nothing to train: fitting is refused with one line
+    "mmcl": ["numeric", "rus"],
+    "unimodal": ["rus", "toy"],
+}
+NOTHING_TO_TRAIN = {"frozen"}
+# each dataset small enough for a case of about a second
+SMALL = {
+    "numeric": [
+        "dataset.batch_size=16",
+        "dataset.n_val=32",
+        "dataset.n_cond_samples=2000",
+        "dataset.steps_per_epoch=3",
+        "encoders.x.hidden=[8]",
+        "encoders.t.hidden=[8]",
+    ],
+    "rus": ["dataset.num_data=300", "dataset.batch_size=16"],
+    "toy": ["dataset.num_samples=120", "dataset.batch_size=16", "encoders.tokens.depth=1"],
+}
+
+
+def _objective_cases():
+    for objective in sorted(p.stem for p in (CONF / "objective").glob("*.yaml")):
+        for dataset in TRAIN_ON.get(objective, [None]):
+            yield objective, dataset
+
+
+@pytest.mark.parametrize("objective, dataset", list(_objective_cases()))
+def test_every_objective_trains_a_few_steps(compose, tmp_path, objective, dataset):
+    """Three optimiser steps of the shipped config on a small dataset: a finite loss, parameters that moved."""
+    import warnings
+
+    import pytorch_lightning as pl
+
+    if dataset is None:
+        pytest.fail(
+            f"conf/objective/{objective}.yaml has no dataset to train on: add it to TRAIN_ON in tests/test_compose.py"
+        )
+    cfg = compose(
+        [f"objective={objective}", f"dataset={dataset}", *SMALL[dataset], f"paths.data_dir={tmp_path}"],
+        output_dir=tmp_path,
+    )
+    datamodule, model = build(cfg)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+    )
+    if objective in NOTHING_TO_TRAIN:
+        with pytest.raises(ConfigError, match=f"^objective={objective}: nothing to train"):
+            trainer.fit(model, datamodule=datamodule)
+        return
+    if hasattr(model, "check_data"):
+        model.check_data(datamodule, trainer.world_size)
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few batches, no workers: Lightning's advice
+        trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 3
+    loss = trainer.callback_metrics["train/loss"]
+    assert torch.isfinite(loss), f"objective={objective} dataset={dataset}: loss {loss}"
+    moved = [name for name, p in model.named_parameters() if name in before and not torch.equal(p, before[name])]
+    assert moved, f"objective={objective} dataset={dataset}: no parameter changed in 3 steps"

@@ -34,7 +34,8 @@ class FrozenEncoders(Objective):
         self.encoders.requires_grad_(False)
         self.eval()
 
-    def training_step(self, batch, batch_idx):
+    def step_loss(self, batch):
+        """No loss: training (or validating) frozen encoders is a configuration error."""
         raise ConfigError("objective=frozen: nothing to train; run with fit=false")
 
     def configure_optimizers(self):

@@ -1,6 +1,6 @@
 """Contrastive losses as pure functions of embedding batches.
 
-The numeric spec's "LpSimCLR" (``numeric-misalignment.md`` §1.7) for anchors ``a``, positives ``b`` and
+The numeric experiment's "LpSimCLR" (crossmodal_mislaignment utils/losses.py) for anchors ``a``, positives ``b`` and
 negatives ``c`` (each (N, d)) is
 
     L = mean_i [ -sim(a_i, b_i)/τ + log( 1/(N+1) · (Σ_j exp(sim(a_i, c_j)/τ) + exp(sim(a_i, b_i)/τ)) ) ]
@@ -138,7 +138,7 @@ def info_nce(
 
     Args:
         anchor, positive: (N, d) paired embeddings.
-        negatives: (M, d) embeddings of independent samples (the spec's fresh same-modality batch); the
+        negatives: (M, d) embeddings of independent samples (main_numeric.py's fresh same-modality batch); the
             positive is added as an extra candidate, so each row has M + 1 candidates. ``None`` uses the other
             items of ``positive`` as negatives (CLIP-style in-batch; N candidates, the positive among them).
         similarity: one of ``SIMILARITIES``; temperature: τ > 0.
@@ -165,7 +165,7 @@ def symmetric_info_nce(
     neg_b: torch.Tensor | None = None,
     **kwargs,
 ) -> torch.Tensor:
-    """½ [L(a→b, negatives of a) + L(b→a, negatives of b)] (spec §1.7: negatives share the anchor's modality)."""
+    """½ [L(a→b, negatives of a) + L(b→a, negatives of b)] (utils/losses.py: negatives share the anchor's modality)."""
     return 0.5 * (info_nce(h_a, h_b, neg_a, **kwargs) + info_nce(h_b, h_a, neg_b, **kwargs))
 
 
@@ -176,7 +176,7 @@ def ensure_finite(loss: torch.Tensor, step: int, hint: str) -> None:
 
 
 def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """NT-Xent (SimCLR) over the 2N embeddings of N pairs, a scalar (spec numeric-misalignment §3.2).
+    """NT-Xent (SimCLR) over the 2N embeddings of N pairs, a scalar (crossmodal_mislaignment main_mpi3dreal.py).
 
     ``sim = cos(·,·)/τ``; rows are the 2N items, candidates every other item: ``[[S_ab, S_aa], [S_bb, S_abᵀ]]`` with
     the diagonals of ``S_aa`` and ``S_bb`` masked out, item i's positive is its partner; mean cross-entropy.

@@ -1,6 +1,7 @@
 """Unimodal supervised training: one encoder + linear head per modality, each its own predictor
-(spec rus-alignment §2.1, §3.1). The modalities share nothing but the training loop: disjoint parameters,
-per-modality optimiser groups, per-modality gradient clipping and a per-modality best-validation checkpoint."""
+(arXiv:2502.16282; multimodal_alignment training_structures/unimodal_supervised.py). The modalities share nothing
+but the training loop: disjoint parameters, per-modality optimiser groups, per-modality gradient clipping and a
+per-modality best-validation checkpoint."""
 
 from __future__ import annotations
 
@@ -13,29 +14,28 @@ from torch import nn
 
 from mmrep.core.contract import Batch
 from mmrep.core.errors import ConfigError
-from mmrep.objectives.base import Objective
-from mmrep.objectives.losses import ensure_finite
+from mmrep.objectives.base import Objective, StepLoss
 
 OPTIMIZER_KEYS = ("lr", "weight_decay", "betas", "eps", "momentum")
 
 
 class UnimodalSupervised(Objective):
     """Train ``encoder → Linear(encoding_size, outputs)`` on each modality: cross-entropy for classification,
-    L1 for regression (spec §3.1), as the dataset's ``spec.task`` says.
+    L1 for regression (unimodal_supervised.py), as the dataset's ``spec.task`` says.
 
     Args:
         data, encoders, encoding_size, optimizer, scheduler: see :class:`~mmrep.objectives.base.Objective`.
         train_modalities: the modalities to train (default: all of the dataset's).
         param_groups: per-modality optimiser options over ``optimizer``'s, e.g.
-            ``{x0: {lr: 5e-3, weight_decay: 0.1}, x1: {lr: 1e-2}}`` (spec §3.1: a separate lr and wd per modality).
-        grad_clip: per-modality gradient-norm clip (spec §3.1: 8); ``null`` = none.
+            ``{x0: {lr: 5e-3, weight_decay: 0.1}, x1: {lr: 1e-2}}`` (the original tunes lr and wd per modality).
+        grad_clip: per-modality gradient-norm clip (unimodal_supervised.py: 8); ``null`` = none.
 
     After fitting, each modality's encoder and head hold the weights of its best validation score — the highest
-    accuracy (strictly greater, spec §3.1) for classification, the lowest L1 loss for regression;
+    accuracy (strictly greater, as unimodal_supervised.py) for classification, the lowest L1 loss for regression;
     ``best_epoch[m]`` says when.
     """
 
-    shared_space = False  # each modality its own width (spec rus §2.2: head Linear(E, classes))
+    shared_space = False  # each modality its own width (the original's head: Linear(E, classes))
 
     def __init__(
         self,
@@ -100,26 +100,18 @@ class UnimodalSupervised(Objective):
             return nn.functional.cross_entropy(out, y)
         return nn.functional.l1_loss(out, self._target(out, y))
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def step_loss(self, batch: Batch) -> StepLoss:
+        """The sum of the trained modalities' losses against ``batch["y"]`` (B,); each modality's loss is a part
+        (logged as ``loss_<modality>``) and the head outputs (:meth:`predict`) are the ``outputs``."""
         outputs = self.predict(batch)
         losses = {m: self._loss(out, batch["y"]) for m, out in outputs.items()}
-        total = sum(losses.values())
-        ensure_finite(total, self.global_step, "lower objective.optimizer.lr")
-        size = batch["y"].shape[0]
-        for m, loss in losses.items():
-            self.log(f"train/loss_{m}", loss, batch_size=size)
-        self.log("train/loss", total, prog_bar=True, batch_size=size)
-        return total
+        return StepLoss(sum(losses.values()), batch["y"].shape[0], parts=losses, outputs=outputs)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        outputs = self.predict(batch)
-        size = batch["y"].shape[0]
-        losses = {}
-        for m, out in outputs.items():
-            losses[m] = self._loss(out, batch["y"])
+    def validation_step(self, batch: Batch, batch_idx: int) -> StepLoss:
+        step = super().validation_step(batch, batch_idx)  # val/loss and val/loss_<modality>
+        for m, out in step.outputs.items():
             self.val_score[m].update(out, batch["y"] if self.classify else self._target(out, batch["y"]))
-            self.log(f"val/loss_{m}", losses[m], sync_dist=True, batch_size=size)
-        self.log("val/loss", sum(losses.values()), prog_bar=True, sync_dist=True, batch_size=size)
+        return step
 
     def on_validation_epoch_end(self) -> None:
         for m, metric in self.val_score.items():
