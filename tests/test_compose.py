@@ -135,7 +135,8 @@ def _readme_commands() -> list[list[str]]:
             elif "," in value and not value.startswith(("[", "{", "'", '"')) and "(" not in value:
                 value = value.split(",")[0]  # a sweep list: compose its first value
             overrides.append(f"{key}={value}")
-        commands.append(overrides)
+        if overrides not in commands:  # pages repeat commands: compose each once
+            commands.append(overrides)
     return commands
 
 

@@ -20,14 +20,18 @@ console.quiet_third_party()  # at import: a sweep opens its Optuna storage befor
 
 def run(cfg: DictConfig):
     """Build, fit (unless ``fit: false``), measure and write one run; returns (results, optimised value)."""
-    from mmrep.pipeline import preflight
+    from mmrep.pipeline import build, preflight
 
     preflight.check(cfg, preflight.task_overrides())  # config errors answer before torch is imported
     preflight.fit_short_runs(cfg)
+    with build.session(cfg):  # seeded, this process's share of the cores; loggers finished at the end
+        return _build_fit_measure(cfg)
+
+
+def _build_fit_measure(cfg: DictConfig):
     from mmrep.callbacks import always_on
     from mmrep.pipeline import build, checks, fit, loggers, measure, resume
 
-    build.seed_and_threads(cfg)
     datamodule, model = build.build(cfg)
     metrics = build.instantiate_group(cfg.get("metric"))
     checks.check_metrics(metrics, model, datamodule)
@@ -36,31 +40,25 @@ def run(cfg: DictConfig):
     callbacks = fit.make_callbacks(cfg, run_loggers, always_on(cfg))
     trainer = build.instantiate(cfg.trainer, callbacks=callbacks, logger=run_loggers or False)
     checks.check_objective(model, datamodule, trainer, cfg.fit)
-    try:
-        loggers.log_config(run_loggers, cfg)
-        started = time.perf_counter()
-        if cfg.fit:
-            fit.fit(trainer, model, datamodule, cfg, callbacks)
-        else:
-            resume.load_for_evaluation(model, datamodule, cfg.get("ckpt_path"), trainer.strategy.root_device)
-        return measure.write_results(metrics, model, datamodule, trainer, run_loggers, cfg, started)
-    finally:
-        loggers.finish_loggers()
+    loggers.log_config(run_loggers, cfg)
+    started = time.perf_counter()
+    if cfg.fit:
+        fit.fit(trainer, model, datamodule, cfg, callbacks)
+    else:
+        resume.load_for_evaluation(model, datamodule, cfg.get("ckpt_path"), trainer.strategy.root_device)
+    return measure.write_results(metrics, model, datamodule, trainer, run_loggers, cfg, started)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra_plugins.mmrep_optuna_sweeper.workers import job_heartbeat
-    from mmrep.core import preemption, threads
+    from mmrep.core import preemption
     from mmrep.pipeline.errors import one_line_errors
 
     preemption.install()  # in a SLURM/submitit job: a preemption notice checkpoints before the requeue
     with one_line_errors(Path(cfg.paths.output_dir), cfg), job_heartbeat():  # a sweep's trial beats while it runs
         console.print_config_tree(cfg)  # stdout and <run>/config_tree.log (print_config=false: neither)
-        try:
-            return run(cfg)[1]
-        finally:
-            threads.release()  # this process's share of the cores
+        return run(cfg)[1]
 
 
 def cli(argv: list[str] | None = None, prog: str | None = None) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -113,12 +115,21 @@ def record_threads(cfg: DictConfig, count: int) -> None:
         OmegaConf.save(cfg, saved)
 
 
-def seed_and_threads(cfg: DictConfig) -> None:
-    """Seed everything from ``seed``; this process takes its share of the cores while the run lasts, and the count
-    is recorded with the run's config (results at one seed differ slightly between thread counts)."""
+@contextmanager
+def session(cfg: DictConfig) -> Iterator[None]:
+    """One run's process-wide state: everything seeded from ``seed``; this process takes its share of the cores
+    while the run lasts (the count is recorded with the run's config: results at one seed differ slightly between
+    thread counts); at the end the loggers are finished (a sweep's next job starts its own W&B run) and the cores
+    given back, whatever happened."""
     import pytorch_lightning as pl
 
     from mmrep.core import threads
+    from mmrep.pipeline.loggers import finish_loggers
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    record_threads(cfg, threads.apply(cfg.get("cpu_threads", "auto")))
+    try:
+        record_threads(cfg, threads.apply(cfg.get("cpu_threads", "auto")))
+        yield
+    finally:
+        finish_loggers()
+        threads.release()
