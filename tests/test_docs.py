@@ -294,7 +294,7 @@ def test_commands_resolve(page, tmp_path):
     if _module_exists("mmrep.cli"):
         import mmrep.cli as cli
 
-        tables = {"analyze": getattr(cli, "STUDIES", {}), "data": getattr(cli, "DATA", {})}
+        tables = {"analyze": cli.entries("studies"), "data": cli.entries("data")}
     problems = []
     for code in code_texts(text):
         for line in code.replace("\\\n", " ").splitlines():

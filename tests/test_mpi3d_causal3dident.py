@@ -406,7 +406,7 @@ def test_perturbation_sweep_tables_beside_the_paper(cli, tmp_path, capsys):
     ours = table.set_index(["modality", "factor", "setting"])["mean"]["image", "size", "perturbation_3"]
     assert f"{ours:.2f} (0.00)" in size_row and "(0.87)" in size_row  # paper Fig. 5: size .87 at id 1, .00 at id 3
     assert (sweep / "factors_text_vs_paper.md").is_file() and "ours (linear probe) (paper" in capsys.readouterr().out
-    assert factors.main([str(sweep), "--probe", "linear", "--paper", "causal3dident"]) == 2  # not its factors
+    assert factors.main([str(sweep), "--probe", "linear", "--paper", "causal3dident"]) == 1  # not its factors
     assert "is one of the paper's causal3dident settings" in capsys.readouterr().err
 
 
