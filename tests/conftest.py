@@ -105,3 +105,14 @@ def external_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("external_data")
     write_all(root)
     return root
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The slow reproductions start first, spread over the two halves of the collection (pytest-xdist's work
+    stealing hands each worker a contiguous share at start): each worker begins with some of them while the fast
+    tests fill in, instead of a reproduction of minutes running alone at the end."""
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    fast = [item for item in items if item.get_closest_marker("slow") is None]
+    first, second = slow[0::2], slow[1::2]
+    half = max(0, len(items) // 2 - len(first))
+    items[:] = [*first, *fast[:half], *second, *fast[half:]]
