@@ -16,7 +16,6 @@ XDIST  := -n $(TEST_WORKERS) --maxprocesses=4 --dist worksteal
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
