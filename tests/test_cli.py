@@ -174,3 +174,29 @@ def test_python_dash_m_still_works_with_its_own_name(tmp_path):
     )
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip() == f"mmrep.analysis.sweep: error: {tmp_path / 'missing'}: no such folder"
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--cfg", "job"], None),
+        (["+seeed=3"], "mmrep: error: seeed: unknown top-level key"),
+        (["seed=abc"], "mmrep: error: seed: must be an integer"),
+        (["dataset=nope"], "Could not find 'dataset/nope'"),
+    ],
+)
+def test_cfg_and_config_errors_answer_without_torch(argv, line, tmp_path):
+    """``--cfg`` and a bad config end before any of torch / Lightning is imported (they take well under a second)."""
+    script = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr))\n"
+        "from mmrep import cli\n"
+        f"sys.exit(cli.main(['train', *{argv!r}, 'hydra.run.dir={tmp_path / 'run'}']))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.stderr.strip().endswith("no torch"), res.stderr[-3000:]
+    if line is None:
+        assert res.returncode == 0 and "dataset:" in res.stdout
+    else:
+        assert res.returncode == 1 and line in res.stderr, res.stderr[-3000:]
+        assert not (tmp_path / "run").exists()

@@ -20,10 +20,11 @@ console.quiet_third_party()  # at import: a sweep opens its Optuna storage befor
 
 def run(cfg: DictConfig):
     """Build, fit (unless ``fit: false``), measure and write one run; returns (results, optimised value)."""
-    from mmrep.pipeline import build, preflight
+    from mmrep.pipeline import preflight
 
     preflight.check(cfg, preflight.task_overrides())  # config errors answer before torch is imported
     preflight.fit_short_runs(cfg)
+    from mmrep.pipeline import build
     with build.session(cfg):  # seeded, this process's share of the cores; loggers finished at the end
         return _build_fit_measure(cfg)
 
