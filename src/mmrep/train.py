@@ -25,6 +25,7 @@ def run(cfg: DictConfig):
     preflight.check(cfg, preflight.task_overrides())  # config errors answer before torch is imported
     preflight.fit_short_runs(cfg)
     from mmrep.pipeline import build
+
     with build.session(cfg):  # seeded, this process's share of the cores; loggers finished at the end
         return _build_fit_measure(cfg)
 
