@@ -222,6 +222,28 @@ def test_a_trial_whose_heartbeat_stops_is_failed_and_retried(cli, tiny, tmp_path
     assert sum(t.state.name == "COMPLETE" for t in trials) == 2 and len(trials) == 3
 
 
+def test_a_queued_retry_is_run_by_the_next_worker_to_ask(cli, tiny, tmp_path):
+    """A study with one finished trial and one WAITING (a stale trial's retry, queued by any worker): a worker
+    asked for n_trials=2 runs the queued trial and stops. (It used to count the queued trial as another worker's
+    and wait for it forever: seen when a stale trial was requeued after the worker's own last ask.)"""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="numeric_mmcl", storage=storage, direction="maximize")
+    done = study.ask()
+    done.suggest_float("objective.optimizer.lr", 3e-4, 1e-2, log=True)
+    done.suggest_float("objective.temperature", 0.1, 2.0, log=True)
+    study.tell(done, 0.5)
+    queued = {"objective.optimizer.lr": 2e-3, "objective.temperature": 0.5}
+    study.enqueue_trial(queued)
+    args = ["-m", "hparams_search=numeric_optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=2"]
+    res = cli([*args, *QUICK_BEATS, f"hydra.sweep.dir={tmp_path / 'sweep'}", *tiny], timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = study_trials(storage)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[1].params == queued
+
+
 def test_a_job_beats_its_own_trial(tiny, tmp_path):
     """The job side alone, as on a cluster node: a run with the sweeper's config and MMREP_OPTUNA_TRIAL_ID records
     its trial's heartbeat every heartbeat_interval while it runs (and leaves the trial RUNNING: the sweeper tells)."""

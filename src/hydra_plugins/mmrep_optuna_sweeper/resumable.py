@@ -268,7 +268,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     ran,
                 )
                 break
-            free = n_trials - census.finished - (census.live if coord else 0)  # alone, this worker pops WAITING
+            # trials this worker may ask: a WAITING one (a queued retry) is work for whichever worker asks next, so
+            # only the trials running elsewhere are subtracted (counting it as another worker's left every worker
+            # waiting for it, forever, when a stale trial was requeued after this worker's last ask)
+            free = n_trials - census.finished - (census.running if coord else 0)
             if grid and coord:
                 free = min(free, n_grid - len(self._grid_points_taken(study, coord)))
             if free <= 0 and census.live == 0:  # only a grid gets here: every point is finished or failed
