@@ -16,6 +16,7 @@ XDIST  := -n $(TEST_WORKERS) --maxprocesses=4 --dist worksteal
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip  # the venv's bundled pip resolves this tree's extras slowly
 	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
