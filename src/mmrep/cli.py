@@ -56,12 +56,8 @@ def entries(kind: str) -> dict[str, tuple[str, str]]:
     return {n: (v, DESCRIPTIONS.get(prefix + n, v)) for n, v in sorted(found.items(), key=lambda kv: kv[0] != "sweep")}
 
 
-COMMANDS = {
-    "train": ("", DESCRIPTIONS["train"]),
-    "align": ("", DESCRIPTIONS["align"]),
-    "analyze": ("", DESCRIPTIONS["analyze"]),
-    "data": ("", DESCRIPTIONS["data"]),
-}
+# the top-level commands, as (unused target, description) like :func:`entries`' listings
+COMMANDS = {name: ("", DESCRIPTIONS[name]) for name in ("train", "align", "analyze", "data")}
 
 
 def _listing(title: str, entries: dict[str, tuple[str, str]]) -> str:

@@ -4,7 +4,6 @@ one-line errors for bad keys), and the record of the CPU threads it uses."""
 from __future__ import annotations
 
 import inspect
-import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,9 +17,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmrep.core.contract import MultimodalDataModule
 from mmrep.core.errors import ConfigError
-
-log = logging.getLogger("mmrep.train")
-
 
 UNEXPECTED_ARGUMENT = re.compile(r"unexpected keyword argument '(\w+)'")
 

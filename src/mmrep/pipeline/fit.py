@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmrep.core.errors import Terminated
 from mmrep.pipeline.build import instantiate_group
-
-log = logging.getLogger("mmrep.train")
 
 
 def make_callbacks(cfg: DictConfig, loggers: list, always: list) -> list:
