@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import forkserver
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,8 +48,16 @@ TINY = [
 
 
 def run_cli(args, cwd=None, env_extra=None, timeout=600, module="mmrep.train"):
+    """``python -m <module> <args>``: a CompletedProcess with text stdout/stderr. Forked from this worker's warm
+    interpreter when nothing start-up reads changes (tests/forkserver.py), else a fresh interpreter."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_extra or {})}
     env = {k: v for k, v in env.items() if v is not None}  # None in env_extra unsets a variable
+    server = forkserver.SERVER_INSTANCE
+    if forkserver.forkable(env) and server.lock.acquire(blocking=False):
+        try:
+            return server.run(module, args, Path(cwd or ROOT), env, timeout)
+        finally:
+            server.lock.release()
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd or ROOT,
@@ -61,6 +71,12 @@ def run_cli(args, cwd=None, env_extra=None, timeout=600, module="mmrep.train"):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_fork_server():
+    yield
+    forkserver.SERVER_INSTANCE.stop()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ VL = [
 ]
 NEEDS = {
     ("objective", "unimodal"): ["dataset=rus"],
+    ("objective", "mmcl_supervised"): ["dataset=rus"],  # needs labels
     ("paper_scale", "image_text"): ["dataset=shapes_text"],
     ("dataset", "caption_uniqueness"): VL,
     ("encoder", "hf_lm"): VL,
@@ -160,10 +161,17 @@ def test_every_readme_command_composes_and_builds(compose, tmp_path, external_da
 
 # Every objective takes a few training steps on a dataset it fits. A new conf/objective/<name>.yaml fails
 # test_every_objective_trains_a_few_steps until it is listed here: objective → the datasets it trains on.
+PAIRED = ["numeric", "rus", "mosi", "shapes_text"]  # a dataset of each family: numeric, RUS, MultiBench, image–text
+LABELLED = ["rus", "mosi", "toy"]
 TRAIN_ON = {
     "frozen": ["toy"],  # nothing to train: fitting is refused with one line
-    "mmcl": ["numeric", "rus"],
+    "mmcl": PAIRED,
     "unimodal": ["rus", "toy"],
+    "clip": PAIRED,
+    "siglip": PAIRED,
+    "vicreg": PAIRED,
+    "barlow_twins": PAIRED,
+    "mmcl_supervised": LABELLED,  # needs labels (numeric and shapes_text have none: refused with one line)
 }
 NOTHING_TO_TRAIN = {"frozen"}
 # each dataset small enough for a case of about a second
@@ -178,6 +186,8 @@ SMALL = {
     ],
     "rus": ["dataset.num_data=300", "dataset.batch_size=16"],
     "toy": ["dataset.num_samples=120", "dataset.batch_size=16", "encoders.tokens.depth=1"],
+    "mosi": ["dataset.batch_size=16"],  # the fixture's MultiBench pickle (tests/fixtures.py)
+    "shapes_text": ["dataset.num_samples=120", "dataset.batch_size=16"],
 }
 
 
@@ -188,7 +198,7 @@ def _objective_cases():
 
 
 @pytest.mark.parametrize("objective, dataset", list(_objective_cases()))
-def test_every_objective_trains_a_few_steps(compose, tmp_path, objective, dataset):
+def test_every_objective_trains_a_few_steps(compose, external_data, tmp_path, objective, dataset):
     """Three optimiser steps of the shipped config on a small dataset: a finite loss, parameters that moved."""
     import warnings
 
@@ -199,7 +209,12 @@ def test_every_objective_trains_a_few_steps(compose, tmp_path, objective, datase
             f"conf/objective/{objective}.yaml has no dataset to train on: add it to TRAIN_ON in tests/test_compose.py"
         )
     cfg = compose(
-        [f"objective={objective}", f"dataset={dataset}", *SMALL[dataset], f"paths.data_dir={tmp_path}"],
+        [
+            f"objective={objective}",
+            f"dataset={dataset}",
+            *SMALL[dataset],
+            f"paths.data_dir={external_data if dataset == 'mosi' else tmp_path}",
+        ],
         output_dir=tmp_path,
     )
     datamodule, model = build(cfg)

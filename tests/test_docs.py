@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 GUIDES = DOCS / "guides"
@@ -102,17 +104,9 @@ def _run_guide(name: str, tmp: Path) -> subprocess.CompletedProcess:
         path = project / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(body)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("MMREP_ROOT", None)
     args = [*guide_command(text), *COMMON, *GUIDE_RUNS[name], f"hydra.run.dir={tmp / 'run'}"]
-    return subprocess.run(
-        [sys.executable, "-m", "mmrep.train", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return run_cli(args, cwd=project, env_extra={**threads, "MMREP_ROOT": None}, timeout=600)
 
 
 def _runnable(name: str) -> bool:
@@ -174,7 +168,7 @@ def test_guide_code_runs(guide, guide_runs):
         )
         assert any(str(layer).startswith("block") for layer in layers), layers
     if guide == "add-objective":
-        assert ((df.metric == "loss") & (df.target == "siglip")).any(), df[df.metric == "loss"]
+        assert ((df.metric == "loss") & (df.target == "align_uniform")).any(), df[df.metric == "loss"]
     if guide in ("add-dataset", "own-project"):
         assert {"accuracy", "unbiased_cka"} <= set(df.metric), df.metric.unique()
     if guide == "add-bias":

@@ -38,6 +38,7 @@ DESCRIPTIONS = {
     "studies/multibench": "Table 1 of the RUS paper from multibench_alignment sweeps",
     "studies/misalignment_alignment": "misalignment × alignment: alignment and identification vs the unbiased block",
     "studies/uniqueness_objective": "uniqueness × objective study: alignment, accuracy and bit MCC vs U per objective",
+    "studies/objectives": "objective study: which objective recovers θ \\ β (numeric), alignment vs U (RUS)",
     "studies/vl_uniqueness": "vision–language uniqueness sweep: alignment vs U and LM",
     "data/rus": "generate and cache the RUS synthetic datasets",
     "data/mpi3d": "render the MPI3D caption files of the paper settings (render-text)",

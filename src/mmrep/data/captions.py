@@ -52,6 +52,13 @@ def tokenize(text: str) -> list[str]:
     return _word_tokenizer().tokenize(text)
 
 
+def tokenize_all(texts: Iterable[str]) -> list[list[str]]:
+    """:func:`tokenize` of each text; repeated texts (templated captions: few templates and words) are tokenised
+    once and share their list."""
+    tokens: dict[str, list[str]] = {}
+    return [tokens[t] if t in tokens else tokens.setdefault(t, tokenize(t)) for t in texts]
+
+
 def build_vocabulary(captions: Iterable[Sequence[str]]) -> dict[str, int]:
     """``{pad, eos, unk}`` then every word of the tokenised ``captions`` in order of first occurrence."""
     vocab = {w: i for i, w in enumerate(SPECIALS)}
@@ -145,12 +152,7 @@ def read_caption_lines(path: Path, key: str, source: str) -> list[list[str]]:
             f"{key}: {path} is not a readable UTF-8 text file ({type(err).__name__}); expected one "
             f"caption per line, from {source}"
         ) from None
-    tokens: dict[str, list[str]] = {}  # captions repeat (few templates and words): each is tokenised once
-    return [
-        tokens[line] if line in tokens else tokens.setdefault(line, tokenize(line))
-        for line in text.splitlines()
-        if line.strip()
-    ]
+    return tokenize_all(line for line in text.splitlines() if line.strip())
 
 
 def write_caption_files(

@@ -37,7 +37,7 @@ from mmrep.core.contract import DataSpec, ModalitySpec
 from mmrep.core.errors import check_positive_ints
 from mmrep.core.files import atomic_write
 from mmrep.data.base import check_split_fractions
-from mmrep.data.captions import build_vocabulary, token_ids, tokenize
+from mmrep.data.captions import build_vocabulary, token_ids, tokenize_all
 from mmrep.data.factor_data import FactorDataModule
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class ShapesTextDataModule(FactorDataModule):
             "val": (n_train, n_train + n_val),
             "test": (n_train + n_val, self.num_samples),
         }
-        self.tokens = [tokenize(c) for c in arrays["captions"]]
+        self.tokens = tokenize_all(arrays["captions"])
         self.vocab = build_vocabulary(self.tokens[:n_train])
         self.vocab_size = len(self.vocab)
         self.length = max(map(len, self.tokens)) + 1  # + eos

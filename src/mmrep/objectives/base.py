@@ -27,7 +27,7 @@ from torch import nn
 
 from mmrep.core.contract import Batch, DataSpec
 from mmrep.core.errors import ConfigError
-from mmrep.objectives.distributed import gather_rows, world_size
+from mmrep.objectives.distributed import gather_rows, scale_grad, world_size
 from mmrep.objectives.losses import ensure_finite
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,8 @@ class PairedObjective(Objective):
       :func:`~mmrep.objectives.distributed.gather_rows`) and multiplies the training loss by the world size, so
       that DDP's gradient average is the one-process gradient of the loss on the global batch; ``local`` = each
       rank's batch alone. The same on one device;
+    * :meth:`loss_parameter`: the loss's own parameters (a learnable temperature, a head on the gathered rows) get
+      the one-process gradient under DDP too;
     * a batch of fewer than 2 pairs (a remainder batch) is skipped when the loss of a pair depends on the batch's
       other pairs (:meth:`batch_dependent`: in-batch negatives, batch statistics; True by default), and
       :meth:`check_data` refuses, before training, a ``dataset.batch_size`` that leaves fewer than 2 pairs per
@@ -386,7 +388,21 @@ class PairedObjective(Objective):
         n = h[0].shape[0]
         if n < 2 and self.batch_dependent(len(h) > 2):
             return None
-        return StepLoss(self.pair_loss(*h), n)
+        loss, parts = self.pair_terms(*h)
+        return StepLoss(loss, n, parts)
+
+    def pair_terms(self, *h: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, torch.Tensor] | None]:
+        """:meth:`pair_loss` and its named terms (logged beside it as ``loss_<name>``); no terms by default. A loss
+        made of weighted terms overrides this, and its ``pair_loss`` returns the first element."""
+        return self.pair_loss(*h), None
+
+    def loss_parameter(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` — a tensor of the loss's own parameters (a learnable temperature or bias, a prediction head) — as
+        :meth:`pair_loss` must use it. With ``gather: global`` under DDP every rank computes the loss of the whole
+        global batch, so such a parameter gets its full gradient on every rank, which the world-size scaling of the
+        training loss would multiply; this undoes it (value unchanged). Encoders need nothing: their gradient flows
+        through this rank's rows only."""
+        return scale_grad(value, 1.0 / self.train_loss_scale())
 
     def train_loss_scale(self) -> float:
         # every rank holds the global loss but backpropagates through its own rows only; DDP averages the ranks'

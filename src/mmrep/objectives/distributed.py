@@ -65,3 +65,22 @@ def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def _padded(x: torch.Tensor, rows: int) -> torch.Tensor:
     """``x`` (n, w) with zero rows appended up to ``rows``."""
     return x if x.shape[0] == rows else torch.cat([x, x.new_zeros(rows - x.shape[0], x.shape[1])])
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity in the forward pass; the gradient times ``factor`` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.factor, None
+
+
+def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` unchanged, its gradient multiplied by ``factor`` (a parameter used on the gathered global batch: every
+    rank computes its full gradient, so the world-size scaling of the loss must be undone for it)."""
+    return x if factor == 1 else _ScaleGrad.apply(x, float(factor))

@@ -15,12 +15,16 @@ def check_metrics(metrics: dict, model, datamodule) -> None:
 
 
 def check_objective(model, datamodule, trainer, fit: bool = True) -> None:
-    """The objective's own data checks (e.g. MMCL's batch of at least two pairs), before training; then the batch
-    a step trains on is stated (``dataset.batch_size`` is per device). Nothing without training (``fit``)."""
+    """The objective's own data checks (e.g. MMCL's batch of at least two pairs) and each callback's
+    ``check(model, datamodule)`` (e.g. an online probe needs labels), before training; then the batch a step trains
+    on is stated (``dataset.batch_size`` is per device). Nothing without training (``fit``)."""
     if not fit:
         return
     if hasattr(model, "check_data"):
         model.check_data(datamodule, trainer.world_size)
+    for callback in trainer.callbacks:
+        if callable(getattr(callback, "check", None)):
+            callback.check(model, datamodule)
     batch = getattr(datamodule, "batch_size", None)
     if batch is None or not trainer.is_global_zero:  # ranks started by srun share the run's log
         return

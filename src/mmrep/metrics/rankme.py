@@ -1,0 +1,114 @@
+"""``metric=rankme``: the effective rank of each representation (RankMe, Garrido et al. 2023, arXiv:2210.02885).
+
+RankMe is the exponential of the entropy of the normalised singular values of the embedding matrix (Eq. 1): it
+reaches ``min(n, d)`` when the embeddings spread evenly over every direction and 1 when they collapse onto one.
+It needs no labels, so it monitors dimensional collapse on any dataset (``callbacks=rankme`` during training,
+:class:`mmrep.callbacks.online_eval.RankMeCallback`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pandas as pd
+import torch
+from lightning_fabric.utilities.apply_func import move_data_to_device
+from torch import nn
+
+from mmrep.core.contract import RESERVED_KEYS, require_samples
+from mmrep.core.errors import ConfigError
+
+
+def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
+    """RankMe of the embeddings ``z`` (n, d) (arXiv:2210.02885, Eq. 1).
+
+    With σ the singular values of ``z`` (``min(n, d)`` of them), ``p_k = σ_k / ‖σ‖₁ + eps`` and
+    ``RankMe = exp(−Σ_k p_k log p_k)``. The SVD runs in float32 on ``z``'s device; only the scalar comes back.
+    A rank-r matrix with r equal singular values gives r (up to ``eps``: its ``min(n, d) − r`` zero singular
+    values add about ``(min(n, d) − r) · eps · log(1/eps)``, relatively); an all-zero matrix gives ≈ 1.
+    """
+    if z.ndim != 2:
+        raise ValueError(f"rankme: needs a (n, d) matrix, got shape {tuple(z.shape)}")
+    sigma = torch.linalg.svdvals(z.detach().to(torch.float32))  # (min(n, d),)
+    p = sigma / sigma.sum().clamp_min(torch.finfo(torch.float32).tiny) + eps
+    return float(torch.exp(-torch.special.xlogy(p, p).sum()))  # xlogy: 0 log 0 = 0 (eps = 0, exact zeros)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` and all its submodules in eval mode for the block; afterwards exactly the submodules that were in
+    training mode are again (a submodule an objective keeps in eval mode, e.g. a frozen encoder, stays so)."""
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+@torch.no_grad()
+def encode_on_device(model, batches: list[dict]) -> dict[str, torch.Tensor]:
+    """``model.encode`` over held-out batches in eval mode: ``{modality: (N, d) float32}`` on the model's device
+    (nothing copied to the host, unlike :func:`mmrep.metrics.common.encode_batches`)."""
+    chunks: dict[str, list[torch.Tensor]] = {}
+    with eval_mode(model):
+        for batch in batches:
+            inputs = move_data_to_device({k: v for k, v in batch.items() if k not in RESERVED_KEYS}, model.device)
+            for name, h in model.encode(inputs).items():
+                chunks.setdefault(name, []).append(h.detach().to(torch.float32))
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+class RankMe:
+    """RankMe of each encoder's representation of ``n`` held-out samples of ``split``.
+
+    Args:
+        n: samples (the split's first ``n``; ``None``: the whole split). RankMe is at most ``min(n, d)``, so ``n``
+            should well exceed the embedding width ``d`` (the paper uses ~25 600 samples for d = 8192).
+        split: the held-out split (``train``, ``val``, ``test``).
+        eps: as :func:`rankme`.
+
+    Rows: ``metric=rankme, modality, split, value, n, dim`` (``dim``: the embedding width d).
+    """
+
+    def __init__(
+        self, n: int | None = 2048, split: str = "val", config_key: str = "metric.rankme", eps: float = 1e-7
+    ) -> None:
+        self.key = config_key
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+            raise ConfigError(f"{self.key}.n: an integer >= 2 or null (the whole split), got {n!r}")
+        if not float(eps) >= 0:
+            raise ConfigError(f"{self.key}.eps: must be >= 0, got {eps!r}")
+        self.n, self.split, self.eps = n, str(split), float(eps)
+
+    def check(self, model, datamodule) -> None:
+        """Before training: encoders to measure and at least 2 samples in the split."""
+        if not getattr(model, "encoders", None):
+            raise ConfigError(f"{self.key}: objective {type(model).__name__} has no encoders to measure")
+        if datamodule is None or not hasattr(datamodule, "heldout"):
+            raise ConfigError(f"{self.key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
+        try:
+            require_samples(datamodule, self.split, self.n, 2, f"{self.key}.n")
+        except ConfigError:
+            raise
+        except ValueError as err:  # an unknown split
+            raise ConfigError(f"{self.key}.split: {err}") from None
+
+    def __call__(self, model, datamodule) -> pd.DataFrame:
+        self.check(model, datamodule)
+        z = encode_on_device(model, datamodule.heldout(self.split, self.n))
+        rows = [
+            {
+                "metric": "rankme",
+                "modality": m,
+                "split": self.split,
+                "value": rankme(h, self.eps),
+                "n": int(h.shape[0]),
+                "dim": int(h.shape[1]),
+            }
+            for m, h in z.items()
+        ]
+        return pd.DataFrame(rows)
