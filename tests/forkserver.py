@@ -1,7 +1,7 @@
 """``python -m <module> <args>`` as a child forked from a warm interpreter, for the suite's many CLI runs.
 
 A run of ``python -m mmrep.train`` spends ~5 s of its time importing torch, Lightning (which imports torchmetrics,
-transformers, scipy.signal, torch._dynamo) and Hydra before it does anything; the suite starts well over a hundred
+transformers, scipy.signal, torch._dynamo), Hydra, scikit-learn and NLTK before it does anything; the suite starts well over a hundred
 of them. Each pytest worker keeps one server process that has imported those libraries once (and run no torch
 operation: its thread pools are never started, so a fork is safe) and forks a child per run. The child is a real
 process — its own working folder, environment, stdout/stderr, exit status, process group and children (DDP ranks,
@@ -32,7 +32,8 @@ STARTUP_PREFIXES = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "HF_", "TRANSFORMERS_
 SERVER = r"""
 import json, os, runpy, sys
 import torch, pytorch_lightning, torchmetrics, hydra, omegaconf, numpy, pandas, sklearn.linear_model  # the warm part
-import sklearn.neural_network, sklearn.preprocessing, scipy.stats, yaml, rich
+import sklearn.neural_network, sklearn.preprocessing, scipy.stats, yaml, rich, nltk.tokenize.destructive
+import mmrep.pipeline.build, mmrep.pipeline.fit, mmrep.pipeline.measure, mmrep.metrics.identifiability  # no state
 print("ready", flush=True)
 for line in sys.stdin:
     job = json.loads(line)

@@ -112,13 +112,13 @@ def test_analysis_errors_are_one_line(tmp_path, capsys):
 # ---- a reduced sweep end to end ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_reduced_study_which_objectives_keep_exactly_the_unbiased_block(cli, tmp_path):
-    """Both experiments at seed 0, reduced (numeric: 800 steps at batch 256; RUS: U = 8 only, 3 epochs; ~1.5 min on
+    """Both experiments at seed 0, reduced (numeric: 600 steps at batch 256; RUS: U = 8 only, 3 epochs; ~1.2 min on
     one core), through the analysis command. Measured at this scale (README: the full study at 3 seeds):
 
-    * numeric — no objective keeps the omitted or modality-specific latents (R² ≤ 0.03) and every one aligns its
-      encoders (unbiased CKA 0.90–0.93); CLIP and SigLIP drop the perturbed latents (R² ≤ 0.01) while InfoNCE still
-      holds some at this budget (0.28); the block is recovered best by CLIP and InfoNCE (0.79, 0.77), worst by
-      VICReg (0.23), whose representation is also the most collapsed (RankMe 2.3 of 6);
+    * numeric — no objective keeps the omitted or modality-specific latents (R² ≤ 0.04) and every one aligns its
+      encoders (unbiased CKA 0.88–0.91); CLIP and SigLIP drop the perturbed latents (R² ≤ 0.01) while InfoNCE still
+      holds some at this budget (0.18); the block is recovered best by CLIP and InfoNCE (0.77, 0.72), worst by
+      VICReg (0.24), whose representation is also the most collapsed (RankMe 2.2 of 6);
     * RUS at U = 8 — every objective that couples the modalities stays aligned (unbiased CKA ≥ 0.73) where the
       unimodal encoders' alignment is 0, and pays for it in accuracy (≤ 0.44 against the unimodal 0.54); the
       supervised heads of mmcl_supervised buy back some of it (0.44 against InfoNCE's 0.38)."""
@@ -128,7 +128,7 @@ def test_reduced_study_which_objectives_keep_exactly_the_unbiased_block(cli, tmp
         [
             "-m",
             "experiment=objective_identifiability",
-            "trainer.max_steps=800",
+            "trainer.max_steps=600",
             "dataset.batch_size=256",
             "objective.scheduler.warmup_steps=100",
             "dataset.n_val=1024",
@@ -165,9 +165,9 @@ def test_reduced_study_which_objectives_keep_exactly_the_unbiased_block(cli, tmp
         mine = num[objective]
         assert mine["id:omitted", "r2"] <= 0.1 and mine["id:modality-specific", "r2"] <= 0.1, (objective, mine)
         assert mine["id:block", "r2"] > mine["id:perturbed", "r2"], (objective, mine)
-        assert mine["alignment", "unbiased_cka"] >= 0.85, (objective, mine)
+        assert mine["alignment", "unbiased_cka"] >= 0.8, (objective, mine)
     assert num["clip", "id:perturbed", "r2"] <= 0.05 and num["siglip", "id:perturbed", "r2"] <= 0.05
-    assert num["clip", "id:block", "r2"] >= 0.7 and num["mmcl", "id:block", "r2"] >= 0.7
+    assert num["clip", "id:block", "r2"] >= 0.65 and num["mmcl", "id:block", "r2"] >= 0.65
     block = {o: num[o, "id:block", "r2"] for o in paired}
     rank = {o: num[o, "rankme", "rankme"] for o in paired}
     assert min(block, key=block.get) == "vicreg" and min(rank, key=rank.get) == "vicreg", (block, rank)
