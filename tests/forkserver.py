@@ -1,12 +1,12 @@
 """``python -m <module> <args>`` as a child forked from a warm interpreter, for the suite's many CLI runs.
 
 A run of ``python -m mmrep.train`` spends ~5 s of its time importing torch, Lightning (which imports torchmetrics,
-transformers, scipy.signal, torch._dynamo), Hydra, scikit-learn and NLTK before it does anything; the suite starts well over a hundred
-of them. Each pytest worker keeps one server process that has imported those libraries once (and run no torch
-operation: its thread pools are never started, so a fork is safe) and forks a child per run. The child is a real
-process — its own working folder, environment, stdout/stderr, exit status, process group and children (DDP ranks,
-joblib workers) — that executes the module as ``python -m`` would (``runpy``, ``__main__``, ``sys.argv``); only the
-interpreter start-up is shared.
+transformers, scipy.signal, torch._dynamo), Hydra, scikit-learn and NLTK before it does anything; the suite starts
+well over a hundred of them. Each pytest worker keeps one server process that has imported those libraries once
+(and run no torch operation: its thread pools are never started, so a fork is safe) and forks a child per run. The
+child is a real process — its own working folder, environment, stdout/stderr, exit status, process group and
+children (DDP ranks, joblib workers) — that executes the module as ``python -m`` would (``runpy``, ``__main__``,
+``sys.argv``) and leaves as an interpreter does (threads joined, ``atexit``); only the start-up is shared.
 
 Runs fall back to a fresh ``subprocess.run`` when the environment they ask for changes what start-up reads
 (``PYTHON*``, thread counts, Hugging Face paths) or when ``MMREP_TEST_FORK=0``. Tests of start-up itself (what
