@@ -278,10 +278,7 @@ def plot(summary: pd.DataFrame, path: Path, layer_metric: str = LAYER_METRIC) ->
 
     def line(ax, part, label, style, colour=None):
         part = part.sort_values("unbiased")
-        err = [
-            (part["mean"] - part["ci_low"]).clip(lower=0).fillna(0),
-            (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0),
-        ]
+        err = seed_stats.error_bars(part)
         ax.errorbar(
             part["unbiased"], part["mean"], yerr=err, capsize=3, marker="o", ms=3, ls=style, color=colour, label=label
         )

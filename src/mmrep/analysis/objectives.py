@@ -219,10 +219,7 @@ def plot(values: pd.DataFrame, path: Path) -> Path:
         for i, objective in enumerate(dict.fromkeys(numeric["objective"])):
             mine = numeric[(numeric["objective"] == objective) & numeric["quantity"].isin(roles)]
             part = mine.set_index("quantity").reindex(roles)
-            err = [
-                (part["mean"] - part["ci_low"]).clip(lower=0).fillna(0),
-                (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0),
-            ]
+            err = seed_stats.error_bars(part)
             ax.bar(
                 np.arange(len(roles)) + i * width,
                 part["mean"],
@@ -244,10 +241,7 @@ def plot(values: pd.DataFrame, path: Path) -> Path:
             part = rus[(rus["objective"] == objective) & (rus["metric"] == metric)].sort_values("U")
             if part.empty:
                 continue
-            err = [
-                (part["mean"] - part["ci_low"]).clip(lower=0).fillna(0),
-                (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0),
-            ]
+            err = seed_stats.error_bars(part)
             ax.errorbar(
                 part["U"],
                 part["mean"],

@@ -158,3 +158,12 @@ def keep_runs(raw: pd.DataFrame, requirements: Sequence[tuple[str, set]], root, 
             "%s: skipping %d of %d runs that are not %s runs", root, runs - len(keep), runs, study
         )
     return raw[raw["run"].isin(keep)]
+
+
+def error_bars(summary: pd.DataFrame) -> list[pd.Series]:
+    """``yerr`` for matplotlib from :func:`summarize` rows: the distances from ``mean`` down to ``ci_low`` and up to
+    ``ci_high`` (0 where there is no interval, never negative)."""
+    return [
+        (summary["mean"] - summary["ci_low"]).clip(lower=0).fillna(0),
+        (summary["ci_high"] - summary["mean"]).clip(lower=0).fillna(0),
+    ]

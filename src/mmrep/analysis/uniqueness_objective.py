@@ -228,10 +228,7 @@ def plot(summary: pd.DataFrame, path: Path) -> Path:
 
     def line(ax, part, label, style):
         part = part.sort_values("U")
-        err = [
-            (part["mean"] - part["ci_low"]).clip(lower=0).fillna(0),
-            (part["ci_high"] - part["mean"]).clip(lower=0).fillna(0),
-        ]
+        err = seed_stats.error_bars(part)
         ax.errorbar(
             part["U"],
             part["mean"],
