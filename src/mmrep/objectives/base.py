@@ -285,7 +285,8 @@ class PairedObjective(Objective):
     Hooks to override when needed: :meth:`views` (more embeddings than the pair, e.g. MMCL's fresh negatives: they
     are gathered too and passed to ``pair_loss`` after ``h_a, h_b``), :meth:`batch_dependent`, and the class
     attributes ``loss_name`` (the results.csv row of ``val/loss``), ``finite_hint``, ``objective_name`` and
-    ``batch_use`` (messages). A new objective, CLIP's symmetric cross-entropy (``src/mmrep/objectives/clip.py``)::
+    ``batch_use`` (messages). A whole objective, CLIP's symmetric cross-entropy at a fixed temperature (the shipped
+    :class:`~mmrep.objectives.clip.CLIP` also learns it, through :meth:`loss_parameter`)::
 
         class CLIP(PairedObjective):
             loss_name = "clip"
@@ -302,7 +303,7 @@ class PairedObjective(Objective):
                 labels = torch.arange(h_a.shape[0], device=h_a.device)
                 return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
-    and its config ``conf/objective/clip.yaml``::
+    and a config for it, ``conf/objective/<name>.yaml`` (``_target_``: the class's import path)::
 
         defaults: [{/optimizer@optimizer: adam}, _self_]
         _target_: mmrep.objectives.clip.CLIP
