@@ -1,5 +1,6 @@
 """Reduced-scale reproduction of the RUS paper's results (arXiv:2502.16282 figures, Fig. 4, 6, 7 and 9), at the
-strength they hold at this scale, for two seeds:
+strength they hold at this scale, for seed 0 (the experiment's; seed 1 was measured to the same strength, the
+ranges below cover both):
 
 * alignment falls with uniqueness U = 8 − r: perfect rank order of the per-U maxima, unbiased CKA clearly high at
   U = 0 (paper ≈ 0.90 at D_φ = 1) and ≈ 0 at U = 8 (paper heatmap 0.012), mutual kNN at U = 8 at chance, k/(N−1);
@@ -7,10 +8,10 @@ strength they hold at this scale, for two seeds:
 * at U = 0 accuracy and alignment are strongly correlated in every seed (paper Fig. 7 median 0.68).
 
 What is *not* asserted, because it is noise at 5 depths per seed: the correlation at high U (measured 0.28–0.77
-across these two seeds) and the partial correlation controlling for depth (0.48–0.90 at U = 0, CIs spanning 0).
+across seeds 0 and 1) and the partial correlation controlling for depth (0.48–0.90 at U = 0, CIs spanning 0).
 
-`experiment=rus_alignment_small` with U ∈ {0, 4, 8} × seeds {0, 1}: D_φ = 1, modality-1 depth 1..5, 6 epochs
-(30 runs, ~2 min on 2 cores).
+`experiment=rus_alignment_small` with U ∈ {0, 4, 8}: D_φ = 1, modality-1 depth 1..5, 6 epochs (15 runs, ~1 min
+on 2 cores).
 """
 
 import pytest
@@ -20,6 +21,7 @@ from mmrep.analysis import rus as analysis
 K, N_ALIGN = 100, 512  # metric=accuracy_alignment: k = 100 on the first 512 test samples
 # (multimodal_alignment scripts/tune_hyp_optuna.py)
 TOLERANCE = 0.03  # around the paper's accuracy ranges
+SEEDS = (0,)
 
 
 @pytest.mark.slow
@@ -30,7 +32,7 @@ def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, 
             "-m",
             "experiment=rus_alignment_small",
             "dataset.redundancy=0,4,8",
-            "seed=0,1",
+            f"seed={','.join(map(str, SEEDS))}",
             f"hydra.sweep.dir={sweep}",
             "callbacks.rich_progress_bar=null",
             f"paths.data_dir={tmp_path / 'data'}",
@@ -40,7 +42,7 @@ def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, 
     assert res.returncode == 0, res.stderr[-3000:]
     result = analysis.analyze(sweep, bootstrap=200)
     runs = result["runs"]
-    assert len(runs) == 3 * 5 * 2 * 2  # U × depths × seeds × metrics
+    assert len(runs) == 3 * 5 * len(SEEDS) * 2  # U × depths × seeds × metrics
 
     vs_u = result["alignment_vs_U"].set_index("metric")
     for metric in ("unbiased_cka", "mutual_knn"):
@@ -48,7 +50,7 @@ def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, 
 
     best = runs.groupby(["metric", "seed", "U"]).alignment.max()
     chance = K / (N_ALIGN - 1)
-    for seed in (0, 1):
+    for seed in SEEDS:
         assert best["unbiased_cka", seed, 0] >= 0.7, best  # measured 0.82–0.84
         assert best["unbiased_cka", seed, 8] <= 0.05, best  # measured ≤ 0.01
         assert 0.3 <= best["unbiased_cka", seed, 4] <= 0.5, best  # measured 0.35–0.36; paper heatmap ≈ 0.35
@@ -57,14 +59,14 @@ def test_rus_alignment_small_reproduces_the_paper_at_its_measured_strength(cli, 
         assert best["mutual_knn", seed, 0] >= 0.55, best  # paper ≈ 0.75 at U = 0
 
     accuracy = runs[runs.metric == "unbiased_cka"].groupby(["seed", "U"]).accuracy
-    for seed in (0, 1):
+    for seed in SEEDS:
         assert 0.78 - TOLERANCE <= accuracy.max()[seed, 0] <= 0.91 + TOLERANCE, accuracy.max()  # measured 0.86
         assert 0.52 - TOLERANCE <= accuracy.max()[seed, 8] <= 0.60 + TOLERANCE, accuracy.max()  # measured 0.59–0.60
 
     by_seed = result["alignment_performance_by_seed"]
     ap = by_seed[by_seed.quantity == "alignment_performance"].set_index(["metric", "seed", "U"]).pearson
     for metric in ("unbiased_cka", "mutual_knn"):
-        for seed in (0, 1):
+        for seed in SEEDS:
             assert ap[metric, seed, 0] >= 0.6, ap  # measured 0.85–0.97
     partial = result["alignment_performance"]
     assert set(partial[partial.quantity == "alignment_performance_given_depth"].U) == {
