@@ -27,7 +27,8 @@ from torch import nn
 
 from mmrep.core.contract import DataSpec, require_samples
 from mmrep.core.errors import ConfigError
-from mmrep.metrics.rankme import encode_on_device, eval_mode, rankme
+from mmrep.metrics.common import encode_on_device, eval_mode, require_heldout
+from mmrep.metrics.rankme import rankme
 
 LABELLED_TASKS = ("classification", "regression")
 PROBE_SEED = 0  # the probes' initialisation: the same on every rank, and it leaves the run's random stream alone
@@ -51,12 +52,6 @@ def _require_labels(model, datamodule, key: str, what: str) -> DataSpec:
 def _require_encoders(model, key: str) -> None:
     if not getattr(model, "encoders", None) or not hasattr(model, "encode"):
         raise ConfigError(f"{key}: objective {type(model).__name__} has no encoders to evaluate")
-
-
-def _require_heldout(datamodule, key: str):
-    if datamodule is None or not hasattr(datamodule, "heldout"):
-        raise ConfigError(f"{key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
-    return datamodule
 
 
 def _positive_int(key: str, value, minimum: int = 1) -> int:
@@ -368,7 +363,7 @@ class OnlineKNN(_HeldoutMonitor):
     def check(self, model, datamodule) -> None:
         """Refuse a dataset without labels, an objective without encoders and a ``k`` the bank cannot serve."""
         self.spec = _require_labels(model, datamodule, self.key, "the online kNN")
-        _require_heldout(datamodule, self.key)
+        require_heldout(datamodule, self.key)
         bank = require_samples(datamodule, "train", self.n_bank, 2, f"{self.key}.n_bank")
         if self.k >= bank:
             raise ConfigError(
@@ -416,7 +411,7 @@ class RankMeCallback(_HeldoutMonitor):
     def check(self, model, datamodule) -> None:
         """Refuse an objective without encoders or a validation set of fewer than 2 samples."""
         _require_encoders(model, self.key)
-        require_samples(_require_heldout(datamodule, self.key), "val", self.n, 2, f"{self.key}.n")
+        require_samples(require_heldout(datamodule, self.key), "val", self.n, 2, f"{self.key}.n")
 
     def measure(self, datamodule, pl_module: pl.LightningModule) -> dict[str, float]:
         z = encode_on_device(pl_module, datamodule.heldout("val", self.n))

@@ -3,13 +3,15 @@ the probe table."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import torch
 import torchmetrics
 from lightning_fabric.utilities.apply_func import move_data_to_device
+from torch import nn
 
 from mmrep.core.contract import RESERVED_KEYS, concat_batches
 from mmrep.core.errors import ConfigError
@@ -58,27 +60,51 @@ def score_predictions(names, outputs: torch.Tensor, y: torch.Tensor, num_classes
 
 
 @torch.no_grad()
-def encode_batches(model, batches: list[dict]) -> dict[str, np.ndarray]:
-    """Run ``model.encode`` over held-out batches on the model's device; {modality: (N, d) float64 array}."""
-    was_training = model.training
-    model.eval()
-    chunks: dict[str, list[np.ndarray]] = {}
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` and all its submodules in eval mode for the block; afterwards exactly the submodules that were in
+    training mode are again (a submodule an objective keeps in eval mode, e.g. a frozen encoder, stays so)."""
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
     try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+@torch.no_grad()
+def encode_on_device(
+    model, batches: list[dict], dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> dict[str, torch.Tensor]:
+    """``model.encode`` over held-out batches in eval mode: ``{modality: (N, d)}`` of ``dtype`` on ``device``
+    (default: the model's, nothing copied to the host)."""
+    chunks: dict[str, list[torch.Tensor]] = {}
+    with eval_mode(model):
         for batch in batches:
             inputs = move_data_to_device({k: v for k, v in batch.items() if k not in RESERVED_KEYS}, model.device)
             for name, h in model.encode(inputs).items():
-                chunks.setdefault(name, []).append(h.detach().to("cpu", torch.float64).numpy())
-    finally:
-        model.train(was_training)
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+                chunks.setdefault(name, []).append(h.detach().to(device or h.device, dtype))
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def encode_batches(model, batches: list[dict]) -> dict[str, np.ndarray]:
+    """Run ``model.encode`` over held-out batches on the model's device; {modality: (N, d) float64 array}."""
+    return {name: z.numpy() for name, z in encode_on_device(model, batches, torch.float64, "cpu").items()}
+
+
+def require_heldout(datamodule, key: str):
+    """``datamodule``, or a ConfigError naming ``key`` when it offers no held-out set (``heldout()``)."""
+    if datamodule is None or not hasattr(datamodule, "heldout"):
+        raise ConfigError(f"{key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
+    return datamodule
 
 
 def heldout_inputs(datamodule, modalities: Sequence[str], n: int | None, key: str) -> dict:
     """The fixed alignment samples, ``datamodule.heldout("align", n)``, as one input per modality (a tensor or a
     dict of tensors with N rows; N may be below ``n`` when the dataset's held-out split is smaller; ``None``: all)."""
-    if datamodule is None or not hasattr(datamodule, "heldout"):
-        raise ConfigError(f"{key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
-    return concat_batches(datamodule.heldout("align", n), modalities)
+    return concat_batches(require_heldout(datamodule, key).heldout("align", n), modalities)
 
 
 def probe_table(rows: pd.DataFrame, title: str):

@@ -8,16 +8,12 @@ It needs no labels, so it monitors dimensional collapse on any dataset (``callba
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pandas as pd
 import torch
-from lightning_fabric.utilities.apply_func import move_data_to_device
-from torch import nn
 
-from mmrep.core.contract import RESERVED_KEYS, require_samples
+from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
+from mmrep.metrics.common import encode_on_device, require_heldout
 
 
 def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
@@ -33,33 +29,6 @@ def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
     sigma = torch.linalg.svdvals(z.detach().to(torch.float32))  # (min(n, d),)
     p = sigma / sigma.sum().clamp_min(torch.finfo(torch.float32).tiny) + eps
     return float(torch.exp(-torch.special.xlogy(p, p).sum()))  # xlogy: 0 log 0 = 0 (eps = 0, exact zeros)
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """``module`` and all its submodules in eval mode for the block; afterwards exactly the submodules that were in
-    training mode are again (a submodule an objective keeps in eval mode, e.g. a frozen encoder, stays so)."""
-    training = [m for m in module.modules() if m.training]
-    for m in training:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m in training:
-            m.training = True
-
-
-@torch.no_grad()
-def encode_on_device(model, batches: list[dict]) -> dict[str, torch.Tensor]:
-    """``model.encode`` over held-out batches in eval mode: ``{modality: (N, d) float32}`` on the model's device
-    (nothing copied to the host, unlike :func:`mmrep.metrics.common.encode_batches`)."""
-    chunks: dict[str, list[torch.Tensor]] = {}
-    with eval_mode(model):
-        for batch in batches:
-            inputs = move_data_to_device({k: v for k, v in batch.items() if k not in RESERVED_KEYS}, model.device)
-            for name, h in model.encode(inputs).items():
-                chunks.setdefault(name, []).append(h.detach().to(torch.float32))
-    return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
 class RankMe:
@@ -88,10 +57,8 @@ class RankMe:
         """Before training: encoders to measure and at least 2 samples in the split."""
         if not getattr(model, "encoders", None):
             raise ConfigError(f"{self.key}: objective {type(model).__name__} has no encoders to measure")
-        if datamodule is None or not hasattr(datamodule, "heldout"):
-            raise ConfigError(f"{self.key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
         try:
-            require_samples(datamodule, self.split, self.n, 2, f"{self.key}.n")
+            require_samples(require_heldout(datamodule, self.key), self.split, self.n, 2, f"{self.key}.n")
         except ConfigError:
             raise
         except ValueError as err:  # an unknown split
