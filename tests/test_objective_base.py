@@ -156,3 +156,11 @@ def test_global_gather_hands_the_loss_every_rank_rows_and_scales_the_gradient(mo
     local = Align(SPEC, {"x": MLP8, "t": MLP8}, gather="local")
     assert local.step_loss(_batch(3)).n == 3 and torch.equal(local.training_step(_batch(3), 0), local.loss(_batch(3)))
     assert gathered == [2, 2]  # local gathered nothing
+
+
+def test_a_paired_objective_without_a_loss_says_what_to_implement():
+    class NoLoss(PairedObjective):
+        pass
+
+    with pytest.raises(NotImplementedError, match="NoLoss: implement pair_loss"):
+        NoLoss(SPEC, {"x": MLP8, "t": MLP8}).step_loss(_batch(3))

@@ -195,6 +195,7 @@ def test_the_objectives_use_their_loss_on_the_encoders_embeddings():
     assert set(step.parts) == {"invariance", "variance", "covariance"}
     expected = 2 * terms["invariance"] + 3 * terms["variance"] + 4 * terms["covariance"]
     assert float(step.loss) == pytest.approx(float(expected), rel=1e-6)
+    assert float(vic.pair_loss(*vic.encode(batch).values())) == pytest.approx(float(step.loss), rel=1e-6)  # from terms
 
     bt = BarlowTwins(SPEC, {"x": MLP8, "t": MLP8}, lambd=0.5)
     step = bt.step_loss(batch)

@@ -66,6 +66,3 @@ class BarlowTwins(PairedObjective):
     def pair_terms(self, h_a: torch.Tensor, h_b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = barlow_twins_terms(h_a, h_b, self.hparams.eps)
         return terms["invariance"] + self.hparams.lambd * terms["redundancy"], terms
-
-    def pair_loss(self, h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
-        return self.pair_terms(h_a, h_b)[0]

@@ -354,7 +354,10 @@ class PairedObjective(Objective):
     # ---- what a subclass implements ----------------------------------------------------------------------------
     def pair_loss(self, h_a: torch.Tensor, h_b: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         """The loss (a scalar) of the pair's embeddings ``h_a``, ``h_b`` (N, d) — the global batch with ``gather:
-        global`` under DDP — and of ``extra``, the further embeddings :meth:`views` appends (none by default)."""
+        global`` under DDP — and of ``extra``, the further embeddings :meth:`views` appends (none by default).
+        Implement this or :meth:`pair_terms` (then this is its loss)."""
+        if type(self).pair_terms is not PairedObjective.pair_terms:
+            return self.pair_terms(h_a, h_b, *extra)[0]
         raise NotImplementedError(f"{type(self).__name__}: implement pair_loss(h_a, h_b) -> scalar tensor")
 
     def batch_dependent(self, fresh_negatives: bool) -> bool:
@@ -371,10 +374,11 @@ class PairedObjective(Objective):
         h = self.encode(batch)
         return h[a], h[b]
 
-    def embeddings(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+    def embeddings(self, batch: Batch, *rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """:meth:`views` of this rank, or with ``gather: global`` under DDP of the global batch (rank order; autograd
-        through this rank's rows only)."""
-        out = self.views(batch)
+        through this rank's rows only), followed by ``rows`` (per-item tensors of the batch, e.g. its labels
+        ``batch["y"]``) gathered with them."""
+        out = (*self.views(batch), *rows)
         return gather_rows(*out) if self.gather == "global" else out
 
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -394,7 +398,7 @@ class PairedObjective(Objective):
 
     def pair_terms(self, *h: torch.Tensor) -> tuple[torch.Tensor, Mapping[str, torch.Tensor] | None]:
         """:meth:`pair_loss` and its named terms (logged beside it as ``loss_<name>``); no terms by default. A loss
-        made of weighted terms overrides this, and its ``pair_loss`` returns the first element."""
+        made of weighted terms implements this instead of :meth:`pair_loss`."""
         return self.pair_loss(*h), None
 
     def loss_parameter(self, value: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ from torch import nn
 from mmrep.core.contract import Batch
 from mmrep.core.errors import ConfigError
 from mmrep.objectives.base import StepLoss
-from mmrep.objectives.distributed import gather_rows
 from mmrep.objectives.mmcl import MMCL
 
 
@@ -82,9 +81,7 @@ class MMCLSupervised(MMCL):
         return F.l1_loss(out, y.reshape(out.shape).to(out.dtype))
 
     def step_loss(self, batch: Batch) -> StepLoss | None:
-        views, y = self.views(batch), batch["y"]
-        if self.gather == "global":  # the labels travel with their rows
-            *views, y = gather_rows(*views, y)
+        *views, y = self.embeddings(batch, batch["y"])  # the labels travel with their rows
         n = views[0].shape[0]
         if n < 2 and self.batch_dependent(len(views) > 2):
             return None

@@ -85,6 +85,3 @@ class VICReg(PairedObjective):
         terms = vicreg_terms(h_a, h_b, h.gamma, h.eps)
         loss = h.sim_coeff * terms["invariance"] + h.std_coeff * terms["variance"] + h.cov_coeff * terms["covariance"]
         return loss, terms
-
-    def pair_loss(self, h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
-        return self.pair_terms(h_a, h_b)[0]
