@@ -25,7 +25,9 @@ truncated to an integer (int64; a 0/1 label).
 
 Deliberate differences from the original: a feature with zero train variance is centred, not divided by 0 (the
 original gives nan/inf); a sample with no text in its first ``max_len`` steps (only possible with normalisation
-and T > ``max_len``) is dropped with a warning, where the original exits.
+and T > ``max_len``) is dropped with a warning, where the original exits; a file with NaN or infinite values
+(other than -inf audio), labels that are no class, an empty split or ragged arrays stops at load with one line naming
+the file, split, key and samples (:mod:`mmrep.data.integrity`), where the original trains on NaN or crashes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 from mmrep.core.contract import DataSpec, ModalitySpec
 from mmrep.core.errors import ConfigError
 from mmrep.data.base import InMemorySplitDataModule, reject_bias, select_modalities
+from mmrep.data.integrity import FIX, check_finite, check_labels, check_samples, numeric_array, where
 
 log = logging.getLogger(__name__)
 
@@ -205,25 +208,50 @@ class AffectDataModule(InMemorySplitDataModule):
             log.info("%s %s: %d samples", self.name, name, len(out[name]["y"]))
         return out
 
+    def data_origin(self) -> tuple[str, str, str]:
+        return "dataset.path", str(self.path), FIX
+
     def _clean(self, split: dict, key: str) -> dict[str, np.ndarray]:
-        """Float arrays with the declared widths; samples whose text sums to 0 dropped, -inf audio set to 0
-        (get_data.py)."""
+        """Float arrays with the declared widths; samples whose text sums to 0 dropped with one warning, -inf audio set
+        to 0 (get_data.py); then what the original would train on checked: one sample count and step count for all
+        keys, finite values, labels that are classes (names the file's split ``key`` and sample numbers)."""
+        head = lambda name=None: where("dataset.path", str(self.path), key, name)  # noqa: E731
         arrays = {}
         for m in MODALITIES:
-            x = np.asarray(split[m])
+            x = numeric_array(split[m], head(m))
             if x.ndim != 3 or x.shape[2] != self.features[m]:
                 raise ConfigError(
                     f"dataset.features.{m}: {self.path} split {key!r} has {m} of shape {x.shape}, "
                     f"expected (N, T, {self.features[m]})"
                 )
             arrays[m] = x
+        labels = numeric_array(split["labels"], head("labels"))
+        n = check_samples({**arrays, "labels": labels}, head())
+        if labels.size == 0:
+            raise ConfigError(f"{head('labels')}: shape {labels.shape} holds no label per sample; expected (N, 1, 1)")
+        steps = {m: x.shape[1] for m, x in arrays.items()}
+        if len(set(steps.values())) > 1 or 0 in steps.values():
+            raise ConfigError(f"{head()}: the modalities hold step counts T {steps}; expected one T >= 1 for all")
         keep = text_keep(arrays["text"])  # in the file's dtype, as the original sums it
-        arrays = {m: np.asarray(x, dtype=np.float32) for m, x in arrays.items()}
+        if not keep.any():
+            raise ConfigError(f"{head('text')}: all {n} samples have text summing to 0 (MultiBench drops them)")
+        if not keep.all():
+            log.warning(
+                "%s %s: dropping %d of %d samples whose text sums to 0, as MultiBench's get_data.py does",
+                self.name,
+                key,
+                int((~keep).sum()),
+                n,
+            )
+        ids = np.flatnonzero(keep)  # the file's sample numbers, for the messages
+        arrays = {m: np.asarray(x[keep], dtype=np.float32) for m, x in arrays.items()}
         arrays["audio"] = np.where(np.isneginf(arrays["audio"]), 0.0, arrays["audio"]).astype(np.float32)
-        arrays["labels"] = np.asarray(split["labels"])
-        if (~keep).any():
-            log.info("%s %s: dropping %d samples whose text sums to 0", self.name, key, int((~keep).sum()))
-        return {k: v[keep] for k, v in arrays.items()}
+        arrays["labels"] = labels[keep]
+        for name, x in arrays.items():
+            check_finite(x, head(name), ids)
+        if self.label_rule == "raw":  # the other rules map every finite label to a class
+            check_labels(labels_from(arrays["labels"], "raw"), self.spec.num_classes, head("labels"), ids)
+        return arrays
 
     def _drop_late_text(self, split: dict, start: np.ndarray, name: str) -> tuple[dict, np.ndarray]:
         """Samples with no text row in the (cut) window dropped: only with normalisation and T > max_len (the

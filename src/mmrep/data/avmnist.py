@@ -26,6 +26,7 @@ import torch
 from mmrep.core.contract import DataSpec, ModalitySpec
 from mmrep.core.errors import ConfigError
 from mmrep.data.base import InMemorySplitDataModule, reject_bias, select_modalities
+from mmrep.data.integrity import FIX, check_finite, check_labels, check_samples, numeric_array, where
 
 FILES = (
     "image/train_data.npy",
@@ -109,22 +110,42 @@ class AVMNISTDataModule(InMemorySplitDataModule):
             deselected=deselected,
         )
 
-    def _load(self, name: str) -> np.ndarray:
+    def data_origin(self) -> tuple[str, str, str]:
+        return "dataset.root", str(self.root), FIX
+
+    def _load(self, name: str, split: str, key: str) -> np.ndarray:
+        """One .npy file as a numeric array with samples, finite values (labels: digits 0..9), else one line."""
         path = self.root / name
         try:
-            return np.load(path, allow_pickle=False)
+            array = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise ConfigError(f"dataset.root: {path} is not a readable .npy array ({err})") from None
+            first = (str(err).splitlines() or [""])[0]
+            raise ConfigError(
+                f"dataset.root: {path} is not a readable .npy array ({type(err).__name__}: {first})"
+            ) from None
+        head = where("dataset.root", str(path), split, key)
+        array = numeric_array(array, head)
+        check_samples({key: array}, head)
+        if key == "labels":
+            check_labels(array.reshape(len(array), -1), 10, head, fix="AVMNIST labels are the digits 0..9")
+        else:
+            check_finite(array, head)
+        return array
 
     def load_splits(self) -> dict[str, dict]:
-        image = {s: self._load(f"image/{s}_data.npy") for s in ("train", "test")}
-        audio = {s: self._load(f"audio/{s}_data.npy").astype(np.float32) for s in ("train", "test")}
-        labels = {s: self._load(f"{s}_labels.npy").astype(np.int64).reshape(-1) for s in ("train", "test")}
+        image = {s: self._load(f"image/{s}_data.npy", s, "image") for s in ("train", "test")}
+        audio = {s: self._load(f"audio/{s}_data.npy", s, "audio").astype(np.float32) for s in ("train", "test")}
+        labels = {s: self._load(f"{s}_labels.npy", s, "labels").astype(np.int64).reshape(-1) for s in ("train", "test")}
         for s in ("train", "test"):
-            if not (len(image[s]) == len(audio[s]) == len(labels[s])) or image[s].size != len(image[s]) * 784:
+            if (
+                not (len(image[s]) == len(audio[s]) == len(labels[s]))
+                or image[s].size != len(image[s]) * 784
+                or audio[s].shape[1:] != audio["test"].shape[1:]
+            ):
                 raise ConfigError(
                     f"dataset.root: {self.root} {s} files disagree: image {image[s].shape}, "
-                    f"audio {audio[s].shape}, labels {labels[s].shape} (expected N × 784 pixels)"
+                    f"audio {audio[s].shape}, labels {labels[s].shape} (expected N × 784 pixels, N labels and "
+                    f"audio (N, {', '.join(map(str, audio['test'].shape[1:]))}) as in audio/test_data.npy)"
                 )
         if not 0 < self.n_train < len(labels["train"]):
             raise ConfigError(f"dataset.n_train: must be in 1..{len(labels['train']) - 1}, got {self.n_train}")

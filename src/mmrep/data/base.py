@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmrep.core.contract import Batch, DataSpec, slice_input
 from mmrep.core.errors import ConfigError
+from mmrep.data.integrity import check_splits
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,23 @@ class InMemorySplitDataModule(pl.LightningDataModule):
     decode_batch: Callable[[Batch], Batch] | None = None
     """Optional: expands a batch of stored values into model inputs (see :class:`SplitDataset`)."""
 
+    def data_origin(self) -> tuple[str, str, str]:
+        """``(config key, origin, fix)`` for load-time errors about the data (:mod:`mmrep.data.integrity`): the key
+        and file a user would change, e.g. ``("dataset.path", "/data/mosi.pkl", "repair or re-create the file")``.
+        This default suits generated data; datasets read from files override it."""
+        name = type(self).__name__
+        return "dataset", f"the data {name} generated", "the dataset's parameters (dataset.*) give non-finite values"
+
     def setup(self, stage: str | None = None) -> None:
+        """Load the splits once and check them (:func:`~mmrep.data.integrity.check_splits`: samples in every split,
+        finite values, labels that are classes) before any training."""
         if self._splits is None:
             splits = self.load_splits()
             missing = [s for s in SPLITS if s not in splits]
             if missing:
                 raise ValueError(f"{type(self).__name__}.load_splits: missing splits {missing}")
+            key, origin, fix = self.data_origin()
+            check_splits({name: splits[name] for name in SPLITS}, key, origin, getattr(self, "spec", None), fix)
             self._splits = {name: SplitDataset(splits[name], self.decode_batch) for name in SPLITS}
 
     def split(self, name: str) -> SplitDataset:

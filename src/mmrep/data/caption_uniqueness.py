@@ -64,10 +64,12 @@ def read_variants(path: Path, uniqueness: int) -> tuple[list[int], list[str]]:
             ((key, body),) = entry.items()
             index = int(re.fullmatch(r"Index - (\d+)", key).group(1))
             caption = next(text for name, text in body["sentences"].items() if name.endswith(suffix))
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError("no caption text")
         except (AttributeError, ValueError, KeyError, TypeError, StopIteration):
             raise ConfigError(
                 f"dataset.data_json: {path} entry {position} has no 'Index - i' key with a "
-                f"'Caption k - {uniqueness}%' sentence; expected {FORMAT}"
+                f"non-empty 'Caption k - {uniqueness}%' sentence; expected {FORMAT}"
             ) from None
         indices.append(index)
         captions.append(str(caption))

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
@@ -21,6 +22,7 @@ from mmrep.core.contract import Batch
 from mmrep.core.errors import ConfigError
 from mmrep.data.base import InMemorySplitDataModule
 from mmrep.data.captions import checked_vocabulary, one_hot, save_vocabulary
+from mmrep.data.integrity import FIX, check_finite
 
 
 def read_factor_table(path: Path, columns: Sequence[str], source: str, integer: bool = False) -> pd.DataFrame:
@@ -36,12 +38,22 @@ def read_factor_table(path: Path, columns: Sequence[str], source: str, integer: 
             f"dataset.data_dir: {path} is not a readable CSV ({type(err).__name__}); expected {expected}, from {source}"
         ) from None
     missing = [c for c in columns if c not in table.columns]
-    is_kind = pd.api.types.is_integer_dtype if integer else pd.api.types.is_numeric_dtype
-    if missing or not all(is_kind(table[c]) for c in columns):
+    if missing:
         raise ConfigError(
-            f"dataset.data_dir: {path} has columns {list(table.columns)}"
-            f"{' lacking ' + str(missing) if missing else ' of another type'}; expected {expected}"
+            f"dataset.data_dir: {path} has columns {list(table.columns)} lacking {missing}; expected {expected}"
         )
+    for column in columns:
+        values = pd.to_numeric(table[column], errors="coerce")
+        text = values.isna() & table[column].notna()
+        if text.any():
+            row = int(text.to_numpy().nonzero()[0][0])
+            raise ConfigError(
+                f"dataset.data_dir: {path}, column {column!r}: {int(text.sum())} non-numeric cells (row {row}: "
+                f"{table[column].iloc[row]!r}); expected {expected}"
+            )
+        check_finite(values.to_numpy(np.float64), f"dataset.data_dir: {path}, column {column!r}")
+        if integer and len(table) and not pd.api.types.is_integer_dtype(table[column]):
+            raise ConfigError(f"dataset.data_dir: {path}, column {column!r} holds non-integers; expected {expected}")
     return table
 
 
@@ -73,6 +85,10 @@ class FactorDataModule(InMemorySplitDataModule):
         warning naming the file; a new one is saved there once the data has loaded (nothing written before)."""
         self.vocab, rebuilt = checked_vocabulary(path, captions, "dataset.data_dir")
         self.vocab_size, self._unsaved_vocabulary = len(self.vocab), path if rebuilt else None
+
+    def data_origin(self) -> tuple[str, str, str]:
+        root = getattr(self, "root", None)  # the datasets read from files; generated ones have none
+        return super().data_origin() if root is None else ("dataset.data_dir", str(root), FIX)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)

@@ -208,6 +208,11 @@ class MPI3DComplexDataModule(FactorDataModule):
         text_columns = [COLUMNS[f] for f in (SETTINGS["selection"][self.index] if self.kind == "selection" else WORDS)]
         for split in ("train", "test"):
             read_table(self.root / split / f"text_semantics_{name}.csv", text_columns, len(self.captions[split]))
+        if not self.captions["train"]:
+            raise ConfigError(
+                f"dataset.data_dir: {self.root / 'train' / f'text_{name}.txt'} holds no captions; the train split "
+                f"needs at least one, from {SOURCE}"
+            )
         if len(self.captions["test"]) < 2:
             raise ConfigError(
                 f"dataset.data_dir: {self.root / 'test'} has {len(self.captions['test'])} captions; "

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
 from mmrep.core.contract import Batch, DataSpec, ModalitySpec, shard
 from mmrep.core.errors import ConfigError, check_positive_ints
+from mmrep.data.integrity import check_finite, where
 from mmrep.data.mixing import invertible_mlp
 from mmrep.data.seeding import seed_sequence, torch_generator
 
@@ -175,8 +176,8 @@ class NumericDataModule(pl.LightningDataModule):
             steps_per_epoch=steps_per_epoch,
             n_val=n_val,
         )
-        if margin_std <= 0:
-            raise ConfigError(f"dataset.margin_std: must be > 0, got {margin_std}")
+        if not 0 < margin_std < float("inf"):  # also refuses NaN
+            raise ConfigError(f"dataset.margin_std: must be a finite number > 0, got {margin_std}")
         self.bias = (bias or MisalignmentBias(name="none")).resolve(n_semantics)
         self.latent_model = LatentModel(
             self.bias,
@@ -303,6 +304,13 @@ class NumericDataModule(pl.LightningDataModule):
         rank, world = _rank_and_world(getattr(self, "trainer", None))
         if self._val is None or self._val[0] != (rank, world):
             batches = self.heldout("val", self.n_val, chunk=self.batch_size * world)
+            for batch in batches:  # generated once per run: a generator setting that gives NaN stops here
+                for key in self.spec.names:
+                    check_finite(
+                        batch[key],
+                        where("dataset", "the data NumericDataModule generated", "val", key),
+                        fix="the dataset's parameters (dataset.*) give non-finite values",
+                    )
             self._val = (
                 (rank, world),
                 [shard({k: v for k, v in b.items() if k != "latents"}, rank, world) for b in batches],

@@ -26,6 +26,7 @@ from mmrep.core.contract import DataSpec, ModalitySpec
 from mmrep.core.errors import ConfigError, check_positive_ints
 from mmrep.core.files import atomic_write
 from mmrep.data.base import InMemorySplitDataModule, check_split_fractions, reject_bias, train_statistics
+from mmrep.data.integrity import nonfinite_problem
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +303,7 @@ def cache_problem(arrays: dict[str, np.ndarray], params: dict) -> str | None:
     label = arrays["label"]
     if label.size and not 0 <= label.min() <= label.max() < params["num_classes"]:
         return f"labels outside 0..{params['num_classes'] - 1}"
-    return None
+    return next((f"{key}: {p}" for key in ("x0", "x1") if (p := nonfinite_problem(arrays[key]))), None)
 
 
 def read_cache(path: Path, params: dict) -> tuple[dict[str, np.ndarray] | None, str | None]:

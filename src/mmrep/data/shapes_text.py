@@ -39,6 +39,7 @@ from mmrep.core.files import atomic_write
 from mmrep.data.base import check_split_fractions
 from mmrep.data.captions import build_vocabulary, token_ids, tokenize_all
 from mmrep.data.factor_data import FactorDataModule
+from mmrep.data.integrity import nonfinite_problem
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,25 @@ def caption(values: dict[str, int], template: int) -> str:
     opening, order = TEMPLATES[template]
     words = [PHRASES[f].format(WORDS[f][values[f]]) for f in order if f in values]
     return " ".join([opening, *words]) + " ."
+
+
+CACHE_SHAPES = {"factors": (6,), "text_factors": (4,), "captions": (), "images": (3, 32, 32)}  # per sample
+
+
+def read_cache(path: Path, n: int) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """``(arrays, None)`` from a cache file holding :func:`generate`'s arrays for ``n`` samples, finite; else
+    ``(None, why not)`` (the caller regenerates it)."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+    except Exception as err:  # noqa: BLE001 - damaged bytes raise many types (BadZipFile, EOFError, zlib.error, ...)
+        return None, f"unreadable ({type(err).__name__})"
+    for key, shape in CACHE_SHAPES.items():
+        if key not in arrays or arrays[key].shape != (n, *shape):
+            found = arrays[key].shape if key in arrays else "missing"
+            return None, f"{key} is {found}, expected {(n, *shape)}"
+    problem = nonfinite_problem(arrays["factors"]) or nonfinite_problem(arrays["images"])
+    return (None, problem) if problem else (arrays, None)
 
 
 def generate(n: int, selected, perturbed, change_prob: float, seed: int) -> dict[str, np.ndarray]:
@@ -189,12 +209,11 @@ class ShapesTextDataModule(FactorDataModule):
             return self._cached
         path = self._cache_path()
         if self.cache and path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as stored:
-                    self._cached = {k: stored[k] for k in stored.files}
-                return self._cached
-            except (OSError, ValueError):
-                log.warning("%s is unreadable; regenerating it", path)
+            arrays, problem = read_cache(path, self.num_samples)
+            if arrays is not None:
+                self._cached = arrays
+                return arrays
+            log.warning("shapes_text cache %s: %s; regenerating it", path, problem)
         arrays = generate(
             self.num_samples, self.bias.selected, self.bias.perturbed_selected, self.bias.change_prob, self.seed
         )
