@@ -198,7 +198,7 @@ class Objective(pl.LightningModule):
         step = self.step_loss(batch)
         if step is None:
             return None
-        ensure_finite(step.loss, self.global_step, self.finite_hint)
+        ensure_finite(step.loss, self.global_step, self.finite_hint, batch)
         for name, part in (step.parts or {}).items():
             self.log(f"train/loss_{name}", part, batch_size=step.n)
         self.log("train/loss", step.loss, prog_bar=True, batch_size=step.n)

@@ -169,10 +169,31 @@ def symmetric_info_nce(
     return 0.5 * (info_nce(h_a, h_b, neg_a, **kwargs) + info_nce(h_b, h_a, neg_b, **kwargs))
 
 
-def ensure_finite(loss: torch.Tensor, step: int, hint: str) -> None:
-    """Stop training on a NaN/inf loss with ``non-finite training loss (…) at step N; <hint>``."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; {hint}")
+def nonfinite_inputs(batch, prefix: str = "") -> list[str]:
+    """The keys of ``batch`` (nested dicts of tensors) whose floating tensors hold NaN or ±inf, dotted
+    (``vision.x``)."""
+    found = []
+    for key, value in (batch or {}).items():
+        if isinstance(value, dict):
+            found += nonfinite_inputs(value, f"{prefix}{key}.")
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            found.append(f"{prefix}{key}")
+    return found
+
+
+def ensure_finite(loss: torch.Tensor, step: int, hint: str, batch=None) -> None:
+    """Stop training on a NaN/inf loss with ``non-finite training loss (…) at step N; <hint>`` — or, when the
+    batch's inputs are not finite themselves, a message that names them and blames the data, not the optimiser."""
+    if torch.isfinite(loss):
+        return
+    bad = nonfinite_inputs(batch)
+    if bad:
+        inputs = f"input {bad[0]} holds" if len(bad) == 1 else f"inputs {', '.join(bad)} hold"
+        hint = (
+            f"the batch's {inputs} NaN/inf values: the data are damaged (the loss and the optimiser are not the "
+            "cause); check the dataset's files"
+        )
+    raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; {hint}")
 
 
 def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
