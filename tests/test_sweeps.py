@@ -70,7 +70,7 @@ def test_table_averages_seeds_clips_and_rounds_half_up(tmp_path):
 def test_table_errors_on_empty_dir(tmp_path, capsys):
     assert table_main([str(tmp_path)]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("mmrep.analysis.numeric: error: ") and "no run directories" in line
+    assert line.startswith("mmrep.analysis.numeric: error: ") and "no run folders" in line
 
 
 # small heartbeats for the tests: a trial silent for 2 s (a few of SQLite's 1 s clock ticks) is stale

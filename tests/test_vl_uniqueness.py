@@ -48,7 +48,7 @@ def test_variants_pick_the_u_percent_caption_in_file_order(vl, tmp_path):
     bad = tmp_path / "data.json"
     bad.write_text(json.dumps([{"Index - 0": {"sentences": {"Caption 0 - 0%": "x"}}}]))
     with pytest.raises(
-        ConfigError, match=r"^dataset.data_json: .* entry 0 has no 'Index - i' key with a 'Caption k - 40%'"
+        ConfigError, match=r"^dataset.data_json: .* entry 0 has no 'Index - i' key with a non-empty 'Caption k - 40%'"
     ):
         read_variants(bad, 40)
     with pytest.raises(ConfigError, match=r"^dataset.data_json: no such file .*nothing.json; expected a JSON list"):

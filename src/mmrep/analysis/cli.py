@@ -4,14 +4,17 @@ Each study builds its parser with :func:`study_parser` — the sweep folder(s), 
 everywhere, the study adds its own options — and runs its work inside :func:`run_analysis`, which holds the one error
 policy: a missing folder, a folder without (matching) runs or an unusable sweep is one line
 ``<command>: error: <what>`` on stderr and exit code 1, without a traceback, before anything is written. Usage
-errors (an unknown option, a bad choice) stay argparse's: the usage, one ``error:`` line and exit code 2.
+errors (an unknown option, a bad choice) stay argparse's: the usage, one ``error:`` line and exit code 2. The
+analysis' warnings — the run folders it skips, each with the reason — go to stderr as ``<command>: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_ERROR = 1  # a folder, a sweep or a file the analysis cannot use (argparse's usage errors exit with 2)
@@ -74,14 +77,32 @@ def fail(prog: str, message: object) -> int:
     return EXIT_ERROR
 
 
+@contextmanager
+def warnings_to_stderr(prog: str) -> Iterator[None]:
+    """While inside, the warnings of ``mmrep.analysis.*`` are printed to stderr as ``<command>: warning: <message>``.
+
+    The commands configure no logging, and Python's fallback would print the bare message; a handler of the
+    ``mmrep.analysis`` logger says which command warns and still lets the records propagate (to pytest's caplog)."""
+    handler = logging.StreamHandler(sys.stderr)  # the stderr of now: pytest's capsys swaps it per test
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(command_name(prog).replace("%", "%%") + ": warning: %(message)s"))
+    logger = logging.getLogger("mmrep.analysis")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def run_analysis(prog: str, analyze: Callable[[], object], folders: Sequence[Path] = ()) -> tuple[int, object]:
     """Check ``folders`` exist, then call ``analyze()``: a missing folder or file or an unusable sweep
     (FileNotFoundError, NotADirectoryError, ValueError) becomes one line ``<command>: error: ...`` on stderr and
     ``(1, None)``; else ``(0, result)``. ``analyze`` should compute before it writes, so an error leaves nothing
-    half-written."""
+    half-written. Its warnings (the runs it skips and why) go to stderr (:func:`warnings_to_stderr`)."""
     try:
         check_folders(folders)
-        return 0, analyze()
+        with warnings_to_stderr(prog):
+            return 0, analyze()
     except (FileNotFoundError, NotADirectoryError, ValueError) as err:
         return fail(prog, err), None
 

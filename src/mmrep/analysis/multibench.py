@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from mmrep.analysis.cli import publish, run_analysis, study_parser
-from mmrep.analysis.runs import find_runs
+from mmrep.analysis.runs import usable_runs
 from mmrep.core.contract import concat_batches
 from mmrep.core.files import atomic_write
 from mmrep.metrics.alignment import layerwise_alignment
@@ -99,11 +99,7 @@ class FeatureReader:
 
 def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, splits=("train", "test")):
     """Tidy correlation rows and per-run rows for one sweep (one dataset, one pair)."""
-    runs = [
-        Run(p, OmegaConf.load(p / ".hydra" / "config.yaml"), pd.read_csv(p / "results.csv")) for p in find_runs(sweep)
-    ]
-    if not runs:
-        raise FileNotFoundError(f"{sweep}: no run directories with results.csv and .hydra/config.yaml")
+    runs = [Run(run.path, run.config, run.results) for run in usable_runs(sweep)[0]]
     pairs = {tuple(r.modalities) for r in runs}
     if len(pairs) != 1 or len(next(iter(pairs))) != 2:
         raise ValueError(f"{sweep}: expected one modality pair per sweep (dataset.modalities), got {sorted(pairs)}")
@@ -159,9 +155,8 @@ def tune(sweep: Path) -> pd.DataFrame:
     modality, the (lr, weight decay) with the highest validation performance averaged over encoder depths.
     Rows: modality, lr, weight_decay, score, n_depths."""
     rows = []
-    for path in find_runs(sweep):
-        cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
-        results = pd.read_csv(path / "results.csv")
+    for run in usable_runs(sweep)[0]:
+        cfg, results = run.config, run.results
         task = results[(results.split == "val") & results.metric.isin(["accuracy", "sign_accuracy"])]
         for _, row in task.iterrows():
             rows.append(

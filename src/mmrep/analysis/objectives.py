@@ -65,7 +65,7 @@ def select_runs(raw: pd.DataFrame, root: Path) -> pd.DataFrame:
     return seed_stats.keep_runs(
         raw,
         [
-            ("none is a numeric or RUS run", studied),
+            ("not a numeric or RUS run", studied),
             ("no alignment rows (metric.alignment)", aligned),
             ("no R² (numeric) or linear-probe test accuracy (RUS) rows", scored),
         ],

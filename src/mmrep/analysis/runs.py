@@ -5,19 +5,30 @@ A *run folder* is what ``mmrep train`` writes: ``.hydra/config.yaml`` (the resol
 ``value`` and the columns naming what was measured). A multirun (sweep) folder holds one run folder per job.
 
 * :func:`find_runs` — the measured run folders under a folder;
-* :func:`load_runs` — their ``results.csv`` rows in one table, with chosen config values (and, on request, every
-  override) as columns — what every study analysis starts from;
+* :func:`read_runs` — every run folder under a folder read once: the usable ones, and the others with the reason
+  they are skipped (no ``results.csv``, unreadable files, a ``results.csv`` that is not a results table);
+* :func:`load_runs` — the usable runs' ``results.csv`` rows in one table, with chosen config values (and, on request,
+  every override) as columns — what every study analysis starts from; it warns once, naming each skipped run;
 * :func:`sweep_table` — the generic table of ``mmrep analyze sweep``: every run's overrides and results, plus the
   run folders it skipped and why.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ("metric", "value")  # what makes a results.csv a results table; other columns are the study's
+NO_RESULTS = "no results.csv (not finished, failed or pruned)"
+LISTED_PER_REASON = 10  # run names an error line gives per reason before "and n more"
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -30,8 +41,138 @@ def _run_name(run: Path, root: Path) -> str:
     return str(run.relative_to(root)) if run != root else "."
 
 
+@dataclass(frozen=True)
+class RunFolder:
+    """One usable run folder, read: its path, its name relative to the folder it was found under (``"."`` for that
+    folder itself), its resolved config, its overrides (:func:`run_overrides`) and its ``results.csv``."""
+
+    path: Path
+    name: str
+    config: DictConfig
+    overrides: dict[str, str]
+    results: pd.DataFrame
+
+
+def _reason(err: Exception) -> str:
+    return f"{type(err).__name__}: " + (str(err).strip().splitlines() or [""])[0]
+
+
+def _candidates(root: Path) -> list[Path]:
+    """The folders under ``root`` (inclusive) with ``.hydra/config.yaml`` or ``results.csv``, outside ``.hydra`` and
+    ``wandb`` folders; FileNotFoundError when ``root`` is no folder or holds none."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    found = {p.parent.parent for p in root.rglob(".hydra/config.yaml")} | {p.parent for p in root.rglob("results.csv")}
+    candidates = sorted(c for c in found if not {".hydra", "wandb"} & set(c.relative_to(root).parts))
+    if not candidates:
+        raise FileNotFoundError(f"{root}: no run folders (.hydra/config.yaml or results.csv) found")
+    return candidates
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """A ``results.csv`` as a table, or ValueError with a one-line reason: ``unreadable results.csv (...)`` (pandas
+    cannot parse it, or it is empty) or ``results.csv is not a results table (...)`` (no rows, no ``metric`` or
+    ``value`` column, or a ``value`` that is text). Empty ``value`` cells (numbers that could not be computed) and
+    extra columns are fine; ``value`` comes back numeric."""
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError("unreadable results.csv (empty file)") from None
+    except Exception as err:  # a parser, decoding or I/O error: one line naming it
+        raise ValueError(f"unreadable results.csv ({_reason(err)})") from None
+    missing = [c for c in RESULT_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"results.csv is not a results table (no {' or '.join(map(repr, missing))} column)")
+    if table.empty:
+        raise ValueError("results.csv is not a results table (a header without rows)")
+    value = pd.to_numeric(table["value"], errors="coerce")
+    text = table["value"][value.isna() & table["value"].notna()]
+    if len(text):
+        raise ValueError(
+            f"results.csv is not a results table (value {str(text.iloc[0])[:40]!r} on line {text.index[0] + 2} is "
+            "not a number)"
+        )
+    return table.assign(value=value)
+
+
+def _read_run(run: Path, name: str) -> RunFolder:
+    """One candidate run folder read, or ValueError with the one-line reason it is not usable."""
+    config_path = run / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        raise ValueError("no .hydra/config.yaml")
+    if not (run / "results.csv").is_file():
+        raise ValueError(NO_RESULTS)
+    try:
+        config = OmegaConf.load(config_path)
+    except Exception as err:  # a truncated or hand-edited file
+        raise ValueError(f"unreadable .hydra/config.yaml ({_reason(err)})") from None
+    if not isinstance(config, DictConfig):
+        raise ValueError(".hydra/config.yaml is not a config (a list, not a mapping)")
+    try:
+        overrides = run_overrides(run)
+    except Exception as err:
+        raise ValueError(f"unreadable .hydra/overrides.yaml ({_reason(err)})") from None
+    return RunFolder(run, name, config, overrides, read_results(run / "results.csv"))
+
+
+def read_runs(root: Path) -> tuple[list[RunFolder], list[tuple[str, str]]]:
+    """Every run folder under ``root`` (inclusive) read once: the usable ones and the skipped ones as ``(run name,
+    why)``.
+
+    A run folder is a folder with ``.hydra/config.yaml`` or ``results.csv``. It is skipped without ``results.csv``
+    (not finished, failed or pruned), without a readable ``.hydra/config.yaml`` or ``.hydra/overrides.yaml``, or
+    when its ``results.csv`` is unreadable or not a results table (:func:`read_results`). FileNotFoundError when
+    ``root`` is no folder or holds no run folder; ValueError, one line naming ``root`` and every reason, when every run
+    folder is skipped.
+    """
+    root = Path(root)
+    runs, skipped = [], []
+    for run in _candidates(root):
+        name = _run_name(run, root)
+        try:
+            runs.append(_read_run(run, name))
+        except ValueError as err:
+            skipped.append((name, str(err)))
+    if not runs:
+        raise ValueError(f"{root}: none of its {len(skipped)} run folders is usable ({skipped_summary(skipped)})")
+    return runs, skipped
+
+
+def skipped_summary(skipped: Sequence[tuple[str, str]]) -> str:
+    """The skipped runs on one line, grouped by reason: ``4, 7: no results.csv (...); 5: unreadable results.csv
+    (...)`` (at most :data:`LISTED_PER_REASON` names per reason, then ``and n more``)."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in skipped:
+        by_reason.setdefault(why, []).append(name)
+    parts = []
+    for why, names in by_reason.items():
+        more = len(names) - LISTED_PER_REASON
+        listed = ", ".join(names[:LISTED_PER_REASON]) + (f" and {more} more" if more > 0 else "")
+        parts.append(f"{listed}: {why}")
+    return "; ".join(parts)
+
+
+def skipped_listing(skipped: Sequence[tuple[str, str]]) -> str:
+    """One line per skipped run, ``  <name>: <why>``, for a warning."""
+    return "\n".join(f"  {name}: {why}" for name, why in skipped)
+
+
+def warn_skipped(root: Path, skipped: Sequence[tuple[str, str]], total: int, what: str = "run folders") -> None:
+    """One warning naming every skipped run and why: ``<root>: skipping 2 of 12 <what>:`` then a line per run."""
+    if skipped:
+        log.warning("%s: skipping %d of %d %s:\n%s", root, len(skipped), total, what, skipped_listing(skipped))
+
+
+def usable_runs(root: Path) -> tuple[list[RunFolder], list[tuple[str, str]]]:
+    """:func:`read_runs` (and its errors) with one warning naming each skipped run folder and why."""
+    root = Path(root)
+    runs, skipped = read_runs(root)
+    warn_skipped(root, skipped, len(runs) + len(skipped))
+    return runs, skipped
+
+
 def load_runs(root: Path, config_keys: dict[str, str] | None = None, overrides: bool = False) -> pd.DataFrame:
-    """Concatenate the ``results.csv`` of every run under ``root`` (:func:`find_runs`) into one tidy table.
+    """Concatenate the ``results.csv`` of every usable run under ``root`` (:func:`read_runs`) into one tidy table.
 
     One row per results row, with the ``results.csv`` columns and:
 
@@ -44,35 +185,34 @@ def load_runs(root: Path, config_keys: dict[str, str] | None = None, overrides: 
       shows its default; config-group choices as text). A key that is also a results or ``config_keys`` column is
       named ``override:<key>``. ``table.attrs["override_columns"]`` lists these columns.
 
-    Raises FileNotFoundError when ``root`` holds no run with both ``results.csv`` and ``.hydra/config.yaml``; a
-    ``results.csv`` pandas cannot read raises its error (:func:`sweep_table` skips such runs instead).
+    The run folders left out are in ``table.attrs["skipped"]`` as ``(run name, why)`` and named, with their reason,
+    in one warning. FileNotFoundError when ``root`` is no folder or holds no run folder; ValueError naming every
+    reason when no run folder is usable.
     """
-    root = Path(root)
-    runs = find_runs(root)
-    if not runs:
-        raise FileNotFoundError(f"{root}: no run directories with results.csv and .hydra/config.yaml found")
-    return _table(root, runs, [pd.read_csv(run / "results.csv") for run in runs], config_keys or {}, overrides)
+    runs, skipped = usable_runs(root)
+    table = _table(runs, config_keys or {}, overrides)
+    table.attrs["skipped"] = skipped
+    return table
 
 
-def _table(root: Path, runs: list[Path], results: list[pd.DataFrame], config_keys: dict, overrides: bool):
-    configs = [OmegaConf.load(run / ".hydra" / "config.yaml") for run in runs]
-    raw = [run_overrides(run) for run in runs] if overrides else [{} for _ in runs]
-    keys = [k for k in dict.fromkeys(k for o in raw for k in o) if not k.startswith("hydra.")]
-    taken = {c for df in results for c in df.columns} | set(config_keys) | {"run"}
+def _table(runs: list[RunFolder], config_keys: dict, overrides: bool) -> pd.DataFrame:
+    keys = [k for k in dict.fromkeys(k for run in runs for k in run.overrides) if not k.startswith("hydra.")]
+    keys = keys if overrides else []
+    taken = {c for run in runs for c in run.results.columns} | set(config_keys) | {"run"}
     override_columns = [f"override:{key}" if key in taken else key for key in keys]
     frames = []
-    for run, cfg, over, df in zip(runs, configs, raw, results):
-        df = df.copy()
+    for run in runs:
+        df = run.results.copy()
         if overrides:  # run and overrides first: the row says which job and which overrides produced it
-            front = {"run": _run_name(run, root)}
+            front = {"run": run.name}
             for key, column in zip(keys, override_columns):
-                front[column] = _override_value(run, cfg, key, over.get(key))
+                front[column] = _override_value(run.path, run.config, key, run.overrides.get(key))
             for position, (column, value) in enumerate(front.items()):
                 df.insert(position, column, [value] * len(df))
         else:
-            df["run"] = _run_name(run, root)
+            df["run"] = run.name
         for column, key in config_keys.items():
-            value = OmegaConf.select(cfg, key, default=None)
+            value = OmegaConf.select(run.config, key, default=None)
             if OmegaConf.is_config(value):
                 value = OmegaConf.to_container(value, resolve=True)
             df[column] = [tuple(value) if isinstance(value, list) else value] * len(df)
@@ -82,53 +222,16 @@ def _table(root: Path, runs: list[Path], results: list[pd.DataFrame], config_key
     return table
 
 
-def _reason(err: Exception) -> str:
-    return f"{type(err).__name__}: " + (str(err).strip().splitlines() or [""])[0]
-
-
 def sweep_table(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Every run folder under ``root`` in one tidy table, and the folders left out with the reason.
 
     The table is :func:`load_runs` with ``overrides=True``: one row per (run, ``results.csv`` row) with the
-    columns ``run``, one per override key of any run, then the ``results.csv`` columns. A run folder is a folder
-    with ``.hydra/config.yaml`` or ``results.csv``; one without ``results.csv`` (not finished, failed, pruned), without
-    ``.hydra/config.yaml``, or whose files cannot be read is skipped: ``(run name, why)``. FileNotFoundError when
+    columns ``run``, one per override key of any run, then the ``results.csv`` columns. The run folders are those of
+    :func:`read_runs`, and so are the skipped ones, ``(run name, why)``, and the errors: FileNotFoundError when
     ``root`` is no folder or holds no run folder; ValueError when every run folder is skipped.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
-    candidates = {p.parent.parent for p in root.rglob(".hydra/config.yaml")} | {
-        p.parent for p in root.rglob("results.csv")
-    }
-    candidates = sorted(c for c in candidates if not {".hydra", "wandb"} & set(c.relative_to(root).parts))
-    if not candidates:
-        raise FileNotFoundError(f"{root}: no run folders (.hydra/config.yaml or results.csv) found")
-    runs, results, skipped = [], [], []
-    for run in candidates:
-        name = _run_name(run, root)
-        if not (run / ".hydra" / "config.yaml").is_file():
-            skipped.append((name, "no .hydra/config.yaml"))
-            continue
-        if not (run / "results.csv").is_file():
-            skipped.append((name, "no results.csv (not finished, failed or pruned)"))
-            continue
-        try:
-            OmegaConf.load(run / ".hydra" / "config.yaml")
-            run_overrides(run)
-        except Exception as err:  # a truncated or hand-edited file: say which and go on
-            skipped.append((name, f"unreadable .hydra files ({_reason(err)})"))
-            continue
-        try:
-            results.append(pd.read_csv(run / "results.csv"))
-        except Exception as err:
-            skipped.append((name, f"unreadable results.csv ({_reason(err)})"))
-            continue
-        runs.append(run)
-    if not runs:
-        why = "; ".join(f"{name}: {reason}" for name, reason in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
-        raise ValueError(f"{root}: none of its {len(skipped)} run folders has a readable results.csv ({why})")
-    return _table(root, runs, results, {}, overrides=True), skipped
+    runs, skipped = read_runs(Path(root))
+    return _table(runs, {}, overrides=True), skipped
 
 
 OVERRIDE_UNSET = "(default)"
@@ -197,27 +300,22 @@ def differing_overrides(root: Path, ignore=()) -> pd.DataFrame:
 
     The keys are those of every run's ``.hydra/overrides.yaml`` (Hydra's record of the job's command-line
     overrides, e.g. ``objective.optimizer.lr=0.001``), minus ``ignore`` and ``hydra.*``; the values are compared as
-    :func:`_override_value` reads them. Indexed by the ``run`` names of :func:`load_runs`; no columns (but a row per
-    run) when nothing differs.
+    :func:`_override_value` reads them. Indexed by the ``run`` names of :func:`load_runs` (its usable runs, those of
+    :func:`read_runs`); no columns (but a row per run) when nothing differs.
     """
-    root = Path(root)
-    runs = find_runs(root)
-    names = [str(run.relative_to(root)) if run != root else "." for run in runs]
-    overrides = [run_overrides(run) for run in runs]
+    runs, _ = read_runs(Path(root))
     ignored = set(ignore)
     keys = [
-        k for k in dict.fromkeys(k for o in overrides for k in o) if k not in ignored and not k.startswith("hydra.")
+        k
+        for k in dict.fromkeys(k for run in runs for k in run.overrides)
+        if k not in ignored and not k.startswith("hydra.")
     ]
     columns = {}
-    configs = {}
     for key in keys:
-        values = []
-        for run, over in zip(runs, overrides):
-            if run not in configs:
-                configs[run] = OmegaConf.load(run / ".hydra" / "config.yaml")
-            values.append(_override_value(run, configs[run], key, over.get(key)))
+        values = [_override_value(run.path, run.config, key, run.overrides.get(key)) for run in runs]
         if len(set(values)) > 1:
             columns[key] = values
+    names = [run.name for run in runs]
     return pd.DataFrame(columns, index=pd.Index(names, name="run"))
 
 

@@ -21,7 +21,6 @@ maximum (its loop runs over ``range(8)``; scripts/tune_rus_prob_optuna.sh skips 
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -31,9 +30,8 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from mmrep.analysis.cli import publish, run_analysis, study_parser
-from mmrep.analysis.runs import find_runs, load_runs, save_figure
-
-log = logging.getLogger(__name__)
+from mmrep.analysis.runs import load_runs, save_figure
+from mmrep.analysis.summary import keep_runs
 
 CONFIG_KEYS = {"r": "dataset.redundancy", "D_phi": "dataset.depth", "d": "encoders.x1.depth", "seed": "seed"}
 RESULT_COLUMNS = ("metric", "value", "aggregate", "modality", "split")  # the results.csv columns read here
@@ -53,29 +51,31 @@ def _dataset_name(run: Path) -> str:
 def select_rus_runs(raw: pd.DataFrame, root: Path) -> pd.DataFrame:
     """The rows of the RUS runs in ``raw`` (from :func:`load_runs` with :data:`CONFIG_KEYS`): runs whose config has
     ``dataset.redundancy`` and whose results hold an alignment (aggregate=max) and the modality-1 test accuracy.
-    Other runs are skipped with a warning; a ValueError naming the datasets found when there are none."""
+    Other runs are skipped with a warning naming each (:func:`~mmrep.analysis.summary.keep_runs`); a ValueError
+    naming the datasets found when there are none."""
     # a results.csv without one of the columns holds none of its rows
     raw = raw.reindex(columns=list(dict.fromkeys([*raw.columns, *RESULT_COLUMNS])))
     configured = set(raw.loc[raw["r"].notna(), "run"])
     aligned = set(raw.loc[raw["aggregate"].eq("max"), "run"])
     accuracy = set(raw.loc[raw["metric"].eq("accuracy") & raw["split"].eq("test") & raw["modality"].eq("x1"), "run"])
-    rus = configured & aligned & accuracy
-    runs = raw["run"].nunique()
-    if not rus:
-        found = sorted({_dataset_name(run) for run in find_runs(root)})
-        why = (
-            "none has dataset.redundancy"
-            if not configured
-            else "those with dataset.redundancy lack the "
-            "alignment (aggregate=max) or modality-1 test accuracy rows of metric=accuracy_alignment"
-        )
-        raise ValueError(
-            f"{root} holds no RUS runs ({runs} run{'s' * (runs != 1)}, found dataset={','.join(found)}: "
-            f"{why}); run it on a sweep of experiment=rus_alignment"
-        )
-    if len(rus) < runs:
-        log.warning("%s: skipping %d of %d runs that are not RUS alignment runs", root, runs - len(rus), runs)
-    return raw[raw["run"].isin(rus)]
+
+    def found() -> str:
+        return "found dataset=" + ",".join(sorted({_dataset_name(Path(root) / run) for run in raw["run"].unique()}))
+
+    return keep_runs(
+        raw,
+        [
+            ("no dataset.redundancy", configured),
+            (
+                "no alignment (aggregate=max) or modality-1 test accuracy rows of metric=accuracy_alignment",
+                aligned & accuracy,
+            ),
+        ],
+        root,
+        "RUS",
+        "experiment=rus_alignment",
+        found=found,
+    )
 
 
 def tidy_runs(raw: pd.DataFrame) -> pd.DataFrame:

@@ -7,12 +7,13 @@ columns it is given, so the studies only decide what their keys are.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from mmrep.analysis.runs import skipped_summary, warn_skipped
 
 SUMMARY_COLUMNS = ("mean", "ci_low", "ci_high", "n_seeds")
 
@@ -139,25 +140,58 @@ def cells(summary: pd.DataFrame, digits: int = 2) -> list[str]:
     return [cell(m, lo, hi, digits) for m, lo, hi in zip(summary["mean"], summary["ci_low"], summary["ci_high"])]
 
 
-def keep_runs(raw: pd.DataFrame, requirements: Sequence[tuple[str, set]], root, study: str, hint: str) -> pd.DataFrame:
-    """The rows of the runs (column ``run``) that meet every requirement ``(why it fails, runs that meet it)``; the
-    others are skipped with one warning. None left: a ValueError ``<root> holds no <study> runs (<n> runs: <why>);
-    run it on a sweep of <hint>`` with the first requirement no run meets."""
-    runs = raw["run"].nunique()
-    keep, failed = set(raw["run"]), None
-    for why, meeting in requirements:
-        if failed is None and not keep & set(meeting):
-            failed = why
-        keep &= set(meeting)
-    if not keep:
+def unmet(runs: Sequence[str], requirements: Sequence[tuple[str, set]]) -> dict[str, str]:
+    """Run → the ``why`` of the first requirement ``(why it fails, runs that meet it)`` it does not meet, for each of
+    ``runs`` that fails one (in the order of ``runs``)."""
+    failing = {}
+    for run in runs:
+        why = next((why for why, meeting in requirements if run not in meeting), None)
+        if why is not None:
+            failing[run] = why
+    return failing
+
+
+def earlier_skipped(raw: pd.DataFrame, skipped: Sequence[tuple[str, str]] | None = None) -> str:
+    """``; skipped before: <runs and reasons>`` for an error about ``raw`` (from :func:`mmrep.analysis.runs.load_runs`):
+    the run folders it left out (``skipped``, else ``raw.attrs["skipped"]``), on one line; empty when there are
+    none."""
+    skipped = raw.attrs.get("skipped", []) if skipped is None else skipped
+    return f"; skipped before: {skipped_summary(skipped)}" if skipped else ""
+
+
+def keep_runs(
+    raw: pd.DataFrame,
+    requirements: Sequence[tuple[str, set]],
+    root,
+    study: str,
+    hint: str,
+    skipped: Sequence[tuple[str, str]] | None = None,
+    found: Callable[[], str] | None = None,
+) -> pd.DataFrame:
+    """The rows of the runs (column ``run``) that meet every requirement ``(why it fails, runs that meet it)``.
+
+    The others are skipped with one warning naming each run and the ``why`` of the first requirement it fails. None
+    left: a ValueError ``<root> holds no <study> runs (<n> runs: <why>); run it on a sweep of <hint>`` with the first
+    requirement no run meets, then the run folders :func:`mmrep.analysis.runs.load_runs` skipped before (``skipped``,
+    else ``raw.attrs["skipped"]``) and why. ``found``, called only for that error, describes the runs (``found
+    dataset=numeric``: ``(<n> runs, found dataset=numeric: <why>)``)."""
+    runs = list(dict.fromkeys(raw["run"]))
+    failing = unmet(runs, requirements)
+    if len(failing) == len(runs):
+        keep = set(runs)
+        first = None
+        for why, meeting in requirements:  # the requirement that leaves no run, not each run's own first failure
+            keep &= set(meeting)
+            if not keep:
+                first = why
+                break
+        described = f"{len(runs)} run{'s' * (len(runs) != 1)}" + (f", {found()}" if found else "")
         raise ValueError(
-            f"{root} holds no {study} runs ({runs} run{'s' * (runs != 1)}: {failed}); run it on a sweep of {hint}"
+            f"{root} holds no {study} runs ({described}: {first}); run it on a sweep of {hint}"
+            + earlier_skipped(raw, skipped)
         )
-    if len(keep) < runs:
-        logging.getLogger(__name__).warning(
-            "%s: skipping %d of %d runs that are not %s runs", root, runs - len(keep), runs, study
-        )
-    return raw[raw["run"].isin(keep)]
+    warn_skipped(root, list(failing.items()), len(runs), f"runs that are not {study} runs")
+    return raw[~raw["run"].isin(failing)]
 
 
 def error_bars(summary: pd.DataFrame) -> list[pd.Series]:

@@ -6,8 +6,8 @@ Writes ``runs.csv`` in the sweep folder (or ``--out``): one row per (run, ``resu
 (``run``), one column per command-line override of any run (``.hydra/overrides.yaml``: ``bias.theta``,
 ``objective.optimizer.lr``, …; each run's resolved value, its default where it did not override the key) and the
 ``results.csv`` columns (``metric``, ``value``, …) — ready for ``pandas.read_csv(...).groupby([...])``. Prints the runs
-with their overrides and names the run folders it skipped and why (no ``results.csv``, unreadable files). Built by
-:func:`mmrep.analysis.runs.sweep_table`.
+with their overrides and names the run folders it skipped and why (no ``results.csv``, unreadable files, a
+``results.csv`` that is not a results table). Built by :func:`mmrep.analysis.runs.sweep_table`.
 """
 
 from __future__ import annotations

@@ -134,8 +134,8 @@ def select_runs(raw: pd.DataFrame, root: Path) -> pd.DataFrame:
     return seed_stats.keep_runs(
         raw,
         [
-            ("none has dataset.redundancy (not dataset=rus)", configured),
-            ("the RUS runs lack the alignment (aggregate=max) or linear-probe test accuracy rows", aligned & probed),
+            ("no dataset.redundancy (not dataset=rus)", configured),
+            ("no alignment (aggregate=max) or linear-probe test accuracy rows", aligned & probed),
         ],
         root,
         "uniqueness × objective",
