@@ -597,7 +597,7 @@ def test_mismatched_sample_counts(xy):
         AL.mutual_knn(X, Y[:25], k=5)
 
 
-@pytest.mark.parametrize("k", [30, 31, 0, -1])
+@pytest.mark.parametrize("k", [29, 30, 31, 0, -1])
 def test_bad_k(xy, k):
     X, Y = xy
     with pytest.raises(AlignmentInputError, match=r"^k"):
@@ -608,8 +608,8 @@ def test_bad_k(xy, k):
 
 def test_largest_valid_k(xy):
     X, Y = xy
-    # k = N - 1: every other sample is a neighbour, so the neighbour *sets* agree
-    assert alignment_scores(X, Y, ["mutual_knn"], k=29)["mutual_knn"] == pytest.approx(1.0, abs=1e-7)
+    # k = N - 2: each neighbour set leaves out one other sample, so the sets of two representations can differ
+    assert alignment_scores(X, Y, ["mutual_knn"], k=28)["mutual_knn"] < 1.0
 
 
 def test_nan_and_inf(xy):

@@ -45,13 +45,14 @@ TINY_NUMERIC = [
     "metric.identifiability.mlp_max_iter=30",
     "metric.identifiability.n_jobs=1",
 ]
+SMALL_K = ["metric.alignment.k=10"]  # the small data's test splits (30, 60 samples) serve no k = 100 neighbours
 GUIDE_RUNS = {
-    "add-dataset": ["dataset.num_samples=400"],
-    "add-encoder": TINY_TOY,
-    "add-objective": TINY_TOY,
+    "add-dataset": ["dataset.num_samples=400", *SMALL_K],
+    "add-encoder": [*TINY_TOY, *SMALL_K],
+    "add-objective": [*TINY_TOY, *SMALL_K],
     "add-metric": TINY_TOY,
     "add-bias": TINY_NUMERIC,
-    "own-project": TINY_TOY,
+    "own-project": [*TINY_TOY, *SMALL_K],
 }
 
 

@@ -219,7 +219,7 @@ def _cli_name(message: str) -> str:
         "rbf_sigma": "--rbf-sigma",
         "svcca_dim": "--svcca-dim",
     }
-    return f"{renamed.get(head, head)}{sep}{rest}".replace("[1, N-1]", "[1, N-1] (N = rows of A)")
+    return f"{renamed.get(head, head)}{sep}{rest}".replace("[1, N-2]", "[1, N-2] (N = rows of A)")
 
 
 def _print_table(scores: dict, shape_a, shape_b, args, device, seconds: float) -> None:

@@ -58,6 +58,11 @@ class AlignmentCallback(pl.Callback):
         self.history: list[pd.DataFrame] = []
         self._shards: dict[str, object] = {}
 
+    def check(self, model, datamodule) -> None:
+        """Before training (mmrep's pipeline calls it): the pairs exist and the held-out set is large enough for the
+        suite and for ``k`` (:meth:`Alignment.check`), so a bad setting does not wait for the first epoch's end."""
+        self.alignment.check(model, datamodule)
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         key = self.alignment.key
         self._pairs = encoder_pairs(pl_module, self.alignment.pairs, key)

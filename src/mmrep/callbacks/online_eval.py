@@ -337,7 +337,8 @@ class OnlineKNN(_HeldoutMonitor):
     weighted mean of the k nearest targets (:func:`knn_regress`) → ``online/knn_r2_<modality>``.
 
     Args:
-        k: neighbours (1 <= k < bank size). temperature: of the vote weights.
+        k: neighbours (1 <= k < bank size: a k as large as the bank makes every train sample a neighbour of every
+            query; refused before training). temperature: of the vote weights.
         n_bank, n_query: train / validation samples (the splits' first n). every_n_epochs: how often.
     """
 
@@ -365,10 +366,11 @@ class OnlineKNN(_HeldoutMonitor):
         self.spec = _require_labels(model, datamodule, self.key, "the online kNN")
         require_heldout(datamodule, self.key)
         bank = require_samples(datamodule, "train", self.n_bank, 2, f"{self.key}.n_bank")
-        if self.k >= bank:
+        if self.k >= bank:  # every bank sample would vote for every query: no neighbourhood, the bank's average
             raise ConfigError(
-                f"{self.key}.k: must be below the bank's size, {bank} train samples "
-                f"(n_bank={self.n_bank}), got {self.k}"
+                f"{self.key}.k: must be below the bank's size, {bank} train samples (n_bank={self.n_bank}), got "
+                f"{self.k}: with k >= the bank every train sample is a neighbour of every query, so the vote ignores "
+                f"which samples are near; lower {self.key}.k or use a bigger bank ({self.key}.n_bank / dataset)"
             )
         at_least = 2 if self.spec.task == "regression" else 1  # an R² needs two queries
         require_samples(datamodule, "val", self.n_query, at_least, f"{self.key}.n_query")

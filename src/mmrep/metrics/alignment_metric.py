@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ from mmrep.metrics.alignment import (
     resolve_metrics,
 )
 from mmrep.metrics.alignment.preprocess import check_k, check_q
+from mmrep.metrics.alignment.suite import Degeneracy, degeneracy, undefined_reason
 from mmrep.metrics.common import heldout_inputs
 from mmrep.metrics.features import layer_features
 
@@ -52,47 +54,75 @@ def encoder_pairs(model, pairs: Sequence[Sequence[str]] | None, key: str) -> lis
 
 
 def alignment_rows(
-    results: dict[str, LayerAlignment], names_a: list[str], names_b: list[str], per_layer: bool = True, **columns
+    results: dict[str, LayerAlignment],
+    names_a: list[str],
+    names_b: list[str],
+    per_layer: bool = True,
+    undefined: dict[str, dict[tuple[int, int], str]] | None = None,
+    **columns,
 ) -> list[dict]:
     """Tidy rows: per metric the ``max`` over layer pairs (with its layers), the ``last`` pair and, with
-    ``per_layer``, every pair (``aggregate="layer"``); ``columns`` are added to every row."""
+    ``per_layer``, every pair (``aggregate="layer"``); ``columns`` are added to every row.
+
+    ``undefined``: per metric, ``{(i, j): reason}`` for the layer pairs (i of A, j of B) where the metric has no
+    value; those rows are NaN with a ``reason``, and ``max`` is taken over the other pairs (NaN with the reason
+    when there are none)."""
     rows = []
     for metric, res in results.items():
-        i, j = res.best_layers
-        rows.append(
-            {
+        reasons = (undefined or {}).get(metric, {})
+        matrix = np.array(res.matrix, dtype=np.float64)
+        for i, j in reasons:
+            matrix[i, j] = np.nan
+
+        def row(aggregate: str, i: int | None, j: int | None, value: float, reason: str | None = None) -> dict:
+            out = {
                 "metric": metric,
-                "aggregate": "max",
-                "layer_a": names_a[i],
-                "layer_b": names_b[j],
-                "value": res.best,
+                "aggregate": aggregate,
+                "layer_a": None if i is None else names_a[i],
+                "layer_b": None if j is None else names_b[j],
+                "value": float(value),
                 **columns,
             }
-        )
-        rows.append(
-            {
-                "metric": metric,
-                "aggregate": "last",
-                "layer_a": names_a[-1],
-                "layer_b": names_b[-1],
-                "value": res.last,
-                **columns,
-            }
-        )
+            if reason:
+                out["reason"] = reason
+            return out
+
+        if np.isfinite(matrix).any():
+            i, j = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
+            rows.append(row("max", int(i), int(j), matrix[i, j]))
+        else:
+            rows.append(row("max", None, None, np.nan, _none_defined(reasons)))
+        last = (len(names_a) - 1, len(names_b) - 1)
+        rows.append(row("last", *last, matrix[last], reasons.get(last)))
         if per_layer:
-            for i, la in enumerate(names_a):
-                for j, lb in enumerate(names_b):
-                    rows.append(
-                        {
-                            "metric": metric,
-                            "aggregate": "layer",
-                            "layer_a": la,
-                            "layer_b": lb,
-                            "value": float(res.matrix[i, j]),
-                            **columns,
-                        }
-                    )
+            for i in range(len(names_a)):
+                for j in range(len(names_b)):
+                    rows.append(row("layer", i, j, matrix[i, j], reasons.get((i, j))))
     return rows
+
+
+def _none_defined(reasons: dict[tuple[int, int], str]) -> str | None:
+    """The reason of a ``max`` over layer pairs none of which has a value: their one reason, or the first."""
+    distinct = list(dict.fromkeys(reasons.values()))
+    if len(distinct) > 1:
+        return f"no layer pair is defined, e.g. {distinct[0]}"
+    return distinct[0] if distinct else None
+
+
+def undefined_pairs(
+    metrics: Iterable[str], side_a: dict[str, Degeneracy], side_b: dict[str, Degeneracy], n: int
+) -> dict[str, dict[tuple[int, int], str]]:
+    """Per metric, ``{(i, j): reason}`` for the layer pairs where either side's features leave it undefined
+    (:func:`~mmrep.metrics.alignment.suite.undefined_reason`); ``side_a`` / ``side_b``: each layer's
+    :class:`~mmrep.metrics.alignment.suite.Degeneracy` by its name in the reason (``"x layer act1"``), in order."""
+    out: dict[str, dict[tuple[int, int], str]] = {}
+    for metric in metrics:
+        reasons_a = [undefined_reason(metric, flags, what, n) for what, flags in side_a.items()]
+        reasons_b = [undefined_reason(metric, flags, what, n) for what, flags in side_b.items()]
+        reasons = {(i, j): ra or rb for i, ra in enumerate(reasons_a) for j, rb in enumerate(reasons_b) if ra or rb}
+        if reasons:
+            out[metric] = reasons
+    return out
 
 
 class Alignment:
@@ -113,7 +143,8 @@ class Alignment:
             one threshold per encoder (the vision–language code's ``remove_outliers`` on [N, L, D],
             measure_alignment.py).
 
-    Rows, per pair: ``metric, modality ("a|b"), aggregate (max|last|layer), layer_a, layer_b, value, split, n, k, q``.
+    Rows, per pair: ``metric, modality ("a|b"), aggregate (max|last|layer), layer_a, layer_b, value, split, n, k, q``
+    and ``reason`` where a metric is undefined on a layer (see :func:`alignment_rows`).
     """
 
     def __init__(
@@ -135,9 +166,10 @@ class Alignment:
         self.key = config_key  # error messages name this config node
         if int(n) < 4:
             raise ConfigError(f"{self.key}.n: needs at least 4 held-out samples, got {n}")
-        try:  # the library's own checks; their messages start with the argument name. k < n here; a held-out
-            self.metrics = resolve_metrics(metrics)  # split smaller than n caps k once the data are known (adapt)
-            check_k(k, int(n))
+        try:  # the library's own checks; their messages start with the argument name. k <= n - 2 here; the
+            self.metrics = resolve_metrics(metrics)  # held-out split's own size is checked once known (check, adapt)
+            if any(METRICS[m].uses_k for m in self.metrics):
+                check_k(k, int(n))
             check_q(q)
             if isinstance(svcca_dim, bool) or int(svcca_dim) != svcca_dim or int(svcca_dim) < 1:
                 raise AlignmentInputError(f"svcca_dim: must be a positive integer, got {svcca_dim!r}")
@@ -167,26 +199,22 @@ class Alignment:
             out[m] = (names, layers)
         return out
 
-    def adapt(self, n_samples: int, widths: dict[str, list[int]], pairs) -> dict[tuple[str, str], dict]:
-        """The suite's options per pair, fitted to the data as the original's defaults would be: ``k`` at most
-        N − 1 neighbours, ``svcca_dim`` at most the narrowest layer of either encoder and N − 1 (the SVCCA of
-        ``platonic-rep`` takes min(dim, width) directions). One warning per capped key; fewer than 4 samples is
-        a ConfigError (nothing in the suite is defined there)."""
+    def adapt(
+        self, n_samples: int, widths: dict[str, list[int]], pairs, split: str = "align"
+    ) -> dict[tuple[str, str], dict]:
+        """The suite's options per pair, fitted to the data: ``svcca_dim`` at most the narrowest layer of either
+        encoder and N − 1 (the SVCCA of ``platonic-rep`` takes min(dim, width) directions), one warning per capped
+        key. A ConfigError for fewer than 4 samples (nothing in the suite is defined there) and, with a kNN metric,
+        for ``k`` > N − 2 (:meth:`check_k_fits`): ``split`` names the held-out set in that message."""
         if n_samples < MIN_SAMPLES:
             raise ConfigError(
                 f"{self.key}.n: the held-out alignment set has {n_samples} samples; alignment needs at "
                 f"least {MIN_SAMPLES} (a larger test split, or leave metric alignment out)"
             )
-        k = self.options["k"]
-        if any(METRICS[m].uses_k for m in self.metrics) and k > n_samples - 1:
-            self._warn(
-                f"{self.key}.k: {k} neighbours need more than the {n_samples} held-out samples; "
-                f"using k = {n_samples - 1}"
-            )
-            k = n_samples - 1
+        self.check_k_fits(n_samples, split)
         out = {}
         for a, b in pairs:
-            options = {**self.options, "k": k}
+            options = dict(self.options)
             if "svcca" in self.metrics:
                 narrowest = min(min(widths[a]), min(widths[b]))
                 dim = min(self.options["svcca_dim"], narrowest, n_samples - 1)
@@ -199,15 +227,31 @@ class Alignment:
             out[(a, b)] = options
         return out
 
+    def check_k_fits(self, n_samples: int, split: str = "align") -> None:
+        """ConfigError unless ``k`` <= N − 2 for N held-out samples, when a kNN metric is selected: with
+        k >= N − 1 every other sample is a neighbour, and mutual kNN is 1 for any two representations. Not
+        capped: a k that small data forces changes what the metric measures, so the run says so instead."""
+        k = self.options["k"]
+        if any(METRICS[m].uses_k for m in self.metrics) and k > n_samples - 2:
+            raise ConfigError(
+                f"{self.key}.k: {k} neighbours need at least k + 2 = {k + 2} held-out samples; the alignment set "
+                f"has {n_samples} (split {split}): with k >= N - 1 every other sample is a neighbour, so the "
+                "neighbour sets of any two representations agree (mutual kNN is 1 for any features); lower "
+                f"{self.key}.k to at most {n_samples - 2}, or use a bigger held-out set ({self.key}.n / dataset)"
+            )
+
     def _warn(self, message: str) -> None:
         if message not in self._warned:  # once per run, whether found before training or at the measurement
             self._warned.add(message)
             log.warning(message)
 
-    def compute(self, pairs, features: dict) -> pd.DataFrame:
+    def compute(self, pairs, features: dict, split: str = "align") -> pd.DataFrame:
+        """Rows for ``pairs`` from ``features`` (:meth:`features`); a layer pair where a metric is undefined
+        (:func:`~mmrep.metrics.alignment.suite.undefined_reason`, e.g. a dead ReLU layer) is NaN with a reason."""
         n_samples = next(iter(features.values()))[1][0].shape[0]
         widths = {m: [h.shape[1] for h in layers] for m, (_, layers) in features.items()}
-        per_pair = self.adapt(n_samples, widths, pairs)
+        per_pair = self.adapt(n_samples, widths, pairs, split)
+        flags = {m: {f"{m} layer {name}": degeneracy(h) for name, h in zip(*f)} for m, f in features.items()}
         frames = []
         for a, b in pairs:
             (names_a, layers_a), (names_b, layers_b) = features[a], features[b]
@@ -218,14 +262,17 @@ class Alignment:
                 results = layerwise_alignment(layers_a, layers_b, self.metrics, **options)
             except AlignmentInputError as err:
                 raise ConfigError(f"{self.key}: {a}|{b}: {err}") from None
+            undefined = undefined_pairs(self.metrics, flags[a], flags[b], n_samples)
             columns = dict(modality=f"{a}|{b}", split="align", n=n_samples, k=options["k"], q=self.options["q"])
-            frames.append(pd.DataFrame(alignment_rows(results, names_a, names_b, per_layer=self.per_layer, **columns)))
+            rows = alignment_rows(results, names_a, names_b, per_layer=self.per_layer, undefined=undefined, **columns)
+            frames.append(pd.DataFrame(rows))
         return pd.concat(frames, ignore_index=True)
 
     def check(self, model, datamodule) -> None:
         """Before training: the objective has a pair of encoders to align (configured pairs exist), the held-out
-        set has enough samples, and ``k`` / ``svcca_dim`` fit its size and the layer widths (read on a stand-in
-        batch of zeros) — capped with one warning each, as :meth:`adapt` does at the measurement."""
+        set has enough samples for the suite and for ``k`` (a ConfigError otherwise), and ``svcca_dim`` fits its
+        size and the layer widths (read on a stand-in batch of zeros; capped with one warning, as :meth:`adapt`
+        does at the measurement)."""
         pairs = encoder_pairs(model, self.pairs, self.key)
         if datamodule is None or not hasattr(datamodule, "heldout"):
             raise ConfigError(f"{self.key}: dataset {type(datamodule).__name__} provides no held-out set (heldout())")
@@ -240,13 +287,13 @@ class Alignment:
                 }
             except Exception:  # noqa: BLE001 - an encoder that cannot take zeros: the measurement will say what is wrong
                 pass
-        self.adapt(n_samples, widths, pairs)
+        self.adapt(n_samples, widths, pairs, heldout_split(datamodule))
 
     def __call__(self, model, datamodule) -> pd.DataFrame:
         pairs = encoder_pairs(model, self.pairs, self.key)
         modalities = list(dict.fromkeys(m for pair in pairs for m in pair))
         inputs = heldout_inputs(datamodule, modalities, self.n, self.key)
-        return self.compute(pairs, self.features(model, inputs))
+        return self.compute(pairs, self.features(model, inputs), heldout_split(datamodule))
 
     @staticmethod
     def summary(rows: pd.DataFrame):
@@ -266,6 +313,11 @@ class Alignment:
                 pair, metric, f"{best['value']:.4f}", f"{best['layer_a']}/{best['layer_b']}", f"{last['value']:.4f}"
             )
         return table
+
+
+def heldout_split(datamodule) -> str:
+    """The split ``heldout("align", n)`` reads (``align_split`` of the in-memory datamodules), else ``align``."""
+    return str(getattr(datamodule, "align_split", "align"))
 
 
 def stand_in_batch(spec, n: int = 4):

@@ -3,6 +3,7 @@ the probe table."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -57,6 +58,65 @@ def score_predictions(names, outputs: torch.Tensor, y: torch.Tensor, num_classes
         update_task_metric(name, metric, outputs, y)
         scores[name] = float(metric.compute())
     return scores
+
+
+class PredictionStats:
+    """What decides whether a task score is defined, accumulated over batches: the sample count, the non-finite
+    predictions and targets, and the range of regression predictions and targets (a constant one has min = max)."""
+
+    def __init__(self) -> None:
+        self.n = self.bad_pred = self.bad_target = 0
+        self.pred_range = self.target_range = (math.inf, -math.inf)
+
+    def update(self, out: torch.Tensor, y: torch.Tensor, regression: bool) -> None:
+        """One batch: ``out`` (B, C) logits/probabilities or (B,)/(B, 1) regression values, ``y`` (B,) targets."""
+        self.n += int(y.shape[0])
+        self.bad_pred += int((~torch.isfinite(out.detach())).reshape(out.shape[0], -1).any(1).sum())
+        if y.is_floating_point():
+            self.bad_target += int((~torch.isfinite(y)).reshape(y.shape[0], -1).any(1).sum())
+        if regression and y.shape[0]:
+            self.pred_range = _widen(self.pred_range, out.detach().reshape(-1))
+            self.target_range = _widen(self.target_range, y.reshape(-1))
+
+
+def _widen(bounds: tuple[float, float], values: torch.Tensor) -> tuple[float, float]:
+    return min(bounds[0], float(values.min())), max(bounds[1], float(values.max()))
+
+
+def task_reason(name: str, stats: PredictionStats, modality: str, split: str) -> str | None:
+    """Why the task metric ``name`` has no value for ``modality``'s predictions on ``split``, None when it has one:
+    no samples, non-finite targets or predictions, or — for Pearson r, which divides by both standard deviations —
+    fewer than 2 samples or constant predictions or targets."""
+    if stats.n == 0:
+        return f"the {split} split has no samples"
+    if stats.bad_target:
+        return f"{stats.bad_target} of the {stats.n} {split} targets are NaN/inf"
+    if stats.bad_pred:
+        return f"{stats.bad_pred} of the {stats.n} predictions of {modality} on {split} are NaN/inf"
+    if name != "pearson":
+        return None
+    if stats.n < 2:
+        return f"Pearson r needs at least 2 samples; {split} has {stats.n}"
+    sides = (f"the predictions of {modality}", stats.pred_range), ("the targets", stats.target_range)
+    constant = [
+        f"{what} are constant ({low:g} for all {stats.n} samples)" for what, (low, high) in sides if low == high
+    ]
+    if not constant:
+        return None
+    return f"{' and '.join(constant)} on {split}: Pearson r divides by their zero standard deviation"
+
+
+def score_predictions_with_reasons(
+    names, outputs: torch.Tensor, y: torch.Tensor, num_classes: int | None, modality: str, split: str
+) -> dict[str, tuple[float, str | None]]:
+    """:func:`score_predictions` with :func:`task_reason`: ``{metric: (value, reason)}``, NaN where there is a
+    reason (``num_classes`` None: a regression task)."""
+    stats = PredictionStats()
+    stats.update(outputs, y, regression=num_classes is None)
+    reasons = {name: task_reason(name, stats, modality, split) for name in names}
+    scored = [name for name in names if reasons[name] is None]
+    scores = score_predictions(scored, outputs, y, num_classes) if scored else {}
+    return {name: (scores.get(name, math.nan), reasons[name]) for name in names}
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from torch import nn
 
 from mmrep.core.errors import ConfigError
 from mmrep.metrics.common import encode_batches, probe_table
+from mmrep.metrics.probes import undefined_probe
 
 TASK_PREFIX = {"y1": 3, "y2": 5, "y3": 7, "y4": 9}
 LABEL_RULES = ("median", "kmeans", "kmeans_per_batch")
@@ -86,6 +87,13 @@ def ood_shift(coords=(8, 9), spike_prob: float = 0.0):
     return shift
 
 
+def constant_fit(y: np.ndarray) -> str | None:
+    """Why a regression probe cannot fit ``y`` (N,): constant targets, which its standardisation divides by 0."""
+    if len(y) and (y == y[0]).all():
+        return f"the fit targets are constant ({y[0]:g} for all {len(y)} samples): their standardisation is 0/0"
+    return None
+
+
 def mlp_probe(z_fit, y_fit, z_eval_sets, out_dim: int, epochs: int, seed: int, classify: bool):
     """Linear(d,100)→ReLU→Linear(100,out), Xavier-uniform weights, zero biases, full-batch Adam(1e-3)."""
     gen = torch.Generator().manual_seed(seed)
@@ -106,7 +114,9 @@ def mlp_probe(z_fit, y_fit, z_eval_sets, out_dim: int, epochs: int, seed: int, c
 
 
 class Downstream:
-    """Rows ``metric=r2|mcc, probe=mlp, modality, target=y1..y5, split=test|shifted``.
+    """Rows ``metric=r2|mcc, probe=mlp, modality, target=y1..y5, split=test|shifted``; a score that is undefined
+    (constant targets, one class, non-finite representations: :func:`~mmrep.metrics.probes.undefined_probe`) is
+    NaN with a ``reason``.
 
     Args:
         modality: whose representation to probe (eval_numeric_predict.py: the image encoder ``x``).
@@ -154,34 +164,50 @@ class Downstream:
         }
         z = {k: encode_batches(model, v)[self.modality] for k, v in sets.items()}
         s = {k: torch.cat([b["latents"]["s"] for b in v]).double() for k, v in sets.items()}
-        scaler = StandardScaler().fit(z["fit"])
-        zs = {k: scaler.transform(v) for k, v in z.items()}
         ys = {
             k: {t: task_function(v[:, :p], self.exp_weight).numpy() for t, p in TASK_PREFIX.items()}
             for k, v in s.items()
         }
-        rows = []
-        for t in TASK_PREFIX:
-            mean, std = ys["fit"][t].mean(), ys["fit"][t].std()
-            (pred,) = mlp_probe(zs["fit"], (ys["fit"][t] - mean) / std, [zs["test"]], 1, self.epochs, self.seed, False)
-            rows.append(("r2", t, "test", float(r2_score(ys["test"][t], pred.ravel() * std + mean))))
         labels = self.labels({k: v["y2"] for k, v in ys.items()})
-        preds = mlp_probe(zs["fit"], labels["fit"], [zs["test"], zs["shifted"]], 2, self.epochs, self.seed, True)
-        for split, logits in zip(("test", "shifted"), preds):
-            rows.append(("mcc", "y5", split, float(matthews_corrcoef(labels[split], logits.argmax(1)))))
+        why = {
+            (t, "test"): undefined_probe(z["fit"], ys["fit"][t], z["test"], ys["test"][t], fit="fit", evaluate="test")
+            or constant_fit(ys["fit"][t])
+            for t in TASK_PREFIX
+        }
+        for split in ("test", "shifted"):
+            why["y5", split] = undefined_probe(
+                z["fit"], labels["fit"], z[split], labels[split], discrete=True, fit="fit", evaluate=split
+            )
+        values: dict[tuple[str, str], float] = {}
+        if np.isfinite(z["fit"]).all():  # else every row has its reason, as has every row of a non-finite set
+            scaler = StandardScaler().fit(z["fit"])
+            zs = {k: scaler.transform(v) for k, v in z.items() if np.isfinite(v).all()}
+            for t in TASK_PREFIX:
+                if why[t, "test"]:
+                    continue
+                mean, std = ys["fit"][t].mean(), ys["fit"][t].std()
+                fit_y = (ys["fit"][t] - mean) / std
+                (pred,) = mlp_probe(zs["fit"], fit_y, [zs["test"]], 1, self.epochs, self.seed, False)
+                values[t, "test"] = float(r2_score(ys["test"][t], pred.ravel() * std + mean))
+            scored = [split for split in ("test", "shifted") if not why["y5", split]]
+            if scored:  # the probe's training does not depend on the sets it predicts
+                preds = mlp_probe(zs["fit"], labels["fit"], [zs[k] for k in scored], 2, self.epochs, self.seed, True)
+                for split, logits in zip(scored, preds):
+                    values["y5", split] = float(matthews_corrcoef(labels[split], logits.argmax(1)))
         return pd.DataFrame(
             [
                 {
-                    "metric": m,
+                    "metric": "mcc" if t == "y5" else "r2",
                     "probe": "mlp",
                     "modality": self.modality,
                     "target": t,
-                    "value": v,
+                    "value": values.get((t, sp), np.nan),
                     "split": sp,
                     "n_fit": self.n_fit,
                     "n_eval": self.n_eval,
                 }
-                for m, t, sp, v in rows
+                | ({"reason": reason} if reason else {})
+                for (t, sp), reason in why.items()
             ]
         )
 

@@ -13,12 +13,14 @@ from joblib import Parallel, delayed
 from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
 from mmrep.metrics.common import encode_batches, probe_table
-from mmrep.metrics.probes import PROBES, probe_score, standardize
+from mmrep.metrics.probes import PROBES, probe_score, standardize, undefined_probe
 
 
 class FactorProbes:
     """Rows ``metric (mcc|r2), probe (linear|mlp), modality, target (factor), role, setting, value, split, n_fit,
-    n_eval``; ``setting`` is the dataset's ``bias_label`` (the paper setting id, e.g. ``perturbation_3``).
+    n_eval``; ``setting`` is the dataset's ``bias_label`` (the paper setting id, e.g. ``perturbation_3``). A score
+    that is undefined (one class, constant or non-finite targets: :func:`~mmrep.metrics.probes.undefined_probe`)
+    is NaN with a ``reason``.
 
     The dataset provides ``factor_roles()`` (invariant / perturbed / omitted / image-specific) and
     ``factor_kinds()`` (discrete / continuous), and held-out batches with ``latents[factor]`` (N, 1).
@@ -63,8 +65,22 @@ class FactorProbes:
 
         y_fit = {f: targets(fit, f) for f in roles}
         y_eval = {f: targets(evaluate, f) for f in roles}
-        scaled = {m: standardize(z_fit[m], z_eval[m]) for m in z_fit}
-        jobs = [(m, f, p) for m in scaled for f in roles for p in self.probes]
+        reasons = {
+            (m, f): undefined_probe(
+                z_fit[m],
+                y_fit[f],
+                z_eval[m],
+                y_eval[f],
+                discrete=kinds[f] == "discrete",
+                fit="probe_fit",
+                evaluate="probe_eval",
+            )
+            for m in z_fit
+            for f in roles
+        }
+        finite = [m for m in z_fit if np.isfinite(z_fit[m]).all() and np.isfinite(z_eval[m]).all()]
+        scaled = {m: standardize(z_fit[m], z_eval[m]) for m in finite}
+        jobs = [(m, f, p) for (m, f), why in reasons.items() if why is None for p in self.probes]
         scores = Parallel(n_jobs=self.n_jobs)(
             delayed(probe_score)(
                 p,
@@ -79,21 +95,24 @@ class FactorProbes:
             )
             for m, f, p in jobs
         )
+        values = {job: value for job, (_, value) in zip(jobs, scores)}
         return pd.DataFrame(
             [
                 {
-                    "metric": metric,
+                    "metric": "mcc" if kinds[f] == "discrete" else "r2",
                     "probe": p,
                     "modality": m,
                     "target": f,
                     "role": roles[f],
                     "setting": setting,
-                    "value": value,
+                    "value": values.get((m, f, p), np.nan),
                     "split": "probe_eval",
                     "n_fit": len(y_fit[f]),
                     "n_eval": len(y_eval[f]),
                 }
-                for (m, f, p), (metric, value) in zip(jobs, scores)
+                | ({"reason": why} if why else {})
+                for (m, f), why in reasons.items()
+                for p in self.probes
             ]
         )
 

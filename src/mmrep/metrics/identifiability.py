@@ -10,7 +10,7 @@ from joblib import Parallel, delayed
 from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
 from mmrep.metrics.common import encode_batches, probe_table
-from mmrep.metrics.probes import PROBES, probe_score, standardize
+from mmrep.metrics.probes import PROBES, probe_score, standardize, undefined_probe
 
 
 def _targets(datamodule, batches: list[dict]) -> dict[str, np.ndarray]:
@@ -23,7 +23,9 @@ class Identifiability:
 
     Probes are fitted on a fixed "probe_fit" set and scored on a disjoint "probe_eval" set drawn by the datamodule
     (crossmodal_mislaignment main_numeric.py: val and test, 20,480 samples each at paper scale). Returns one row per
-    (modality, target, probe) with columns ``metric, probe, modality, target, value, split, n_fit, n_eval``.
+    (modality, target, probe) with columns ``metric, probe, modality, target, value, split, n_fit, n_eval``; a
+    score that is undefined (constant or non-finite targets, non-finite representations:
+    :func:`~mmrep.metrics.probes.undefined_probe`) is NaN with a ``reason``.
 
     Args:
         probes: subset of ``("linear", "mlp")``.
@@ -68,8 +70,16 @@ class Identifiability:
         eval_batches = datamodule.heldout("probe_eval", self.n_eval)
         z_fit, z_eval = encode_batches(model, fit_batches), encode_batches(model, eval_batches)
         y_fit, y_eval = _targets(datamodule, fit_batches), _targets(datamodule, eval_batches)
-        scaled = {m: standardize(z_fit[m], z_eval[m]) for m in z_fit}
-        jobs = [(m, target, probe) for m in scaled for target in y_fit for probe in self.probes]
+        reasons = {
+            (m, target): undefined_probe(
+                z_fit[m], y_fit[target], z_eval[m], y_eval[target], fit="probe_fit", evaluate="probe_eval"
+            )
+            for m in z_fit
+            for target in y_fit
+        }
+        finite = [m for m in z_fit if np.isfinite(z_fit[m]).all() and np.isfinite(z_eval[m]).all()]
+        scaled = {m: standardize(z_fit[m], z_eval[m]) for m in finite}
+        jobs = [(m, target, probe) for (m, target), why in reasons.items() if why is None for probe in self.probes]
         scores = Parallel(n_jobs=self.n_jobs)(
             delayed(probe_score)(
                 probe,
@@ -83,19 +93,22 @@ class Identifiability:
             )
             for m, target, probe in jobs
         )
+        values = {job: value for job, (_, value) in zip(jobs, scores)}
         return pd.DataFrame(
             [
                 {
-                    "metric": metric,
+                    "metric": "r2",
                     "probe": probe,
                     "modality": m,
                     "target": target,
-                    "value": value,
+                    "value": values.get((m, target, probe), np.nan),
                     "split": "probe_eval",
                     "n_fit": self.n_fit,
                     "n_eval": self.n_eval,
                 }
-                for (m, target, probe), (metric, value) in zip(jobs, scores)
+                | ({"reason": why} if why else {})
+                for (m, target), why in reasons.items()
+                for probe in self.probes
             ]
         )
 

@@ -20,8 +20,17 @@ from sklearn.preprocessing import StandardScaler
 
 from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
-from mmrep.metrics.common import encode_batches, score_predictions
+from mmrep.metrics.common import encode_batches, score_predictions_with_reasons
+from mmrep.metrics.probes import nonfinite
 from mmrep.metrics.task import TaskMetrics
+
+
+def unprobed(y_fit: np.ndarray, encoded: dict[str, np.ndarray], modality: str) -> str | None:
+    """Why no linear probe can be fitted and scored for ``modality``: non-finite training targets (n_fit,) or
+    representations (N, d) of any split in ``encoded`` (``{split: z}``); None when it can."""
+    reasons = [nonfinite(y_fit, "train targets")]
+    reasons += [nonfinite(z, f"{split} representations of {modality}") for split, z in encoded.items()]
+    return next((r for r in reasons if r), None)
 
 
 class LinearProbe:
@@ -32,7 +41,8 @@ class LinearProbe:
             (``None``: all of the task's). n_fit: train samples to fit on (``None``: the whole split).
         max_iter: of the logistic regression.
 
-    Rows: ``metric, probe=linear, modality, split, value, n, n_fit``.
+    Rows: ``metric, probe=linear, modality, split, value, n, n_fit`` (and a ``reason`` where a score is undefined,
+    e.g. Pearson r of constant predictions: :func:`~mmrep.metrics.common.task_reason`).
     """
 
     def __init__(
@@ -88,6 +98,14 @@ class LinearProbe:
             held_out[split] = (encode_batches(model, batches), torch.cat([b["y"] for b in batches]))
         rows = []
         for m, z in z_fit.items():
+            encoded = {"train": z, **{split: z_split[m] for split, (z_split, _) in held_out.items()}}
+            broken = unprobed(y_fit, encoded, m)
+            if broken:  # e.g. a diverged encoder: no probe to fit, every score has the reason
+                for split, (_, y) in held_out.items():
+                    for metric in names:
+                        row = {"metric": metric, "probe": "linear", "modality": m, "split": split, "value": np.nan}
+                        rows.append(row | {"n": len(y), "n_fit": len(y_fit), "reason": broken})
+                continue
             scaler = StandardScaler().fit(z)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -102,18 +120,18 @@ class LinearProbe:
                     outputs = torch.from_numpy(proba)
                 else:
                     outputs = torch.from_numpy(probe.predict(z_eval))
-                for metric, value in score_predictions(names, outputs, y, spec.num_classes).items():
-                    rows.append(
-                        {
-                            "metric": metric,
-                            "probe": "linear",
-                            "modality": m,
-                            "split": split,
-                            "value": value,
-                            "n": len(y),
-                            "n_fit": len(y_fit),
-                        }
-                    )
+                scores = score_predictions_with_reasons(names, outputs, y, spec.num_classes, m, split)
+                for metric, (value, reason) in scores.items():
+                    row = {
+                        "metric": metric,
+                        "probe": "linear",
+                        "modality": m,
+                        "split": split,
+                        "value": value,
+                        "n": len(y),
+                        "n_fit": len(y_fit),
+                    }
+                    rows.append(row | {"reason": reason} if reason else row)
         return pd.DataFrame(rows)
 
     @staticmethod

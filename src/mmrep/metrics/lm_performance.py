@@ -4,7 +4,10 @@ log2(e) divided by its UTF-8 byte count, averaged over texts; performance = −b
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
+import torch
 
 from mmrep.core.errors import ConfigError
 from mmrep.metrics.common import heldout_inputs
@@ -12,7 +15,8 @@ from mmrep.metrics.common import heldout_inputs
 
 class LanguageModelPerformance:
     """Rows ``metric (bits_per_byte | lm_performance), modality, value, split, n`` for every encoder that scores
-    text (``bits_per_byte()``, e.g. ``encoder=hf_lm``). ``n``: held-out texts (``None``: the dataset's align set)."""
+    text (``bits_per_byte()``, e.g. ``encoder=hf_lm``). ``n``: held-out texts (``None``: the dataset's align set).
+    NaN with a ``reason`` when a text's cross-entropy is not finite."""
 
     def __init__(self, n: int | None = None) -> None:
         if n is not None and int(n) < 1:
@@ -32,6 +36,9 @@ class LanguageModelPerformance:
         for m in self._scorers(model):
             x = heldout_inputs(datamodule, [m], self.n, "metric.lm_performance")[m]
             bpb = model.encoders[m].bits_per_byte(x)
+            bad = int((~torch.isfinite(bpb)).sum())
+            reason = f"{bad} of the {len(bpb)} texts have a non-finite cross-entropy under {m}" if bad else None
             for metric, value in (("bits_per_byte", bpb.mean()), ("lm_performance", -bpb.mean())):
-                rows.append({"metric": metric, "modality": m, "value": float(value), "split": "align", "n": len(bpb)})
+                row = {"metric": metric, "modality": m, "value": float(value), "split": "align", "n": len(bpb)}
+                rows.append(row | {"value": math.nan, "reason": reason} if reason else row)
         return pd.DataFrame(rows)

@@ -8,6 +8,8 @@ It needs no labels, so it monitors dimensional collapse on any dataset (``callba
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import torch
 
@@ -31,6 +33,17 @@ def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
     return float(torch.exp(-torch.special.xlogy(p, p).sum()))  # xlogy: 0 log 0 = 0 (eps = 0, exact zeros)
 
 
+def rankme_reason(z: torch.Tensor) -> str | None:
+    """Why RankMe has no value on the embeddings ``z`` (n, d), None when it has one: non-finite entries, or all
+    zero (no singular value to normalise: p = 0/0, which :func:`rankme`'s ``eps`` turns into a rank of 1)."""
+    bad = int((~torch.isfinite(z)).any(1).sum())
+    if bad:
+        return f"{bad} of the {z.shape[0]} embeddings are NaN/inf"
+    if not bool(z.any()):
+        return f"the {z.shape[0]} embeddings are all zero: RankMe normalises their singular values by their sum, 0"
+    return None
+
+
 class RankMe:
     """RankMe of each encoder's representation of ``n`` held-out samples of ``split``.
 
@@ -40,7 +53,8 @@ class RankMe:
         split: the held-out split (``train``, ``val``, ``test``).
         eps: as :func:`rankme`.
 
-    Rows: ``metric=rankme, modality, split, value, n, dim`` (``dim``: the embedding width d).
+    Rows: ``metric=rankme, modality, split, value, n, dim`` (``dim``: the embedding width d); NaN with a ``reason``
+    for embeddings that are all zero or not finite (:func:`rankme_reason`).
     """
 
     def __init__(
@@ -67,15 +81,16 @@ class RankMe:
     def __call__(self, model, datamodule) -> pd.DataFrame:
         self.check(model, datamodule)
         z = encode_on_device(model, datamodule.heldout(self.split, self.n))
-        rows = [
-            {
+        rows = []
+        for m, h in z.items():
+            reason = rankme_reason(h)
+            row = {
                 "metric": "rankme",
                 "modality": m,
                 "split": self.split,
-                "value": rankme(h, self.eps),
+                "value": math.nan if reason else rankme(h, self.eps),
                 "n": int(h.shape[0]),
                 "dim": int(h.shape[1]),
             }
-            for m, h in z.items()
-        ]
+            rows.append(row | {"reason": reason} if reason else row)
         return pd.DataFrame(rows)

@@ -8,6 +8,7 @@ accuracy of ``pred > 0`` against ``label > 0`` over all samples (zero labels cou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import pandas as pd
@@ -16,7 +17,14 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from mmrep.core.contract import require_samples
 from mmrep.core.errors import ConfigError
-from mmrep.metrics.common import CLASSIFICATION, REGRESSION, make_task_metric, update_task_metric
+from mmrep.metrics.common import (
+    CLASSIFICATION,
+    REGRESSION,
+    PredictionStats,
+    make_task_metric,
+    task_reason,
+    update_task_metric,
+)
 
 
 class TaskMetrics:
@@ -28,7 +36,9 @@ class TaskMetrics:
         metrics: names among ``accuracy, f1`` (classification) or ``mae, pearson, sign_accuracy`` (regression);
             ``None`` = all of the dataset's task.
 
-    Rows: ``metric, modality, split, value, n``.
+    Rows: ``metric, modality, split, value, n``; a score that is undefined on the split (constant predictions or
+    targets for Pearson r, non-finite ones) is NaN with a ``reason``
+    (:func:`~mmrep.metrics.common.task_reason`).
     """
 
     def __init__(
@@ -76,6 +86,7 @@ class TaskMetrics:
         try:
             for split in self.splits:
                 scores: dict[str, dict] = {}
+                inputs: dict[str, PredictionStats] = {}
                 total = 0
                 for batch in datamodule.heldout(split):
                     batch = move_data_to_device(batch, model.device)
@@ -85,12 +96,14 @@ class TaskMetrics:
                         )
                         for n, metric in per.items():
                             update_task_metric(n, metric, out, batch["y"])
+                        inputs.setdefault(m, PredictionStats()).update(out, batch["y"], spec.task == "regression")
                     total += batch["y"].shape[0]
-                rows += [
-                    {"metric": n, "modality": m, "split": split, "value": float(metric.compute()), "n": total}
-                    for m, per in scores.items()
-                    for n, metric in per.items()
-                ]
+                for m, per in scores.items():
+                    for n, metric in per.items():
+                        reason = task_reason(n, inputs[m], m, split)
+                        value = math.nan if reason else float(metric.compute())
+                        row = {"metric": n, "modality": m, "split": split, "value": value, "n": total}
+                        rows.append(row | {"reason": reason} if reason else row)
         finally:
             model.train(was_training)
         return pd.DataFrame(rows)

@@ -15,6 +15,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from mmrep.core.files import atomic_write
+from mmrep.core.results import not_finite, result_key
 
 log = logging.getLogger(__name__)
 
@@ -151,23 +152,20 @@ def log_config(loggers: list, config: DictConfig) -> None:
         logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))
 
 
-def result_key(row: pd.Series) -> str:
-    """A row's summary name from its identifying columns, e.g. ``r2/mlp/x/s_inv`` or ``mutual_knn/x0|x1/max``."""
-    parts = [row.get(c) for c in ("metric", "probe", "modality", "target", "aggregate", "split")]
-    return "/".join(str(p) for p in parts if p is not None and not (isinstance(p, float) and pd.isna(p)))
-
-
 def log_results(loggers: list, results: pd.DataFrame) -> None:
-    """The final results to the loggers: W&B gets a ``results`` table and one summary value per row (the CSV
-    logger's table is ``results.csv`` itself); TensorBoard gets each row as a scalar at the last step."""
+    """The final results to the loggers: W&B gets a ``results`` table (every row, with its ``reason``) and one
+    summary value per computed row (the CSV logger's table is ``results.csv`` itself); TensorBoard gets each
+    computed row as a scalar at the last step. A row without a value (NaN, named with its reason in the warning
+    of :func:`mmrep.pipeline.measure.measure`) is no number to chart."""
+    computed = results[~not_finite(results["value"])] if "value" in results else results
     for logger in loggers:
         if hasattr(logger, "log_table"):
             logger.log_table(key="results", dataframe=results.astype(object).where(results.notna(), None))
             summary = logger.experiment.summary
-            for _, row in results.iterrows():
+            for _, row in computed.iterrows():
                 summary[f"results/{result_key(row)}"] = float(row["value"])
         elif type(logger).__name__ == "TensorBoardLogger":
-            logger.log_metrics({f"results/{result_key(row)}": float(row["value"]) for _, row in results.iterrows()})
+            logger.log_metrics({f"results/{result_key(row)}": float(row["value"]) for _, row in computed.iterrows()})
 
 
 def finish_loggers() -> None:

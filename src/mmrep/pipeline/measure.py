@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mmrep.core.errors import ConfigError, MetricsFailed
-from mmrep.core.results import select_value, tidy
+from mmrep.core.results import fill_reasons, select_value, tidy, uncomputed
 from mmrep.pipeline.errors import one_line_message
 
 log = logging.getLogger("mmrep.train")
@@ -19,7 +20,9 @@ log = logging.getLogger("mmrep.train")
 
 def measure(metrics: dict, model, datamodule, trainer) -> tuple[pd.DataFrame, list, dict[str, BaseException]]:
     """Every metric's rows (+ the validation-loss row, named by the objective), each metric's summary table and the
-    metrics that failed (``{name: error}``): one failing metric does not cost the others' rows."""
+    metrics that failed (``{name: error}``): one failing metric does not cost the others' rows. A row whose value is
+    not finite keeps its metric's ``reason`` or gets ``value is not finite (metric.<name> returned nan)``; one
+    warning names those rows and why."""
     frames: list[pd.DataFrame] = []
     summaries: list = []
     failed: dict[str, BaseException] = {}
@@ -31,24 +34,25 @@ def measure(metrics: dict, model, datamodule, trainer) -> tuple[pd.DataFrame, li
                 log.error("metric.%s failed", name, exc_info=err)
             failed[name] = err
             continue
-        frames.append(rows)
+        frames.append(fill_reasons(rows, f"metric.{name}"))
         if hasattr(metric, "summary") and not rows.empty:
             summaries.append(metric.summary(rows))
     val_loss = trainer.callback_metrics.get("val/loss")
     if val_loss is not None:
-        frames.append(
-            pd.DataFrame(
-                [
-                    {
-                        "metric": "loss",
-                        "target": getattr(model, "loss_name", "loss"),
-                        "split": "val",
-                        "value": float(val_loss),
-                    }
-                ]
-            )
-        )
-    return tidy(frames), [s for s in summaries if s is not None], failed
+        value = float(val_loss)
+        loss: dict[str, object] = {
+            "metric": "loss",
+            "target": getattr(model, "loss_name", "loss"),
+            "split": "val",
+            "value": value,
+        }
+        if not math.isfinite(value):
+            loss["reason"] = f"the validation loss of the last epoch is {value} (the training diverged)"
+        frames.append(pd.DataFrame([loss]))
+    results = tidy(frames)
+    if (message := uncomputed(results)) is not None:
+        log.warning(message)
+    return results, [s for s in summaries if s is not None], failed
 
 
 def metrics_failed(failed: dict[str, BaseException], results_path: Path, cfg: DictConfig) -> MetricsFailed:

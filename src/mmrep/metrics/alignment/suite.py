@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -210,9 +211,53 @@ PairFunction = Callable[[PreparedPair], float]
 
 @dataclass(frozen=True)
 class MetricInfo:
+    """A metric of the suite. ``degenerate``: the :class:`Degeneracy` of either input under which the metric is
+    undefined (``direction``: the row-normalised view has zero variance; ``constant``: the raw features have;
+    ``zero``: the features are all zero)."""
+
     compute: PairFunction
     uses_k: bool = False
     summary: str = field(default="", compare=False)
+    degenerate: str = "direction"
+
+
+class Degeneracy(NamedTuple):
+    """What a feature matrix (N, d) tells apart: ``zero`` every entry is 0; ``constant`` every row is the same;
+    ``direction`` every row is the same after L2-normalising rows (rows differing only by a positive scale, or
+    all zero) — the view every metric but the ``*_unnorm`` ones reads."""
+
+    zero: bool
+    constant: bool
+    direction: bool
+
+
+def _same_rows(H: torch.Tensor) -> bool:
+    """Every row of ``H`` (N, d) equals the first, up to a few ulps of its largest entry (a constant matrix's
+    centring leaves round-off, not signal)."""
+    scale = float(H.abs().max())
+    return float((H - H[:1]).abs().max()) <= 16 * torch.finfo(H.dtype).eps * scale
+
+
+def degeneracy(H: torch.Tensor) -> Degeneracy:
+    """The :class:`Degeneracy` of a floating (N, d) feature matrix (before any outlier clamp)."""
+    zero = not bool(H.any())
+    return Degeneracy(zero, zero or _same_rows(H), zero or _same_rows(normalize_rows(H)))
+
+
+def undefined_reason(metric: str, flags: Degeneracy, what: str, n: int) -> str | None:
+    """Why ``metric`` has no value on the features ``what`` (e.g. ``"x layer act1"``) of ``n`` samples with the
+    :class:`Degeneracy` ``flags``; None where it is defined."""
+    info = METRICS[metric]
+    if not getattr(flags, info.degenerate):
+        return None
+    if flags.zero:
+        state = f"are all zero over the {n} samples"
+    elif flags.constant:
+        state = f"are the same for all {n} samples (zero variance)"
+    else:
+        state = f"point the same way for all {n} samples (zero variance once each row is L2-normalised)"
+    outcome = "all similarities tie, so the k-NN lists are arbitrary" if info.uses_k else f"{metric} is 0/0"
+    return f"the features of {what} {state}: {outcome}"
 
 
 def _cmd(normalized: bool, center: bool) -> PairFunction:
@@ -266,10 +311,12 @@ METRICS: dict[str, MetricInfo] = {
         ),
         summary="mean canonical corr. of top SVD dims",
     ),
-    "cmd": MetricInfo(_cmd(True, False), summary="tr(CaCb)/(|Ca||Cb|)"),
+    "cmd": MetricInfo(_cmd(True, False), summary="tr(CaCb)/(|Ca||Cb|)", degenerate="zero"),
     "centered_cmd": MetricInfo(_cmd(True, True), summary="cmd, centred"),
-    "cmd_unnorm": MetricInfo(_cmd(False, False), summary="cmd, rows not normalised"),
-    "centered_cmd_unnorm": MetricInfo(_cmd(False, True), summary="centred cmd, rows not normalised"),
+    "cmd_unnorm": MetricInfo(_cmd(False, False), summary="cmd, rows not normalised", degenerate="zero"),
+    "centered_cmd_unnorm": MetricInfo(
+        _cmd(False, True), summary="centred cmd, rows not normalised", degenerate="constant"
+    ),
 }
 
 
