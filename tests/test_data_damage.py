@@ -352,6 +352,8 @@ def test_clean_splits_load_and_integer_data_count_as_finite():
     dm = _Generated(_splits())
     dm.setup()
     assert len(dm.split("test")) == 5
+    half = torch.tensor([[1.0], [float("inf")]], dtype=torch.bfloat16)
+    assert nonfinite_problem(half) == "1 inf value in 1 of 2 samples (sample 1)"
     assert nonfinite_problem(np.arange(4)) is None and nonfinite_problem(np.array([[1.0, np.nan]])) == (
         "1 NaN value in 1 of 1 samples (sample 0)"
     )

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmrep.core.contract import Batch, DataSpec, slice_input
 from mmrep.core.errors import ConfigError
-from mmrep.data.integrity import check_splits
+from mmrep.data.integrity import GENERATED_FIX, check_splits
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class InMemorySplitDataModule(pl.LightningDataModule):
         and file a user would change, e.g. ``("dataset.path", "/data/mosi.pkl", "repair or re-create the file")``.
         This default suits generated data; datasets read from files override it."""
         name = type(self).__name__
-        return "dataset", f"the data {name} generated", "the dataset's parameters (dataset.*) give non-finite values"
+        return "dataset", f"the data {name} generated", GENERATED_FIX
 
     def setup(self, stage: str | None = None) -> None:
         """Load the splits once and check them (:func:`~mmrep.data.integrity.check_splits`: samples in every split,

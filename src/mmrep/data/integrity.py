@@ -17,6 +17,7 @@ import torch
 from mmrep.core.errors import ConfigError
 
 FIX = "repair or re-create the file (the data must be finite)"
+GENERATED_FIX = "the dataset's parameters (dataset.*) give non-finite values"
 
 
 def where(key: str, origin: str, split: str | None = None, name: str | None = None) -> str:
@@ -38,7 +39,10 @@ def nonfinite_problem(values, sample_ids: Sequence[int] | np.ndarray | None = No
     """None when every value of ``values`` (samples on axis 0) is finite, else what is wrong, e.g. ``3 NaN and 1
     inf values in 2 of 40 samples (samples 4, 17)``; ``sample_ids`` numbers the samples as the file does (default
     0..N-1). Integer and boolean arrays are always finite."""
-    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        values = values.float() if values.dtype == torch.bfloat16 else values  # numpy has no bfloat16
+    array = np.asarray(values)
     if array.dtype.kind not in "fc" or array.size == 0:
         return None
     finite = np.isfinite(array)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from mmrep.bias.misalignment import MisalignmentBias, ResolvedBias
 from mmrep.core.contract import Batch, DataSpec, ModalitySpec, shard
 from mmrep.core.errors import ConfigError, check_positive_ints
-from mmrep.data.integrity import check_finite, where
+from mmrep.data.integrity import GENERATED_FIX, check_finite, where
 from mmrep.data.mixing import invertible_mlp
 from mmrep.data.seeding import seed_sequence, torch_generator
 
@@ -309,7 +309,7 @@ class NumericDataModule(pl.LightningDataModule):
                     check_finite(
                         batch[key],
                         where("dataset", "the data NumericDataModule generated", "val", key),
-                        fix="the dataset's parameters (dataset.*) give non-finite values",
+                        fix=GENERATED_FIX,
                     )
             self._val = (
                 (rank, world),
