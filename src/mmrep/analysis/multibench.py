@@ -19,7 +19,6 @@ weights restored); datasets are loaded once per configuration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from mmrep.analysis.cli import publish, run_analysis, study_parser
-from mmrep.analysis.runs import usable_runs
+from mmrep.analysis.runs import RunFolder, usable_runs
 from mmrep.core.contract import concat_batches
 from mmrep.core.files import atomic_write
 from mmrep.metrics.alignment import layerwise_alignment
@@ -37,24 +36,13 @@ from mmrep.pipeline.build import build
 from mmrep.pipeline.resume import load_for_evaluation
 
 
-@dataclass
-class Run:
-    path: Path
-    config: object
-    results: pd.DataFrame
-
-    @property
-    def modalities(self) -> list[str]:
-        return list(self.config.dataset.modalities or [])
-
-
 def performance_metric(task: str) -> str:
     """The metric the paper reports: accuracy, or the accuracy of the sign for regression (the original's
     training_structures/unimodal_supervised.py)."""
     return "sign_accuracy" if task == "regression" else "accuracy"
 
 
-def performance(run: Run, metric: str, modality: str, split: str) -> float:
+def performance(run: RunFolder, metric: str, modality: str, split: str) -> float:
     rows = run.results[
         (run.results.metric == metric)
         & (run.results.modality == modality)
@@ -76,20 +64,20 @@ class FeatureReader:
         self._models: dict[Path, object] = {}
         self._features: dict[tuple, list] = {}
 
-    def datamodule(self, run: Run):
+    def datamodule(self, run: RunFolder):
         key = OmegaConf.to_yaml(run.config.dataset)
         if key not in self._data:
             self._data[key] = build(run.config)[0]
         return self._data[key]
 
-    def model(self, run: Run):
+    def model(self, run: RunFolder):
         if run.path not in self._models:
             _, model = build(run.config)
             load_for_evaluation(model, self.datamodule(run), str(run.path / "checkpoints" / "last.ckpt"), "cpu")
             self._models[run.path] = model
         return self._models[run.path]
 
-    def __call__(self, run: Run, modality: str, split: str) -> list:
+    def __call__(self, run: RunFolder, modality: str, split: str) -> list:
         key = (run.path, modality, split)
         if key not in self._features:
             inputs = concat_batches(self.datamodule(run).heldout(split, self.n), [modality])[modality]
@@ -99,8 +87,8 @@ class FeatureReader:
 
 def analyze_sweep(sweep: Path, metric: str = "unbiased_cka", n: int = 4096, splits=("train", "test")):
     """Tidy correlation rows and per-run rows for one sweep (one dataset, one pair)."""
-    runs = [Run(run.path, run.config, run.results) for run in usable_runs(sweep)[0]]
-    pairs = {tuple(r.modalities) for r in runs}
+    runs = usable_runs(sweep)[0]
+    pairs = {tuple(r.config.dataset.modalities or []) for r in runs}
     if len(pairs) != 1 or len(next(iter(pairs))) != 2:
         raise ValueError(f"{sweep}: expected one modality pair per sweep (dataset.modalities), got {sorted(pairs)}")
     (a, b), dataset = next(iter(pairs)), str(runs[0].config.dataset.get("name", "?"))
