@@ -25,7 +25,7 @@ from mmrep.metrics.alignment import (
     remove_outliers,
     resolve_metrics,
 )
-from mmrep.metrics.alignment.preprocess import check_k, check_q
+from mmrep.metrics.alignment.preprocess import check_k, check_q, max_k
 from mmrep.metrics.alignment.suite import Degeneracy, degeneracy, undefined_reason
 from mmrep.metrics.common import heldout_inputs
 from mmrep.metrics.features import layer_features
@@ -232,12 +232,12 @@ class Alignment:
         k >= N − 1 every other sample is a neighbour, and mutual kNN is 1 for any two representations. Not
         capped: a k that small data forces changes what the metric measures, so the run says so instead."""
         k = self.options["k"]
-        if any(METRICS[m].uses_k for m in self.metrics) and k > n_samples - 2:
+        if any(METRICS[m].uses_k for m in self.metrics) and k > max_k(n_samples):
             raise ConfigError(
                 f"{self.key}.k: {k} neighbours need at least k + 2 = {k + 2} held-out samples; the alignment set "
                 f"has {n_samples} (split {split}): with k >= N - 1 every other sample is a neighbour, so the "
                 "neighbour sets of any two representations agree (mutual kNN is 1 for any features); lower "
-                f"{self.key}.k to at most {n_samples - 2}, or use a bigger held-out set ({self.key}.n / dataset)"
+                f"{self.key}.k to at most {max_k(n_samples)}, or use a bigger held-out set ({self.key}.n / dataset)"
             )
 
     def _warn(self, message: str) -> None:

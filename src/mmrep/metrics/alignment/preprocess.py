@@ -41,18 +41,23 @@ def check_pair(X, Y, names: tuple[str, str] = ("X", "Y")) -> tuple[torch.Tensor,
     return X.to(dtype), Y.to(device=X.device, dtype=dtype)
 
 
+def max_k(n: int) -> int:
+    """The most nearest neighbours that still leave N samples a non-neighbour each: N − 2 (see :func:`check_k`)."""
+    return n - 2
+
+
 def check_k(k: int, n: int, name: str = "k") -> int:
     """``k`` nearest neighbours of N samples need 1 <= k <= N − 2. The sample itself never counts as a neighbour,
     so with k >= N − 1 every other sample is one: the neighbour sets of any two representations agree and mutual
     kNN is 1 whatever the features."""
-    if isinstance(k, bool) or int(k) != k or not 1 <= int(k) <= n - 2:
+    if isinstance(k, bool) or int(k) != k or not 1 <= int(k) <= max_k(n):
         why = ""
         if not isinstance(k, bool) and int(k) == k and int(k) >= max(n - 1, 1):
             why = (
                 f" (N = {n} samples: with k >= N-1 every other sample is a neighbour, so the neighbour sets of any "
                 "two representations agree and mutual kNN is 1 for any features)"
             )
-        raise AlignmentInputError(f"{name}: must be an integer in [1, N-2] = [1, {n - 2}], got {k!r}{why}")
+        raise AlignmentInputError(f"{name}: must be an integer in [1, N-2] = [1, {max_k(n)}], got {k!r}{why}")
     return int(k)
 
 
