@@ -49,7 +49,8 @@ def nonfinite_problem(values, sample_ids: Sequence[int] | np.ndarray | None = No
     if finite.all():
         return None
     bad = ~finite
-    nan, inf = int(np.isnan(array).sum()), int(bad.sum() - np.isnan(array).sum())
+    nan = int(np.isnan(array).sum())
+    inf = int(bad.sum()) - nan
     counts = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "inf")) if n)
     rows = np.flatnonzero(bad.reshape(len(array), -1).any(axis=1))
     ids = np.asarray(sample_ids)[rows] if sample_ids is not None else rows
